@@ -1,0 +1,129 @@
+//! `emcoder`: predict emotions with uncertainty, inspect a model directory.
+
+mod output;
+
+use clap::{Args, Parser, Subcommand};
+use emcoder::{LoadOptions, Model, PredictOptions, TokenizerChoice};
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// The default model, shipped in the repository.
+const DEFAULT_MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/emcoder-mini");
+
+#[derive(Parser)]
+#[command(name = "emcoder", version, about = "EmCoder emotion recognition with MC-dropout uncertainty")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Predict emotions (mean probability and uncertainty) for texts.
+    Predict(PredictArgs),
+    /// Show a model directory: config, every tensor with dtype, shape and resolved role.
+    Inspect {
+        /// The model directory.
+        dir: PathBuf,
+        /// Tokenizer file (default: <dir>/tokenizer.json, else the built-in one).
+        #[arg(long)]
+        tokenizer: Option<PathBuf>,
+    },
+}
+
+#[derive(Args)]
+struct ModelArgs {
+    /// Model directory [default: $EMCODER_MODEL, else the shipped models/emcoder-mini].
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Tokenizer file [default: <model>/tokenizer.json, else the built-in ModernBERT one].
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// Worker threads (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Longest accepted text, in tokens.
+    #[arg(long, default_value_t = emcoder::DEFAULT_MAX_TOKENS)]
+    max_tokens: usize,
+}
+
+#[derive(Args)]
+struct PredictArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// MC-dropout samples per text.
+    #[arg(long, short = 'n', default_value_t = emcoder::DEFAULT_SAMPLES)]
+    samples: u32,
+    /// Seed of the dropout masks.
+    #[arg(long, default_value_t = emcoder::DEFAULT_SEED)]
+    seed: u64,
+    /// One pass with dropout off (prints logits with --json).
+    #[arg(long)]
+    deterministic: bool,
+    /// Truncate texts longer than --max-tokens instead of failing.
+    #[arg(long)]
+    truncate: bool,
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    json: bool,
+    /// Labels per table (0 = all).
+    #[arg(long, default_value_t = 10)]
+    top: usize,
+    /// Texts to classify; read from stdin, one per line, when none are given.
+    texts: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let res = match cli.cmd {
+        Cmd::Predict(a) => predict(a),
+        Cmd::Inspect { dir, tokenizer } => inspect(dir, tokenizer),
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type CliResult = Result<(), Box<dyn std::error::Error>>;
+
+fn load(m: &ModelArgs) -> Result<Model, Box<dyn std::error::Error>> {
+    let dir = match &m.model {
+        Some(d) => d.clone(),
+        None => std::env::var_os("EMCODER_MODEL").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL)),
+    };
+    let opts = LoadOptions {
+        tokenizer: m.tokenizer.clone().map(TokenizerChoice::Path).unwrap_or_default(),
+        n_threads: m.threads,
+        max_tokens: m.max_tokens,
+        ..Default::default()
+    };
+    Ok(Model::load(&dir, &opts)?)
+}
+
+fn predict(a: PredictArgs) -> CliResult {
+    let texts = if a.texts.is_empty() {
+        std::io::stdin().lock().lines().collect::<Result<Vec<_>, _>>()?
+    } else {
+        a.texts.clone()
+    };
+    let model = load(&a.model)?;
+    let opts = PredictOptions { samples: a.samples, seed: a.seed, deterministic: a.deterministic, truncate: a.truncate };
+    let preds = model.predict(&texts, &opts)?;
+    if a.json {
+        println!("{}", output::predictions_json(&model, &texts, &preds));
+    } else {
+        print!("{}", output::predictions_table(&model, &texts, &preds, a.top));
+    }
+    Ok(())
+}
+
+fn inspect(dir: PathBuf, tokenizer: Option<PathBuf>) -> CliResult {
+    let files = emcoder::ModelFiles::load(&dir, &tokenizer.map(TokenizerChoice::Path).unwrap_or_default())?;
+    print!("{}", output::inspect_report(&files));
+    Ok(())
+}

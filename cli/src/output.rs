@@ -1,0 +1,97 @@
+//! What the CLI prints: prediction tables, the exact JSON format, the inspect report.
+
+use emcoder::{Model, ModelFiles, TextPrediction};
+use serde_json::{json, Value};
+use std::fmt::Write;
+
+/// `{"results":[{"text", "n_tokens", "labels":[...28 in id order], "logits"?}]}`.
+pub fn predictions_json(model: &Model, texts: &[String], preds: &[TextPrediction]) -> Value {
+    let results: Vec<Value> = texts
+        .iter()
+        .zip(preds)
+        .map(|(t, p)| {
+            let labels: Vec<Value> = model
+                .labels()
+                .iter()
+                .zip(&p.labels)
+                .map(|(l, s)| {
+                    json!({"label": l, "mean": s.mean, "std": s.std, "total_entropy": s.total_entropy,
+                           "aleatoric": s.aleatoric, "epistemic": s.epistemic, "predicted": s.predicted})
+                })
+                .collect();
+            let mut o = json!({"text": t, "n_tokens": p.n_tokens, "labels": labels});
+            if let Some(z) = &p.logits {
+                o["logits"] = json!(z);
+            }
+            o
+        })
+        .collect();
+    json!({ "results": results })
+}
+
+/// One table per text, labels sorted by mean probability, predicted ones marked `*`.
+pub fn predictions_table(model: &Model, texts: &[String], preds: &[TextPrediction], top: usize) -> String {
+    let mut s = String::new();
+    for (t, p) in texts.iter().zip(preds) {
+        let mode = if p.logits.is_some() { "deterministic".to_string() } else { format!("{} MC samples", p.samples) };
+        let _ = writeln!(s, "Text: {t}\n({} tokens, {mode})", p.n_tokens);
+        let _ = writeln!(s, "  {:<16} {:>6}  {:>14}", "Emotion", "Prob", "± Uncertainty");
+        let mut order: Vec<usize> = (0..p.labels.len()).collect();
+        order.sort_by(|&a, &b| p.labels[b].mean.total_cmp(&p.labels[a].mean));
+        let k = if top == 0 { order.len() } else { top.min(order.len()) };
+        for &i in &order[..k] {
+            let l = &p.labels[i];
+            let mark = if l.predicted { '*' } else { ' ' };
+            let _ = writeln!(s, "{mark} {:<16} {:>6.3}  ± {:<12.3}", model.labels()[i], l.mean, l.std);
+        }
+        let predicted: Vec<&str> =
+            order.iter().filter(|&&i| p.labels[i].predicted).map(|&i| model.labels()[i].as_str()).collect();
+        let _ = writeln!(s, "Predicted: {}\n", if predicted.is_empty() { "(none)".into() } else { predicted.join(", ") });
+    }
+    s
+}
+
+/// The report of `emcoder inspect`.
+pub fn inspect_report(f: &ModelFiles) -> String {
+    let c = &f.config;
+    let mut s = String::new();
+    let _ = writeln!(s, "model directory: {}", f.dir.display());
+    let _ = writeln!(s, "config ({} keys):", c.key_family);
+    let _ = writeln!(
+        s,
+        "  d_model {}  n_head {} (head_dim {})  n_layers {}  d_ffn {}  vocab_size {}",
+        c.d_model, c.n_head, c.head_dim(), c.n_layers, c.d_ffn, c.vocab_size
+    );
+    let _ = writeln!(
+        s,
+        "  dropout {}  num_labels {}  rope_theta {}  norm_eps {:e}  rot_dim {} (from {})",
+        c.dropout,
+        c.num_labels,
+        c.rope_theta,
+        c.norm_eps,
+        f.weights.rot_dim,
+        if f.placements.iter().any(|p| p.role.contains("rotary")) { "stored freqs" } else { "config / rope_theta" }
+    );
+    let _ = writeln!(s, "  labels: {}", c.labels.join(", "));
+    let _ = writeln!(
+        s,
+        "thresholds: {}",
+        f.thresholds_file.as_ref().map_or("none (0.5 for every label)".into(), |p| p.display().to_string())
+    );
+    let _ = writeln!(s, "tokenizer: {}", f.tokenizer.as_ref().map_or("none".into(), |t| t.source.to_string()));
+    let params: usize = f.placements.iter().map(|p| p.shape.iter().product::<usize>()).sum();
+    let _ = writeln!(s, "tensors: {} ({params} parameters)", f.placements.len());
+    let w = f.placements.iter().map(|p| p.name.len()).max().unwrap_or(4);
+    for p in &f.placements {
+        let _ = writeln!(
+            s,
+            "  {:<w$}  {:<5} {:<14} -> {}{}",
+            p.name,
+            p.dtype,
+            format!("{:?}", p.shape),
+            p.role,
+            if p.in_place { "" } else { " [converted to f32]" }
+        );
+    }
+    s
+}

@@ -1,0 +1,5 @@
+//! The runtime layer: packed batches, the forward pass, the MC sampler's statistics.
+
+pub mod batch;
+pub mod forward;
+pub mod stats;

@@ -1,0 +1,238 @@
+//! # emcoder
+//!
+//! A native runtime for EmCoder, a 28-label emotion classifier whose uncertainty comes from
+//! Monte Carlo dropout. Layers of the crate follow the data:
+//! [`model`] (config, weights resolved by role, thresholds, tokenizer) ->
+//! [`engine`] (packed batches, forward pass with MC samples folded into the rows, statistics)
+//! -> `emcoder-kernels` (pure compute kernels).
+//!
+//! ```no_run
+//! let model = emcoder::Model::load("models/emcoder-mini".as_ref(), &Default::default())?;
+//! let out = model.predict(&["I am so happy you are here!"], &Default::default())?;
+//! for (label, s) in model.labels().iter().zip(&out[0].labels) {
+//!     println!("{label}: {:.3} ± {:.3}", s.mean, s.std);
+//! }
+//! # Ok::<(), emcoder::Error>(())
+//! ```
+
+pub mod engine;
+pub mod error;
+pub mod model;
+
+pub use engine::forward::Trace;
+pub use engine::stats::LabelStats;
+pub use error::{Error, Result};
+pub use model::{Config, ModelFiles, Placement, Threshold, TokenizerChoice};
+
+use engine::forward::{Dropout, Forward};
+use std::path::Path;
+
+/// The default seed of MC sampling (any fixed value; results are a pure function of it).
+pub const DEFAULT_SEED: u64 = 42;
+/// The default number of MC samples, as in the model card.
+pub const DEFAULT_SAMPLES: u32 = 50;
+/// The default token limit per text.
+pub const DEFAULT_MAX_TOKENS: usize = 4096;
+
+/// How to load a model.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// Tokenizer: `<dir>/tokenizer.json` or the built-in one (default), a file, or none.
+    pub tokenizer: TokenizerChoice,
+    /// Threads of the model's pool; 0 = all cores.
+    pub n_threads: usize,
+    /// Longest accepted text in tokens (with `[CLS]` and `[SEP]`).
+    pub max_tokens: usize,
+    /// Rows (tokens x samples) processed at once; bounds scratch memory, never changes results.
+    pub max_rows: usize,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions { tokenizer: TokenizerChoice::Auto, n_threads: 0, max_tokens: DEFAULT_MAX_TOKENS, max_rows: 16384 }
+    }
+}
+
+/// How to predict.
+#[derive(Clone, Debug)]
+pub struct PredictOptions {
+    /// MC samples per text (>= 1); ignored when `deterministic`.
+    pub samples: u32,
+    /// Seed of the dropout masks.
+    pub seed: u64,
+    /// One pass with dropout off; predictions then also carry the logits.
+    pub deterministic: bool,
+    /// Truncate texts over the token limit instead of failing.
+    pub truncate: bool,
+}
+
+impl Default for PredictOptions {
+    fn default() -> Self {
+        PredictOptions { samples: DEFAULT_SAMPLES, seed: DEFAULT_SEED, deterministic: false, truncate: false }
+    }
+}
+
+/// The result for one text.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TextPrediction {
+    /// Tokens including `[CLS]` and `[SEP]`.
+    pub n_tokens: usize,
+    /// Samples drawn (1 in deterministic mode).
+    pub samples: u32,
+    /// One entry per label, in id order.
+    pub labels: Vec<LabelStats>,
+    /// The logits of the deterministic pass (deterministic mode only).
+    pub logits: Option<Vec<f32>>,
+}
+
+/// A loaded model with its thread pool. Immutable; `&Model` can be shared across threads.
+pub struct Model {
+    files: ModelFiles,
+    pool: rayon::ThreadPool,
+    threads: usize,
+    opts: LoadOptions,
+}
+
+impl Model {
+    /// Loads a model directory.
+    pub fn load(dir: &Path, opts: &LoadOptions) -> Result<Self> {
+        let files = ModelFiles::load(dir, &opts.tokenizer)?;
+        Self::from_files(files, opts)
+    }
+
+    /// Wraps already loaded files with a thread pool.
+    pub fn from_files(files: ModelFiles, opts: &LoadOptions) -> Result<Self> {
+        if opts.max_tokens < 2 {
+            return Err(Error::Input(format!("max_tokens {} is too small: [CLS] and [SEP] need 2", opts.max_tokens)));
+        }
+        let threads = if opts.n_threads == 0 {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        } else {
+            opts.n_threads
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("emcoder-{i}"))
+            .build()
+            .map_err(|e| Error::Input(format!("cannot start {threads} worker threads: {e}")))?;
+        Ok(Model { files, pool, threads, opts: opts.clone() })
+    }
+
+    /// Hyper-parameters.
+    pub fn config(&self) -> &Config {
+        &self.files.config
+    }
+
+    /// Label names in id order.
+    pub fn labels(&self) -> &[String] {
+        &self.files.config.labels
+    }
+
+    /// Everything that was loaded (placements, thresholds, tokenizer source).
+    pub fn files(&self) -> &ModelFiles {
+        &self.files
+    }
+
+    /// Worker threads.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// Tokenizes one text (`[CLS] ... [SEP]`), applying the token limit.
+    pub fn tokenize(&self, text: &str, truncate: bool) -> Result<Vec<u32>> {
+        let tok = self.files.tokenizer.as_ref().ok_or_else(|| {
+            Error::Input("this model was loaded without a tokenizer: predict from token ids".into())
+        })?;
+        let ids = tok.encode(text, self.opts.max_tokens, truncate)?;
+        self.check_ids(0, &ids)?;
+        Ok(ids)
+    }
+
+    /// Predicts every text.
+    pub fn predict<S: AsRef<str>>(&self, texts: &[S], opts: &PredictOptions) -> Result<Vec<TextPrediction>> {
+        let ids = texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| self.tokenize(t.as_ref(), opts.truncate).map_err(|e| at_text(i, e)))
+            .collect::<Result<Vec<_>>>()?;
+        self.predict_ids(&ids, opts)
+    }
+
+    /// Predicts from token ids (each sequence with its special tokens).
+    pub fn predict_ids(&self, ids: &[Vec<u32>], opts: &PredictOptions) -> Result<Vec<TextPrediction>> {
+        let nl = self.config().num_labels;
+        let n = if opts.deterministic { 1 } else { opts.samples };
+        let logits = if opts.deterministic { self.logits(ids)? } else { self.sample_logits(ids, n, opts.seed)? };
+        let per_text = n as usize * nl;
+        Ok(ids
+            .iter()
+            .zip(logits.chunks_exact(per_text))
+            .map(|(t, z)| TextPrediction {
+                n_tokens: t.len(),
+                samples: n,
+                labels: engine::stats::label_stats(z, nl, &self.files.thresholds),
+                logits: opts.deterministic.then(|| z.to_vec()),
+            })
+            .collect())
+    }
+
+    /// Logits of the deterministic pass (dropout off): (texts, num_labels).
+    pub fn logits(&self, ids: &[Vec<u32>]) -> Result<Vec<f32>> {
+        self.validate(ids)?;
+        Ok(self.pool.install(|| self.forward().run(ids, 1, None, None)))
+    }
+
+    /// Logits of `n_samples` MC samples: (texts, n_samples, num_labels), text-major.
+    pub fn sample_logits(&self, ids: &[Vec<u32>], n_samples: u32, seed: u64) -> Result<Vec<f32>> {
+        if n_samples == 0 {
+            return Err(Error::Input("the number of MC samples must be at least 1 (or ask for deterministic mode)".into()));
+        }
+        self.validate(ids)?;
+        let dropout = Dropout { seed, p: self.config().dropout };
+        Ok(self.pool.install(|| self.forward().run(ids, n_samples, Some(dropout), None)))
+    }
+
+    /// The deterministic pass with its hidden states (for golden tests and debugging).
+    pub fn trace(&self, ids: &[Vec<u32>]) -> Result<(Trace, Vec<f32>)> {
+        self.validate(ids)?;
+        let mut tr = Trace::default();
+        let mut fw = self.forward();
+        fw.max_rows = usize::MAX;
+        let z = self.pool.install(|| fw.run(ids, 1, None, Some(&mut tr)));
+        Ok((tr, z))
+    }
+
+    fn forward(&self) -> Forward<'_> {
+        Forward { cfg: &self.files.config, w: &self.files.weights, threads: self.threads, max_rows: self.opts.max_rows }
+    }
+
+    fn validate(&self, ids: &[Vec<u32>]) -> Result<()> {
+        ids.iter().enumerate().try_for_each(|(i, t)| self.check_ids(i, t))
+    }
+
+    fn check_ids(&self, i: usize, ids: &[u32]) -> Result<()> {
+        let v = self.config().vocab_size;
+        if ids.is_empty() {
+            return Err(Error::Input(format!("text {i}: empty token sequence (a text encodes to at least [CLS] [SEP])")));
+        }
+        if ids.len() > self.opts.max_tokens {
+            return Err(Error::Input(format!(
+                "text {i}: {} tokens exceed the limit of {}",
+                ids.len(),
+                self.opts.max_tokens
+            )));
+        }
+        if let Some(bad) = ids.iter().find(|&&t| t as usize >= v) {
+            return Err(Error::Input(format!("text {i}: token id {bad} is out of range for vocab_size {v}")));
+        }
+        Ok(())
+    }
+}
+
+fn at_text(i: usize, e: Error) -> Error {
+    match e {
+        Error::Input(m) if !m.starts_with("text ") => Error::Input(format!("text {i}: {m}")),
+        Error::Tokenizer(m) => Error::Tokenizer(format!("text {i}: {m}")),
+        other => other,
+    }
+}

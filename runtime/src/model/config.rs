@@ -1,0 +1,270 @@
+//! `config.json`: the model's hyper-parameters, in either key family of the spec
+//! (the model's own keys or the Hugging Face generic names).
+
+use crate::error::{Error, Result};
+use serde_json::{Map, Value};
+use std::path::Path;
+
+/// The GoEmotions label names in id order, used when a config has no `id2label`.
+pub const GOEMOTIONS_LABELS: [&str; 28] = [
+    "admiration", "amusement", "anger", "annoyance", "approval", "caring", "confusion",
+    "curiosity", "desire", "disappointment", "disapproval", "disgust", "embarrassment",
+    "excitement", "fear", "gratitude", "grief", "joy", "love", "nervousness", "optimism",
+    "pride", "realization", "relief", "remorse", "sadness", "surprise", "neutral",
+];
+
+/// Hyper-parameters of an EmCoder model.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// Model width `d`.
+    pub d_model: usize,
+    /// Attention heads; `head_dim = d_model / n_head`.
+    pub n_head: usize,
+    /// Encoder layers.
+    pub n_layers: usize,
+    /// SwiGLU hidden size.
+    pub d_ffn: usize,
+    /// Rows of the token embedding.
+    pub vocab_size: usize,
+    /// MC-dropout probability at every site.
+    pub dropout: f32,
+    /// Output labels (28 for EmCoder).
+    pub num_labels: usize,
+    /// Label names in id order.
+    pub labels: Vec<String>,
+    /// RoPE base, used only when the checkpoint stores no `freqs`.
+    pub rope_theta: f32,
+    /// RMSNorm epsilon (default: f32 machine epsilon, like `nn.RMSNorm(eps=None)`).
+    pub norm_eps: f32,
+    /// Rotary dimension from the config, if it states one.
+    pub rot_dim: Option<usize>,
+    /// Which key family the file used ("emcoder" or "huggingface"), for `inspect`.
+    pub key_family: &'static str,
+}
+
+/// (canonical key, Hugging Face alias) pairs.
+const ALIASES: [(&str, &str); 7] = [
+    ("d_model", "hidden_size"),
+    ("n_head", "num_attention_heads"),
+    ("n_layers", "num_hidden_layers"),
+    ("d_ffn", "intermediate_size"),
+    ("dropout", "hidden_dropout_prob"),
+    ("norm_eps", "rms_norm_eps"),
+    ("rot_dim", "rotary_dim"),
+];
+
+impl Config {
+    /// Reads and validates `path`.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::MissingFile {
+                path: path.to_owned(),
+                hint: "a model directory needs config.json (d_model, n_head, n_layers, d_ffn, vocab_size, dropout, ...)".into(),
+            },
+            _ => Error::Io { path: path.to_owned(), source: e },
+        })?;
+        Self::from_json_str(&text).map_err(|e| match e {
+            Error::BadJson { reason, .. } => Error::BadJson { path: path.to_owned(), reason },
+            other => other,
+        })
+    }
+
+    /// Parses and validates a config from JSON text.
+    pub fn from_json_str(text: &str) -> Result<Self> {
+        let bad = |reason: String| Error::BadJson { path: "config.json".into(), reason };
+        let v: Value = serde_json::from_str(text).map_err(|e| bad(format!("invalid JSON: {e}")))?;
+        let obj = v.as_object().ok_or_else(|| bad("the top level must be a JSON object".into()))?;
+        let family = if obj.contains_key("d_model") || !obj.contains_key("hidden_size") {
+            "emcoder"
+        } else {
+            "huggingface"
+        };
+        let get = |key: &str| -> Result<Option<&Value>> { lookup(obj, key) };
+        let int = |key: &str| -> Result<Option<usize>> {
+            match get(key)? {
+                None => Ok(None),
+                Some(v) => v
+                    .as_u64()
+                    .map(|x| Some(x as usize))
+                    .ok_or_else(|| bad(format!("`{key}` must be a non-negative integer, found {v}"))),
+            }
+        };
+        let float = |key: &str| -> Result<Option<f32>> {
+            match get(key)? {
+                None | Some(Value::Null) => Ok(None),
+                Some(v) => v
+                    .as_f64()
+                    .map(|x| Some(x as f32))
+                    .ok_or_else(|| bad(format!("`{key}` must be a number, found {v}"))),
+            }
+        };
+        let required = |key: &str| -> Result<usize> {
+            int(key)?.ok_or_else(|| bad(format!("missing `{key}` (or its Hugging Face alias)")))
+        };
+
+        let d_model = required("d_model")?;
+        let n_head = required("n_head")?;
+        let n_layers = required("n_layers")?;
+        let d_ffn = required("d_ffn")?;
+        let vocab_size = required("vocab_size")?;
+        let dropout = float("dropout")?.ok_or_else(|| {
+            bad("missing `dropout` (or `hidden_dropout_prob`): MC sampling needs the dropout rate".into())
+        })?;
+        let labels = parse_labels(obj, int("num_labels")?).map_err(bad)?;
+        let cfg = Config {
+            d_model,
+            n_head,
+            n_layers,
+            d_ffn,
+            vocab_size,
+            dropout,
+            num_labels: labels.len(),
+            labels,
+            rope_theta: float("rope_theta")?.unwrap_or(10_000.0),
+            norm_eps: float("norm_eps")?.unwrap_or(f32::EPSILON),
+            rot_dim: int("rot_dim")?,
+            key_family: family,
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// `d_model / n_head`.
+    pub fn head_dim(&self) -> usize {
+        self.d_model / self.n_head
+    }
+
+    fn validate(&self) -> Result<()> {
+        let err = |m: String| Err(Error::Config(m));
+        for (name, v) in [
+            ("d_model", self.d_model),
+            ("n_head", self.n_head),
+            ("n_layers", self.n_layers),
+            ("d_ffn", self.d_ffn),
+            ("vocab_size", self.vocab_size),
+            ("num_labels", self.num_labels),
+        ] {
+            if v == 0 {
+                return err(format!("`{name}` must be positive"));
+            }
+        }
+        if self.d_model % self.n_head != 0 {
+            return err(format!("d_model {} is not divisible by n_head {}", self.d_model, self.n_head));
+        }
+        if self.head_dim() % 2 != 0 {
+            return err(format!("head_dim {} must be even for RoPE", self.head_dim()));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return err(format!("dropout {} must be in [0, 1)", self.dropout));
+        }
+        if !(self.norm_eps >= 0.0 && self.norm_eps.is_finite()) {
+            return err(format!("norm_eps {} must be a finite non-negative number", self.norm_eps));
+        }
+        if !(self.rope_theta > 0.0 && self.rope_theta.is_finite()) {
+            return err(format!("rope_theta {} must be positive", self.rope_theta));
+        }
+        if let Some(r) = self.rot_dim {
+            if r == 0 || r % 2 != 0 || r > self.head_dim() {
+                return err(format!("rot_dim {r} must be even and in 2..={}", self.head_dim()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Looks `key` up under its canonical name and its alias; both present and different is an error.
+fn lookup<'a>(obj: &'a Map<String, Value>, key: &str) -> Result<Option<&'a Value>> {
+    let alias = ALIASES.iter().find(|(k, _)| *k == key).map(|(_, a)| *a);
+    let a = obj.get(key);
+    let b = alias.and_then(|al| obj.get(al));
+    match (a, b) {
+        (Some(x), Some(y)) if x != y => Err(Error::Config(format!(
+            "`{key}` = {x} disagrees with `{}` = {y}",
+            alias.unwrap_or_default()
+        ))),
+        (Some(x), _) => Ok(Some(x)),
+        (None, y) => Ok(y),
+    }
+}
+
+/// Label names from `id2label` (string keys "0".."n-1"), cross-checked with `num_labels`
+/// and `label2id`; without `id2label`, the GoEmotions names.
+fn parse_labels(obj: &Map<String, Value>, num_labels: Option<usize>) -> Result<Vec<String>, String> {
+    let labels: Vec<String> = match obj.get("id2label") {
+        Some(Value::Object(m)) => {
+            let n = m.len();
+            let mut out = vec![String::new(); n];
+            for (k, v) in m {
+                let i: usize = k.parse().map_err(|_| format!("id2label key `{k}` is not an integer"))?;
+                if i >= n {
+                    return Err(format!("id2label has {n} entries but a key `{k}`: ids must be 0..{}", n - 1));
+                }
+                out[i] = v.as_str().ok_or_else(|| format!("id2label[{k}] must be a string"))?.to_owned();
+            }
+            out
+        }
+        Some(other) => return Err(format!("id2label must be an object, found {other}")),
+        None => {
+            let n = num_labels.unwrap_or(GOEMOTIONS_LABELS.len());
+            if n == GOEMOTIONS_LABELS.len() {
+                GOEMOTIONS_LABELS.iter().map(|s| s.to_string()).collect()
+            } else {
+                (0..n).map(|i| format!("LABEL_{i}")).collect()
+            }
+        }
+    };
+    if let Some(n) = num_labels {
+        if n != labels.len() {
+            return Err(format!("num_labels = {n} but id2label has {} entries", labels.len()));
+        }
+    }
+    if let Some(Value::Object(m)) = obj.get("label2id") {
+        for (name, id) in m {
+            let ok = id.as_u64().map(|i| labels.get(i as usize) == Some(name)).unwrap_or(false);
+            if !ok {
+                return Err(format!("label2id[{name}] = {id} disagrees with id2label"));
+            }
+        }
+    }
+    Ok(labels)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"{"d_model": 32, "n_head": 4, "n_layers": 2, "d_ffn": 88, "vocab_size": 512, "dropout": 0.1}"#;
+
+    #[test]
+    fn both_key_families() {
+        let a = Config::from_json_str(BASE).unwrap();
+        let b = Config::from_json_str(
+            r#"{"hidden_size": 32, "num_attention_heads": 4, "num_hidden_layers": 2,
+                "intermediate_size": 88, "vocab_size": 512, "hidden_dropout_prob": 0.1}"#,
+        )
+        .unwrap();
+        assert_eq!(a.d_model, b.d_model);
+        assert_eq!(a.labels, b.labels);
+        assert_eq!(b.key_family, "huggingface");
+        assert_eq!(a.norm_eps, f32::EPSILON);
+        assert_eq!(a.labels[27], "neutral");
+    }
+
+    #[test]
+    fn errors_say_what_is_wrong() {
+        let e = Config::from_json_str("{not json").unwrap_err().to_string();
+        assert!(e.contains("invalid JSON"), "{e}");
+        let e = Config::from_json_str(r#"{"d_model": 32}"#).unwrap_err().to_string();
+        assert!(e.contains("n_head"), "{e}");
+        let e = Config::from_json_str(&BASE.replace("\"n_head\": 4", "\"n_head\": 5")).unwrap_err().to_string();
+        assert!(e.contains("divisible"), "{e}");
+        let e = Config::from_json_str(&BASE.replace("0.1}", "1.5}")).unwrap_err().to_string();
+        assert!(e.contains("dropout"), "{e}");
+        let e = Config::from_json_str(&BASE.replace("}", r#", "hidden_size": 64}"#)).unwrap_err().to_string();
+        assert!(e.contains("disagrees"), "{e}");
+        let e = Config::from_json_str(&BASE.replace("}", r#", "num_labels": 3, "id2label": {"0": "a"}}"#))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("num_labels"), "{e}");
+    }
+}

@@ -1,0 +1,112 @@
+//! Typed views of the weights, resolved to the roles of the forward pass.
+
+use super::tensors::Storage;
+use std::sync::Arc;
+
+/// A contiguous run of f32 values inside a tensor (a whole tensor, or the rows of one
+/// projection inside a fused one).
+#[derive(Clone, Debug)]
+pub struct Param {
+    storage: Arc<Storage>,
+    start: usize,
+    len: usize,
+}
+
+impl Param {
+    /// The whole of `storage`.
+    pub fn whole(storage: Arc<Storage>) -> Self {
+        let len = storage.as_slice().len();
+        Param { storage, start: 0, len }
+    }
+
+    /// Values `start..start+len` of this param.
+    pub fn sub(&self, start: usize, len: usize) -> Self {
+        assert!(start + len <= self.len, "Param::sub out of range");
+        Param { storage: self.storage.clone(), start: self.start + start, len }
+    }
+
+    /// A param holding `values` (derived data such as default RoPE frequencies).
+    pub fn owned(values: Vec<f32>) -> Self {
+        Self::whole(Arc::new(Storage::Owned(values)))
+    }
+
+    /// The values.
+    #[inline]
+    pub fn data(&self) -> &[f32] {
+        &self.storage.as_slice()[self.start..self.start + self.len]
+    }
+
+    /// True when the values are read in place from the memory-mapped file.
+    pub fn is_mapped(&self) -> bool {
+        self.storage.is_mapped()
+    }
+}
+
+/// A linear layer `y = x W^T + b`, `W` stored (out_dim, in_dim) like PyTorch.
+#[derive(Clone, Debug)]
+pub struct Linear {
+    /// Weight, (out_dim, in_dim) row-major.
+    pub w: Param,
+    /// Optional bias, (out_dim,).
+    pub b: Option<Param>,
+    /// Output features.
+    pub out_dim: usize,
+    /// Input features.
+    pub in_dim: usize,
+}
+
+impl Linear {
+    /// Rows `r0..r0+n` of this layer (one projection of a fused q/k/v or gate/up).
+    pub fn rows(&self, r0: usize, n: usize) -> Linear {
+        Linear {
+            w: self.w.sub(r0 * self.in_dim, n * self.in_dim),
+            b: self.b.as_ref().map(|b| b.sub(r0, n)),
+            out_dim: n,
+            in_dim: self.in_dim,
+        }
+    }
+}
+
+/// One encoder layer.
+#[derive(Clone, Debug)]
+pub struct Layer {
+    /// RMSNorm before attention, (d,).
+    pub ln1: Param,
+    /// Query projection d -> d.
+    pub q: Linear,
+    /// Key projection d -> d.
+    pub k: Linear,
+    /// Value projection d -> d.
+    pub v: Linear,
+    /// Attention output projection d -> d.
+    pub o: Linear,
+    /// RoPE frequencies, (rot_dim/2,).
+    pub freqs: Param,
+    /// RMSNorm before the feed-forward, (d,).
+    pub ln2: Param,
+    /// SwiGLU gate d -> f.
+    pub gate: Linear,
+    /// SwiGLU up d -> f.
+    pub up: Linear,
+    /// SwiGLU down f -> d.
+    pub down: Linear,
+}
+
+/// All weights of a model, by role.
+#[derive(Clone, Debug)]
+pub struct Weights {
+    /// Token embedding, (V, d).
+    pub embedding: Param,
+    /// RMSNorm after the embedding, (d,).
+    pub embed_norm: Param,
+    /// Encoder layers.
+    pub layers: Vec<Layer>,
+    /// RMSNorm after the last layer, (d,).
+    pub final_norm: Param,
+    /// Head's first linear d -> d (then GELU, dropout).
+    pub head1: Linear,
+    /// Head's last linear d -> num_labels.
+    pub head2: Linear,
+    /// Rotary dimension (2 * len(freqs)).
+    pub rot_dim: usize,
+}

@@ -1,0 +1,89 @@
+//! Text -> token ids with the ModernBERT tokenizer (`tokenizers` crate): `[CLS] ... [SEP]`.
+
+use crate::error::{Error, Result};
+use std::path::{Path, PathBuf};
+
+/// The project's copy of the ModernBERT tokenizer (see `assets/SOURCE.md`), built in so a
+/// model directory without `tokenizer.json` works like the published model card's setup.
+pub static BUILTIN_TOKENIZER_JSON: &[u8] = include_bytes!("../../../assets/tokenizer.json");
+
+/// Where the tokenizer came from (shown by `inspect`).
+#[derive(Clone, Debug, PartialEq)]
+pub enum TokenizerSource {
+    /// A file (the model directory's `tokenizer.json` or a path the caller gave).
+    File(PathBuf),
+    /// The built-in ModernBERT tokenizer (the model directory has none).
+    Builtin,
+}
+
+impl std::fmt::Display for TokenizerSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TokenizerSource::File(p) => write!(f, "{}", p.display()),
+            TokenizerSource::Builtin => write!(f, "built-in ModernBERT tokenizer (model directory has no tokenizer.json)"),
+        }
+    }
+}
+
+/// A loaded tokenizer.
+pub struct TextTokenizer {
+    inner: tokenizers::Tokenizer,
+    /// Where it came from.
+    pub source: TokenizerSource,
+    sep_id: Option<u32>,
+}
+
+impl TextTokenizer {
+    /// Loads a `tokenizer.json` file.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::MissingFile {
+                path: path.to_owned(),
+                hint: "pass an existing tokenizer.json (or none, for the built-in ModernBERT tokenizer)".into(),
+            },
+            _ => Error::Io { path: path.to_owned(), source: e },
+        })?;
+        Self::from_bytes(&bytes, TokenizerSource::File(path.to_owned()))
+    }
+
+    /// The built-in ModernBERT tokenizer.
+    pub fn builtin() -> Result<Self> {
+        Self::from_bytes(BUILTIN_TOKENIZER_JSON, TokenizerSource::Builtin)
+    }
+
+    fn from_bytes(bytes: &[u8], source: TokenizerSource) -> Result<Self> {
+        let inner = tokenizers::Tokenizer::from_bytes(bytes)
+            .map_err(|e| Error::Tokenizer(format!("cannot load {source}: {e}")))?;
+        let sep_id = inner.token_to_id("[SEP]");
+        Ok(TextTokenizer { inner, source, sep_id })
+    }
+
+    /// Number of ids the tokenizer can produce (with added tokens).
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// Encodes one text with its special tokens. Longer than `max_tokens`: an error, or with
+    /// `truncate` the first `max_tokens - 1` tokens followed by `[SEP]`.
+    pub fn encode(&self, text: &str, max_tokens: usize, truncate: bool) -> Result<Vec<u32>> {
+        let enc = self.inner.encode(text, true).map_err(|e| Error::Tokenizer(format!("cannot encode text: {e}")))?;
+        let mut ids = enc.get_ids().to_vec();
+        if ids.len() > max_tokens {
+            if !truncate {
+                return Err(Error::Input(format!(
+                    "text has {} tokens, more than the limit of {max_tokens}; raise the limit (max_tokens) or ask for truncation",
+                    ids.len()
+                )));
+            }
+            let sep = self
+                .sep_id
+                .ok_or_else(|| Error::Tokenizer("cannot truncate: the tokenizer has no [SEP] token".into()))?;
+            if max_tokens < 2 {
+                return Err(Error::Input(format!("max_tokens {max_tokens} is too small: [CLS] and [SEP] need 2")));
+            }
+            ids.truncate(max_tokens - 1);
+            ids.push(sep);
+        }
+        Ok(ids)
+    }
+}
