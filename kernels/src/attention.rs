@@ -68,13 +68,23 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// Scalar reference: the whole sequence, in f64.
-pub fn reference_attention(out: &mut [f32], q: &[f32], k: &[f32], v: &[f32], t: usize, d: usize, n_head: usize) {
+pub fn reference_attention(
+    out: &mut [f32],
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    t: usize,
+    d: usize,
+    n_head: usize,
+) {
     let hd = d / n_head;
     for i in 0..t {
         for h in 0..n_head {
             let s: Vec<f64> = (0..t)
                 .map(|j| {
-                    (0..hd).map(|c| q[i * d + h * hd + c] as f64 * k[j * d + h * hd + c] as f64).sum::<f64>()
+                    (0..hd)
+                        .map(|c| q[i * d + h * hd + c] as f64 * k[j * d + h * hd + c] as f64)
+                        .sum::<f64>()
                         / (hd as f64).sqrt()
                 })
                 .collect();
@@ -82,7 +92,9 @@ pub fn reference_attention(out: &mut [f32], q: &[f32], k: &[f32], v: &[f32], t: 
             let e: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
             let z: f64 = e.iter().sum();
             for c in 0..hd {
-                let o: f64 = (0..t).map(|j| e[j] / z * v[j * d + h * hd + c] as f64).sum();
+                let o: f64 = (0..t)
+                    .map(|j| e[j] / z * v[j * d + h * hd + c] as f64)
+                    .sum();
                 out[i * d + h * hd + c] = o as f32;
             }
         }
@@ -97,7 +109,9 @@ mod tests {
     fn matches_reference() {
         for (t, d, nh) in [(1usize, 8usize, 2usize), (2, 8, 1), (7, 12, 3), (33, 64, 4)] {
             let gen = |s: usize| -> Vec<f32> {
-                (0..t * d).map(|i| (((i * 31 + s * 17) % 23) as f32 - 11.0) * 0.1).collect()
+                (0..t * d)
+                    .map(|i| (((i * 31 + s * 17) % 23) as f32 - 11.0) * 0.1)
+                    .collect()
             };
             let (q, k, v) = (gen(1), gen(2), gen(3));
             let mut out = vec![0.0; t * d];
@@ -110,7 +124,10 @@ mod tests {
             let mut refo = vec![0.0; t * d];
             reference_attention(&mut refo, &q, &k, &v, t, d, nh);
             for (x, y) in out.iter().zip(&refo) {
-                assert!((x - y).abs() <= 1e-5 * y.abs().max(1.0), "t={t}: {x} vs {y}");
+                assert!(
+                    (x - y).abs() <= 1e-5 * y.abs().max(1.0),
+                    "t={t}: {x} vs {y}"
+                );
             }
         }
     }

@@ -2,6 +2,13 @@
 
 pub use gemm::Parallelism;
 
+/// Products with fewer rows than this are computed on a zero-padded copy of this many rows.
+///
+/// The `gemm` crate switches to special small-matrix and matrix-vector kernels for small
+/// `m`, which sum in another order; padding keeps every row on the blocked path, so a row's
+/// result never depends on how many other rows share the product (batch invariance).
+pub const MIN_ROWS: usize = 16;
+
 /// `out (m, n) = x (m, k) · w^T (+ bias)` where `w` is (n, k) row-major, as PyTorch stores
 /// `nn.Linear` weights. The product reads `w` in place (transposed through strides).
 #[allow(clippy::too_many_arguments)]
@@ -15,8 +22,19 @@ pub fn linear(
     n: usize,
     par: Parallelism,
 ) {
-    assert!(out.len() >= m * n && x.len() >= m * k && w.len() >= n * k, "linear: buffer too small");
+    assert!(
+        out.len() >= m * n && x.len() >= m * k && w.len() >= n * k,
+        "linear: buffer too small"
+    );
     if m == 0 || n == 0 {
+        return;
+    }
+    if m < MIN_ROWS {
+        let mut xp = vec![0.0f32; MIN_ROWS * k];
+        xp[..m * k].copy_from_slice(&x[..m * k]);
+        let mut op = vec![0.0f32; MIN_ROWS * n];
+        linear(&mut op, &xp, w, bias, MIN_ROWS, k, n, par);
+        out[..m * n].copy_from_slice(&op[..m * n]);
         return;
     }
     if let Some(b) = bias {
@@ -53,10 +71,20 @@ pub fn linear(
 }
 
 /// Scalar reference of [`linear`] (f64 accumulation).
-pub fn reference_linear(out: &mut [f32], x: &[f32], w: &[f32], bias: Option<&[f32]>, m: usize, k: usize, n: usize) {
+pub fn reference_linear(
+    out: &mut [f32],
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    m: usize,
+    k: usize,
+    n: usize,
+) {
     for i in 0..m {
         for j in 0..n {
-            let s: f64 = (0..k).map(|c| x[i * k + c] as f64 * w[j * k + c] as f64).sum();
+            let s: f64 = (0..k)
+                .map(|c| x[i * k + c] as f64 * w[j * k + c] as f64)
+                .sum();
             out[i * n + j] = (s + bias.map_or(0.0, |b| b[j] as f64)) as f32;
         }
     }
@@ -68,9 +96,18 @@ mod tests {
 
     #[test]
     fn matches_reference_on_interesting_sizes() {
-        for (m, k, n) in [(1usize, 1usize, 1usize), (3, 5, 7), (17, 33, 9), (64, 96, 130)] {
-            let x: Vec<f32> = (0..m * k).map(|i| ((i * 13 % 7) as f32 - 3.0) * 0.25).collect();
-            let w: Vec<f32> = (0..n * k).map(|i| ((i * 29 % 11) as f32 - 5.0) * 0.125).collect();
+        for (m, k, n) in [
+            (1usize, 1usize, 1usize),
+            (3, 5, 7),
+            (17, 33, 9),
+            (64, 96, 130),
+        ] {
+            let x: Vec<f32> = (0..m * k)
+                .map(|i| ((i * 13 % 7) as f32 - 3.0) * 0.25)
+                .collect();
+            let w: Vec<f32> = (0..n * k)
+                .map(|i| ((i * 29 % 11) as f32 - 5.0) * 0.125)
+                .collect();
             let b: Vec<f32> = (0..n).map(|i| i as f32 * 0.5).collect();
             for bias in [None, Some(b.as_slice())] {
                 let mut out = vec![f32::NAN; m * n];
@@ -78,7 +115,51 @@ mod tests {
                 let mut refo = vec![0.0; m * n];
                 reference_linear(&mut refo, &x, &w, bias, m, k, n);
                 for (a, r) in out.iter().zip(&refo) {
-                    assert!((a - r).abs() <= 1e-5 * (k as f32).sqrt() * r.abs().max(1.0), "{m}x{k}x{n}: {a} vs {r}");
+                    assert!(
+                        (a - r).abs() <= 1e-5 * (k as f32).sqrt() * r.abs().max(1.0),
+                        "{m}x{k}x{n}: {a} vs {r}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod invariance {
+    use super::*;
+
+    /// A row's result is bit-identical whatever the number of rows and threads.
+    #[test]
+    fn rows_do_not_depend_on_m_or_threads() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        for (k, n) in [
+            (32usize, 28usize),
+            (32, 88),
+            (88, 32),
+            (256, 688),
+            (688, 256),
+            (768, 2048),
+            (2048, 768),
+        ] {
+            let mmax = 300;
+            let x: Vec<f32> = (0..mmax * k)
+                .map(|i| (i * 7919 % 1013) as f32 / 1013.0 - 0.5)
+                .collect();
+            let w: Vec<f32> = (0..n * k)
+                .map(|i| (i * 104729 % 997) as f32 / 997.0 - 0.5)
+                .collect();
+            let b: Vec<f32> = (0..n).map(|i| i as f32 * 0.01).collect();
+            let mut base = vec![0.0; mmax * n];
+            linear(&mut base, &x, &w, Some(&b), mmax, k, n, Parallelism::None);
+            for m in (1..40).chain([63, 64, 65, 127, 200, 257]) {
+                for par in [Parallelism::None, Parallelism::Rayon(2)] {
+                    let mut o = vec![0.0; m * n];
+                    pool.install(|| linear(&mut o, &x, &w, Some(&b), m, k, n, par));
+                    assert!(o[..] == base[..m * n], "k={k} n={n} m={m} {par:?}");
                 }
             }
         }

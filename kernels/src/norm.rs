@@ -59,7 +59,9 @@ mod tests {
     #[test]
     fn matches_reference_on_odd_sizes() {
         for d in [1usize, 7, 8, 9, 33, 768] {
-            let x: Vec<f32> = (0..2 * d).map(|i| ((i * 37 % 11) as f32 - 5.0) * 0.3).collect();
+            let x: Vec<f32> = (0..2 * d)
+                .map(|i| ((i * 37 % 11) as f32 - 5.0) * 0.3)
+                .collect();
             let w: Vec<f32> = (0..d).map(|i| 1.0 + 0.01 * i as f32).collect();
             let mut out = vec![0.0; 2 * d];
             rmsnorm(&mut out, &x, &w, 2, d, 1e-6);
@@ -68,7 +70,10 @@ mod tests {
                 reference_rmsnorm_row(&mut refo, &x[r * d..(r + 1) * d], &w, 1e-6);
                 for (a, b) in out[r * d..(r + 1) * d].iter().zip(&refo) {
                     // relative error bound: a few f32 ulps
-                    assert!((a - b).abs() <= 4e-6 * b.abs().max(1e-3), "d={d}: {a} vs {b}");
+                    assert!(
+                        (a - b).abs() <= 4e-6 * b.abs().max(1e-3),
+                        "d={d}: {a} vs {b}"
+                    );
                 }
             }
         }

@@ -147,7 +147,12 @@ mod tests {
 
     #[test]
     fn mask_rate_and_scale() {
-        let site = DropoutSite { seed: 7, sample: 3, site: 1, p: 0.1 };
+        let site = DropoutSite {
+            seed: 7,
+            sample: 3,
+            site: 1,
+            p: 0.1,
+        };
         let mut m = vec![0.0f32; 1000];
         let mut dropped = 0;
         for pos in 0..100 {
@@ -167,7 +172,12 @@ mod tests {
 
     #[test]
     fn fused_epilogues_match_multipliers() {
-        let site = DropoutSite { seed: 0xdead_beef_0000_0001, sample: 9, site: 4, p: 0.25 };
+        let site = DropoutSite {
+            seed: 0xdead_beef_0000_0001,
+            sample: 9,
+            site: 4,
+            p: 0.25,
+        };
         for width in [1usize, 3, 4, 5, 33] {
             let a: Vec<f32> = (0..width).map(|i| i as f32 * 0.5 - 1.0).collect();
             let mut m = vec![0.0; width];
@@ -185,7 +195,12 @@ mod tests {
 
     #[test]
     fn p_zero_keeps_everything() {
-        let site = DropoutSite { seed: 1, sample: 0, site: 0, p: 0.0 };
+        let site = DropoutSite {
+            seed: 1,
+            sample: 0,
+            site: 0,
+            p: 0.0,
+        };
         assert!((0..64).all(|c| site.keep(0, c)));
     }
 }

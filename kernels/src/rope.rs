@@ -41,7 +41,10 @@ pub fn rope_rows(
 ) {
     for (r, row) in x.chunks_exact_mut(d).enumerate() {
         let t = pos0 + r;
-        let (c, s) = (&cos[t * half..(t + 1) * half], &sin[t * half..(t + 1) * half]);
+        let (c, s) = (
+            &cos[t * half..(t + 1) * half],
+            &sin[t * half..(t + 1) * half],
+        );
         for head in row.chunks_exact_mut(head_dim) {
             rope_apply(&mut head[..2 * half], c, s);
         }

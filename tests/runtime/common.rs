@@ -8,16 +8,31 @@ use std::path::PathBuf;
 
 /// `tests/fixtures/<name>`.
 pub fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures")
+        .join(name)
 }
 
 /// Small-vocab fixtures: predicted from token ids, no tokenizer.
-pub const ID_FIXTURES: [&str; 4] = ["tiny-f32", "tiny-rot-partial", "tiny-fused-bias", "tiny-bf16"];
+pub const ID_FIXTURES: [&str; 4] = [
+    "tiny-f32",
+    "tiny-rot-partial",
+    "tiny-fused-bias",
+    "tiny-bf16",
+];
 
 /// Loads a fixture model with `threads` workers (full-vocab fixtures get the built-in tokenizer).
 pub fn load(name: &str, threads: usize) -> Model {
-    let tokenizer = if name.contains("vocab") { TokenizerChoice::Auto } else { TokenizerChoice::None };
-    let opts = LoadOptions { tokenizer, n_threads: threads, ..Default::default() };
+    let tokenizer = if name.contains("vocab") {
+        TokenizerChoice::Auto
+    } else {
+        TokenizerChoice::None
+    };
+    let opts = LoadOptions {
+        tokenizer,
+        n_threads: threads,
+        ..Default::default()
+    };
     Model::load(&fixture(name), &opts).unwrap_or_else(|e| panic!("loading fixture {name}: {e}"))
 }
 
@@ -41,13 +56,37 @@ impl Golden {
             let d = v.data();
             match v.dtype() {
                 Dtype::F32 => {
-                    f32s.insert(name, (shape, d.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()));
+                    f32s.insert(
+                        name,
+                        (
+                            shape,
+                            d.chunks_exact(4)
+                                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                                .collect(),
+                        ),
+                    );
                 }
                 Dtype::I64 => {
-                    ints.insert(name, (shape, d.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect()));
+                    ints.insert(
+                        name,
+                        (
+                            shape,
+                            d.chunks_exact(8)
+                                .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
+                                .collect(),
+                        ),
+                    );
                 }
                 Dtype::I32 => {
-                    ints.insert(name, (shape, d.chunks_exact(4).map(|b| i32::from_le_bytes(b.try_into().unwrap()) as i64).collect()));
+                    ints.insert(
+                        name,
+                        (
+                            shape,
+                            d.chunks_exact(4)
+                                .map(|b| i32::from_le_bytes(b.try_into().unwrap()) as i64)
+                                .collect(),
+                        ),
+                    );
                 }
                 Dtype::U8 | Dtype::BOOL => {
                     ints.insert(name, (shape, d.iter().map(|&b| b as i64).collect()));
@@ -59,19 +98,35 @@ impl Golden {
     }
 
     pub fn f(&self, name: &str) -> &[f32] {
-        &self.f32s.get(name).unwrap_or_else(|| panic!("golden lacks `{name}`")).1
+        &self
+            .f32s
+            .get(name)
+            .unwrap_or_else(|| panic!("golden lacks `{name}`"))
+            .1
     }
 
     pub fn shape(&self, name: &str) -> &[usize] {
-        &self.f32s.get(name).unwrap_or_else(|| panic!("golden lacks `{name}`")).0
+        &self
+            .f32s
+            .get(name)
+            .unwrap_or_else(|| panic!("golden lacks `{name}`"))
+            .0
     }
 
     pub fn i(&self, name: &str) -> &[i64] {
-        &self.ints.get(name).unwrap_or_else(|| panic!("golden lacks `{name}`")).1
+        &self
+            .ints
+            .get(name)
+            .unwrap_or_else(|| panic!("golden lacks `{name}`"))
+            .1
     }
 
     pub fn meta_num(&self, key: &str) -> f64 {
-        self.meta.get(key).unwrap_or_else(|| panic!("golden metadata lacks `{key}`")).parse().unwrap()
+        self.meta
+            .get(key)
+            .unwrap_or_else(|| panic!("golden metadata lacks `{key}`"))
+            .parse()
+            .unwrap()
     }
 
     /// The input texts as token-id sequences.
@@ -92,7 +147,13 @@ impl Golden {
 /// Asserts `|got - want| <= atol + rtol * |want|` element-wise; on failure prints the first
 /// values of both and the max difference.
 pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) {
-    assert_eq!(got.len(), want.len(), "{what}: length {} vs golden {}", got.len(), want.len());
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{what}: length {} vs golden {}",
+        got.len(),
+        want.len()
+    );
     let mut worst = (0usize, 0.0f32);
     let mut fail = false;
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
@@ -117,7 +178,10 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32)
 
 /// Max |a - b|.
 pub fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 /// Reorders (N, B, L) sample-major logits into (B, N, L) text-major.
@@ -125,7 +189,8 @@ pub fn to_text_major(x: &[f32], n: usize, b: usize, l: usize) -> Vec<f32> {
     let mut out = vec![0.0; x.len()];
     for s in 0..n {
         for t in 0..b {
-            out[(t * n + s) * l..(t * n + s + 1) * l].copy_from_slice(&x[(s * b + t) * l..(s * b + t + 1) * l]);
+            out[(t * n + s) * l..(t * n + s + 1) * l]
+                .copy_from_slice(&x[(s * b + t) * l..(s * b + t + 1) * l]);
         }
     }
     out
