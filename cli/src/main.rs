@@ -12,7 +12,11 @@ use std::process::ExitCode;
 const DEFAULT_MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/emcoder-mini");
 
 #[derive(Parser)]
-#[command(name = "emcoder", version, about = "EmCoder emotion recognition with MC-dropout uncertainty")]
+#[command(
+    name = "emcoder",
+    version,
+    about = "EmCoder emotion recognition with MC-dropout uncertainty"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -94,10 +98,16 @@ type CliResult = Result<(), Box<dyn std::error::Error>>;
 fn load(m: &ModelArgs) -> Result<Model, Box<dyn std::error::Error>> {
     let dir = match &m.model {
         Some(d) => d.clone(),
-        None => std::env::var_os("EMCODER_MODEL").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL)),
+        None => std::env::var_os("EMCODER_MODEL")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL)),
     };
     let opts = LoadOptions {
-        tokenizer: m.tokenizer.clone().map(TokenizerChoice::Path).unwrap_or_default(),
+        tokenizer: m
+            .tokenizer
+            .clone()
+            .map(TokenizerChoice::Path)
+            .unwrap_or_default(),
         n_threads: m.threads,
         max_tokens: m.max_tokens,
         ..Default::default()
@@ -107,23 +117,43 @@ fn load(m: &ModelArgs) -> Result<Model, Box<dyn std::error::Error>> {
 
 fn predict(a: PredictArgs) -> CliResult {
     let texts = if a.texts.is_empty() {
-        std::io::stdin().lock().lines().collect::<Result<Vec<_>, _>>()?
+        std::io::stdin()
+            .lock()
+            .lines()
+            .collect::<Result<Vec<_>, _>>()?
     } else {
         a.texts.clone()
     };
     let model = load(&a.model)?;
-    let opts = PredictOptions { samples: a.samples, seed: a.seed, deterministic: a.deterministic, truncate: a.truncate };
+    let opts = PredictOptions {
+        samples: a.samples,
+        seed: a.seed,
+        deterministic: a.deterministic,
+        truncate: a.truncate,
+    };
     let preds = model.predict(&texts, &opts)?;
     if a.json {
         println!("{}", output::predictions_json(&model, &texts, &preds));
     } else {
-        print!("{}", output::predictions_table(&model, &texts, &preds, a.top));
+        print!(
+            "{}",
+            output::predictions_table(&model, &texts, &preds, a.top)
+        );
     }
     Ok(())
 }
 
 fn inspect(dir: PathBuf, tokenizer: Option<PathBuf>) -> CliResult {
-    let files = emcoder::ModelFiles::load(&dir, &tokenizer.map(TokenizerChoice::Path).unwrap_or_default())?;
-    print!("{}", output::inspect_report(&files));
+    // The weights are inspected even when the tokenizer does not fit them: that is reported.
+    let files = emcoder::ModelFiles::load(&dir, &TokenizerChoice::None)?;
+    let choice = tokenizer.map(TokenizerChoice::Path).unwrap_or_default();
+    let tok =
+        emcoder::ModelFiles::load(&dir, &choice).map(|f| f.tokenizer.map(|t| t.source.to_string()));
+    let tok_line = match tok {
+        Ok(Some(src)) => src,
+        Ok(None) => "none".into(),
+        Err(e) => format!("UNUSABLE: {e}"),
+    };
+    print!("{}", output::inspect_report(&files, &tok_line));
     Ok(())
 }

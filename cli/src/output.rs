@@ -30,29 +30,63 @@ pub fn predictions_json(model: &Model, texts: &[String], preds: &[TextPrediction
 }
 
 /// One table per text, labels sorted by mean probability, predicted ones marked `*`.
-pub fn predictions_table(model: &Model, texts: &[String], preds: &[TextPrediction], top: usize) -> String {
+pub fn predictions_table(
+    model: &Model,
+    texts: &[String],
+    preds: &[TextPrediction],
+    top: usize,
+) -> String {
     let mut s = String::new();
     for (t, p) in texts.iter().zip(preds) {
-        let mode = if p.logits.is_some() { "deterministic".to_string() } else { format!("{} MC samples", p.samples) };
+        let mode = if p.logits.is_some() {
+            "deterministic".to_string()
+        } else {
+            format!("{} MC samples", p.samples)
+        };
         let _ = writeln!(s, "Text: {t}\n({} tokens, {mode})", p.n_tokens);
-        let _ = writeln!(s, "  {:<16} {:>6}  {:>14}", "Emotion", "Prob", "± Uncertainty");
+        let _ = writeln!(
+            s,
+            "  {:<16} {:>6}  {:>14}",
+            "Emotion", "Prob", "± Uncertainty"
+        );
         let mut order: Vec<usize> = (0..p.labels.len()).collect();
         order.sort_by(|&a, &b| p.labels[b].mean.total_cmp(&p.labels[a].mean));
-        let k = if top == 0 { order.len() } else { top.min(order.len()) };
+        let k = if top == 0 {
+            order.len()
+        } else {
+            top.min(order.len())
+        };
         for &i in &order[..k] {
             let l = &p.labels[i];
             let mark = if l.predicted { '*' } else { ' ' };
-            let _ = writeln!(s, "{mark} {:<16} {:>6.3}  ± {:<12.3}", model.labels()[i], l.mean, l.std);
+            let _ = writeln!(
+                s,
+                "{mark} {:<16} {:>6.3}  ± {:<12.3}",
+                model.labels()[i],
+                l.mean,
+                l.std
+            );
         }
-        let predicted: Vec<&str> =
-            order.iter().filter(|&&i| p.labels[i].predicted).map(|&i| model.labels()[i].as_str()).collect();
-        let _ = writeln!(s, "Predicted: {}\n", if predicted.is_empty() { "(none)".into() } else { predicted.join(", ") });
+        let predicted: Vec<&str> = order
+            .iter()
+            .filter(|&&i| p.labels[i].predicted)
+            .map(|&i| model.labels()[i].as_str())
+            .collect();
+        let _ = writeln!(
+            s,
+            "Predicted: {}\n",
+            if predicted.is_empty() {
+                "(none)".into()
+            } else {
+                predicted.join(", ")
+            }
+        );
     }
     s
 }
 
 /// The report of `emcoder inspect`.
-pub fn inspect_report(f: &ModelFiles) -> String {
+pub fn inspect_report(f: &ModelFiles, tokenizer: &str) -> String {
     let c = &f.config;
     let mut s = String::new();
     let _ = writeln!(s, "model directory: {}", f.dir.display());
@@ -60,7 +94,12 @@ pub fn inspect_report(f: &ModelFiles) -> String {
     let _ = writeln!(
         s,
         "  d_model {}  n_head {} (head_dim {})  n_layers {}  d_ffn {}  vocab_size {}",
-        c.d_model, c.n_head, c.head_dim(), c.n_layers, c.d_ffn, c.vocab_size
+        c.d_model,
+        c.n_head,
+        c.head_dim(),
+        c.n_layers,
+        c.d_ffn,
+        c.vocab_size
     );
     let _ = writeln!(
         s,
@@ -70,16 +109,28 @@ pub fn inspect_report(f: &ModelFiles) -> String {
         c.rope_theta,
         c.norm_eps,
         f.weights.rot_dim,
-        if f.placements.iter().any(|p| p.role.contains("rotary")) { "stored freqs" } else { "config / rope_theta" }
+        if f.placements.iter().any(|p| p.role.contains("rotary")) {
+            "stored freqs"
+        } else {
+            "config / rope_theta"
+        }
     );
     let _ = writeln!(s, "  labels: {}", c.labels.join(", "));
     let _ = writeln!(
         s,
         "thresholds: {}",
-        f.thresholds_file.as_ref().map_or("none (0.5 for every label)".into(), |p| p.display().to_string())
+        f.thresholds_file
+            .as_ref()
+            .map_or("none (0.5 for every label)".into(), |p| p
+                .display()
+                .to_string())
     );
-    let _ = writeln!(s, "tokenizer: {}", f.tokenizer.as_ref().map_or("none".into(), |t| t.source.to_string()));
-    let params: usize = f.placements.iter().map(|p| p.shape.iter().product::<usize>()).sum();
+    let _ = writeln!(s, "tokenizer: {tokenizer}");
+    let params: usize = f
+        .placements
+        .iter()
+        .map(|p| p.shape.iter().product::<usize>())
+        .sum();
     let _ = writeln!(s, "tensors: {} ({params} parameters)", f.placements.len());
     let w = f.placements.iter().map(|p| p.name.len()).max().unwrap_or(4);
     for p in &f.placements {
@@ -90,7 +141,11 @@ pub fn inspect_report(f: &ModelFiles) -> String {
             p.dtype,
             format!("{:?}", p.shape),
             p.role,
-            if p.in_place { "" } else { " [converted to f32]" }
+            if p.in_place {
+                ""
+            } else {
+                " [converted to f32]"
+            }
         );
     }
     s

@@ -49,7 +49,12 @@ pub struct LoadOptions {
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        LoadOptions { tokenizer: TokenizerChoice::Auto, n_threads: 0, max_tokens: DEFAULT_MAX_TOKENS, max_rows: 16384 }
+        LoadOptions {
+            tokenizer: TokenizerChoice::Auto,
+            n_threads: 0,
+            max_tokens: DEFAULT_MAX_TOKENS,
+            max_rows: 16384,
+        }
     }
 }
 
@@ -68,7 +73,12 @@ pub struct PredictOptions {
 
 impl Default for PredictOptions {
     fn default() -> Self {
-        PredictOptions { samples: DEFAULT_SAMPLES, seed: DEFAULT_SEED, deterministic: false, truncate: false }
+        PredictOptions {
+            samples: DEFAULT_SAMPLES,
+            seed: DEFAULT_SEED,
+            deterministic: false,
+            truncate: false,
+        }
     }
 }
 
@@ -103,10 +113,15 @@ impl Model {
     /// Wraps already loaded files with a thread pool.
     pub fn from_files(files: ModelFiles, opts: &LoadOptions) -> Result<Self> {
         if opts.max_tokens < 2 {
-            return Err(Error::Input(format!("max_tokens {} is too small: [CLS] and [SEP] need 2", opts.max_tokens)));
+            return Err(Error::Input(format!(
+                "max_tokens {} is too small: [CLS] and [SEP] need 2",
+                opts.max_tokens
+            )));
         }
         let threads = if opts.n_threads == 0 {
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
         } else {
             opts.n_threads
         };
@@ -115,7 +130,12 @@ impl Model {
             .thread_name(|i| format!("emcoder-{i}"))
             .build()
             .map_err(|e| Error::Input(format!("cannot start {threads} worker threads: {e}")))?;
-        Ok(Model { files, pool, threads, opts: opts.clone() })
+        Ok(Model {
+            files,
+            pool,
+            threads,
+            opts: opts.clone(),
+        })
     }
 
     /// Hyper-parameters.
@@ -149,20 +169,35 @@ impl Model {
     }
 
     /// Predicts every text.
-    pub fn predict<S: AsRef<str>>(&self, texts: &[S], opts: &PredictOptions) -> Result<Vec<TextPrediction>> {
+    pub fn predict<S: AsRef<str>>(
+        &self,
+        texts: &[S],
+        opts: &PredictOptions,
+    ) -> Result<Vec<TextPrediction>> {
         let ids = texts
             .iter()
             .enumerate()
-            .map(|(i, t)| self.tokenize(t.as_ref(), opts.truncate).map_err(|e| at_text(i, e)))
+            .map(|(i, t)| {
+                self.tokenize(t.as_ref(), opts.truncate)
+                    .map_err(|e| at_text(i, e))
+            })
             .collect::<Result<Vec<_>>>()?;
         self.predict_ids(&ids, opts)
     }
 
     /// Predicts from token ids (each sequence with its special tokens).
-    pub fn predict_ids(&self, ids: &[Vec<u32>], opts: &PredictOptions) -> Result<Vec<TextPrediction>> {
+    pub fn predict_ids(
+        &self,
+        ids: &[Vec<u32>],
+        opts: &PredictOptions,
+    ) -> Result<Vec<TextPrediction>> {
         let nl = self.config().num_labels;
         let n = if opts.deterministic { 1 } else { opts.samples };
-        let logits = if opts.deterministic { self.logits(ids)? } else { self.sample_logits(ids, n, opts.seed)? };
+        let logits = if opts.deterministic {
+            self.logits(ids)?
+        } else {
+            self.sample_logits(ids, n, opts.seed)?
+        };
         let per_text = n as usize * nl;
         Ok(ids
             .iter()
@@ -185,11 +220,19 @@ impl Model {
     /// Logits of `n_samples` MC samples: (texts, n_samples, num_labels), text-major.
     pub fn sample_logits(&self, ids: &[Vec<u32>], n_samples: u32, seed: u64) -> Result<Vec<f32>> {
         if n_samples == 0 {
-            return Err(Error::Input("the number of MC samples must be at least 1 (or ask for deterministic mode)".into()));
+            return Err(Error::Input(
+                "the number of MC samples must be at least 1 (or ask for deterministic mode)"
+                    .into(),
+            ));
         }
         self.validate(ids)?;
-        let dropout = Dropout { seed, p: self.config().dropout };
-        Ok(self.pool.install(|| self.forward().run(ids, n_samples, Some(dropout), None)))
+        let dropout = Dropout {
+            seed,
+            p: self.config().dropout,
+        };
+        Ok(self
+            .pool
+            .install(|| self.forward().run(ids, n_samples, Some(dropout), None)))
     }
 
     /// The deterministic pass with its hidden states (for golden tests and debugging).
@@ -203,17 +246,26 @@ impl Model {
     }
 
     fn forward(&self) -> Forward<'_> {
-        Forward { cfg: &self.files.config, w: &self.files.weights, threads: self.threads, max_rows: self.opts.max_rows }
+        Forward {
+            cfg: &self.files.config,
+            w: &self.files.weights,
+            threads: self.threads,
+            max_rows: self.opts.max_rows,
+        }
     }
 
     fn validate(&self, ids: &[Vec<u32>]) -> Result<()> {
-        ids.iter().enumerate().try_for_each(|(i, t)| self.check_ids(i, t))
+        ids.iter()
+            .enumerate()
+            .try_for_each(|(i, t)| self.check_ids(i, t))
     }
 
     fn check_ids(&self, i: usize, ids: &[u32]) -> Result<()> {
         let v = self.config().vocab_size;
         if ids.is_empty() {
-            return Err(Error::Input(format!("text {i}: empty token sequence (a text encodes to at least [CLS] [SEP])")));
+            return Err(Error::Input(format!(
+                "text {i}: empty token sequence (a text encodes to at least [CLS] [SEP])"
+            )));
         }
         if ids.len() > self.opts.max_tokens {
             return Err(Error::Input(format!(
@@ -223,7 +275,9 @@ impl Model {
             )));
         }
         if let Some(bad) = ids.iter().find(|&&t| t as usize >= v) {
-            return Err(Error::Input(format!("text {i}: token id {bad} is out of range for vocab_size {v}")));
+            return Err(Error::Input(format!(
+                "text {i}: token id {bad} is out of range for vocab_size {v}"
+            )));
         }
         Ok(())
     }
@@ -231,7 +285,9 @@ impl Model {
 
 fn at_text(i: usize, e: Error) -> Error {
     match e {
-        Error::Input(m) if !m.starts_with("text ") => Error::Input(format!("text {i}: {m}")),
+        Error::Input(m) if !m.starts_with(&format!("text {i}:")) => {
+            Error::Input(format!("text {i}: {m}"))
+        }
         Error::Tokenizer(m) => Error::Tokenizer(format!("text {i}: {m}")),
         other => other,
     }

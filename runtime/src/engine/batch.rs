@@ -31,7 +31,12 @@ impl Packing {
         for (text, sample, len) in items {
             let row0 = p.row_pos.len();
             let si = p.seqs.len() as u32;
-            p.seqs.push(Seq { text, sample, row0, len });
+            p.seqs.push(Seq {
+                text,
+                sample,
+                row0,
+                len,
+            });
             p.row_pos.extend(0..len as u32);
             p.row_seq.extend(std::iter::repeat_n(si, len));
         }
@@ -84,7 +89,10 @@ mod tests {
         assert_eq!(p.row_seq, vec![0, 0, 1, 1, 1]);
         assert_eq!(p.seqs[1].row0, 2);
         let c = chunks(&[3, 5], 2, 7);
-        assert_eq!(c, vec![vec![(0, 0, 3), (0, 1, 3)], vec![(1, 0, 5)], vec![(1, 1, 5)]]);
+        assert_eq!(
+            c,
+            vec![vec![(0, 0, 3), (0, 1, 3)], vec![(1, 0, 5)], vec![(1, 1, 5)]]
+        );
         let c = chunks(&[10], 1, 4);
         assert_eq!(c, vec![vec![(0, 0, 10)]]);
     }

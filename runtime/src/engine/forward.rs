@@ -65,15 +65,37 @@ impl Forward<'_> {
 
     fn linear(&self, out: &mut [f32], x: &[f32], lin: &Linear, m: usize) {
         let b = lin.b.as_ref().map(|b| b.data());
-        matmul::linear(out, x, lin.w.data(), b, m, lin.in_dim, lin.out_dim, self.par());
+        matmul::linear(
+            out,
+            x,
+            lin.w.data(),
+            b,
+            m,
+            lin.in_dim,
+            lin.out_dim,
+            self.par(),
+        );
     }
 
     /// Logits of every text under every sample: (texts, n_samples, num_labels), text-major.
     /// Token ids must already be validated (< vocab_size, non-empty).
-    pub fn run(&self, texts: &[Vec<u32>], n_samples: u32, dropout: Option<Dropout>, mut trace: Option<&mut Trace>) -> Vec<f32> {
+    pub fn run(
+        &self,
+        texts: &[Vec<u32>],
+        n_samples: u32,
+        dropout: Option<Dropout>,
+        mut trace: Option<&mut Trace>,
+    ) -> Vec<f32> {
         let (d, nl) = (self.cfg.d_model, self.cfg.num_labels);
         let lens: Vec<usize> = texts.iter().map(|t| t.len()).collect();
-        let site = |sample: u32, site: u32| dropout.map(|dr| DropoutSite { seed: dr.seed, sample, site, p: dr.p });
+        let site = |sample: u32, site: u32| {
+            dropout.map(|dr| DropoutSite {
+                seed: dr.seed,
+                sample,
+                site,
+                p: dr.p,
+            })
+        };
 
         // Stage A: per text, up to layer 0's attention output.
         let pack_a = Packing::new(lens.iter().enumerate().map(|(t, &l)| (t, 0, l)));
@@ -168,20 +190,38 @@ impl Forward<'_> {
     }
 
     /// `h += dropout(a)` row by row; `site_of(sample)` gives the row's mask (None: off).
-    fn residual(&self, h: &mut [f32], a: &[f32], pack: &Packing, site_of: impl Fn(u32) -> Option<DropoutSite> + Sync) {
+    fn residual(
+        &self,
+        h: &mut [f32],
+        a: &[f32],
+        pack: &Packing,
+        site_of: impl Fn(u32) -> Option<DropoutSite> + Sync,
+    ) {
         let d = self.cfg.d_model;
-        h.par_chunks_mut(d).zip(a.par_chunks(d)).enumerate().for_each(|(r, (hr, ar))| {
-            let s = &pack.seqs[pack.row_seq[r] as usize];
-            dropout_residual_add(hr, ar, site_of(s.sample).as_ref(), pack.row_pos[r]);
-        });
+        h.par_chunks_mut(d)
+            .zip(a.par_chunks(d))
+            .enumerate()
+            .for_each(|(r, (hr, ar))| {
+                let s = &pack.seqs[pack.row_seq[r] as usize];
+                dropout_residual_add(hr, ar, site_of(s.sample).as_ref(), pack.row_pos[r]);
+            });
     }
 
     /// `out = out_proj(attention(rope(q), rope(k), v))` of `rmsnorm_1(h)`, per sequence.
-    fn attention(&self, out: &mut [f32], h: &[f32], layer: &Layer, pack: &Packing, s: &mut AttnScratch) {
+    fn attention(
+        &self,
+        out: &mut [f32],
+        h: &[f32],
+        layer: &Layer,
+        pack: &Packing,
+        s: &mut AttnScratch,
+    ) {
         let cfg = self.cfg;
         let (d, rows) = (cfg.d_model, pack.rows());
         s.resize(rows * d);
-        rows_par(&mut s.x[..rows * d], h, d, |xo, xi| rmsnorm(xo, xi, layer.ln1.data(), xi.len() / d, d, cfg.norm_eps));
+        rows_par(&mut s.x[..rows * d], h, d, |xo, xi| {
+            rmsnorm(xo, xi, layer.ln1.data(), xi.len() / d, d, cfg.norm_eps)
+        });
         self.linear(&mut s.q, &s.x, &layer.q, rows);
         self.linear(&mut s.k, &s.x, &layer.k, rows);
         self.linear(&mut s.v, &s.x, &layer.v, rows);
@@ -196,13 +236,19 @@ impl Forward<'_> {
         let hd = cfg.head_dim();
         let (cos, sin) = (&s.cos, &s.sin);
         for m in [&mut s.q, &mut s.k] {
-            m[..rows * d].par_chunks_mut(d).enumerate().for_each(|(r, row)| {
-                let t = pack.row_pos[r] as usize;
-                let (c, sn) = (&cos[t * half..(t + 1) * half], &sin[t * half..(t + 1) * half]);
-                for head in row.chunks_exact_mut(hd) {
-                    rope_apply(&mut head[..2 * half], c, sn);
-                }
-            });
+            m[..rows * d]
+                .par_chunks_mut(d)
+                .enumerate()
+                .for_each(|(r, row)| {
+                    let t = pack.row_pos[r] as usize;
+                    let (c, sn) = (
+                        &cos[t * half..(t + 1) * half],
+                        &sin[t * half..(t + 1) * half],
+                    );
+                    for head in row.chunks_exact_mut(hd) {
+                        rope_apply(&mut head[..2 * half], c, sn);
+                    }
+                });
         }
 
         // Attention: tasks of up to ATT_BLOCK query rows, never crossing a sequence.
@@ -222,7 +268,17 @@ impl Forward<'_> {
         tasks.into_par_iter().for_each(|(sq, r0, blk)| {
             let mut scores = vec![0.0f32; sq.len];
             let span = sq.row0 * d..(sq.row0 + sq.len) * d;
-            attention_rows(blk, &q[span.clone()], &k[span.clone()], &v[span], sq.len, d, cfg.n_head, r0, &mut scores);
+            attention_rows(
+                blk,
+                &q[span.clone()],
+                &k[span.clone()],
+                &v[span],
+                sq.len,
+                d,
+                cfg.n_head,
+                r0,
+                &mut scores,
+            );
         });
         self.linear(out, &s.x, &layer.o, rows);
     }
@@ -234,17 +290,24 @@ impl Forward<'_> {
         s.g.resize(rows * f, 0.0);
         s.u.resize(rows * f, 0.0);
         let eps = self.cfg.norm_eps;
-        rows_par(&mut s.x[..rows * d], h, d, |xo, xi| rmsnorm(xo, xi, layer.ln2.data(), xi.len() / d, d, eps));
+        rows_par(&mut s.x[..rows * d], h, d, |xo, xi| {
+            rmsnorm(xo, xi, layer.ln2.data(), xi.len() / d, d, eps)
+        });
         self.linear(&mut s.g, &s.x, &layer.gate, rows);
         self.linear(&mut s.u, &s.x, &layer.up, rows);
-        s.g[..rows * f].par_chunks_mut(ROW_BLOCK * f).zip(s.u.par_chunks(ROW_BLOCK * f)).for_each(|(g, u)| swiglu(g, u));
+        s.g[..rows * f]
+            .par_chunks_mut(ROW_BLOCK * f)
+            .zip(s.u.par_chunks(ROW_BLOCK * f))
+            .for_each(|(g, u)| swiglu(g, u));
         self.linear(out, &s.g, &layer.down, rows);
     }
 }
 
 /// Runs `f(out_block, in_block)` over blocks of ROW_BLOCK rows in parallel.
 fn rows_par(out: &mut [f32], x: &[f32], d: usize, f: impl Fn(&mut [f32], &[f32]) + Sync) {
-    out.par_chunks_mut(ROW_BLOCK * d).zip(x.par_chunks(ROW_BLOCK * d)).for_each(|(o, i)| f(o, i));
+    out.par_chunks_mut(ROW_BLOCK * d)
+        .zip(x.par_chunks(ROW_BLOCK * d))
+        .for_each(|(o, i)| f(o, i));
 }
 
 /// Reused buffers of the attention block.

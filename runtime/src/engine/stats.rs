@@ -33,7 +33,9 @@ pub fn label_stats(logits: &[f32], num_labels: usize, thresholds: &[Threshold]) 
     let n = logits.len() / num_labels;
     (0..num_labels)
         .map(|c| {
-            let probs: Vec<f64> = (0..n).map(|s| sigmoid(logits[s * num_labels + c]) as f64).collect();
+            let probs: Vec<f64> = (0..n)
+                .map(|s| sigmoid(logits[s * num_labels + c]) as f64)
+                .collect();
             let mean = probs.iter().sum::<f64>() / n as f64;
             let std = if n > 1 {
                 (probs.iter().map(|p| (p - mean) * (p - mean)).sum::<f64>() / (n - 1) as f64).sqrt()
@@ -42,7 +44,11 @@ pub fn label_stats(logits: &[f32], num_labels: usize, thresholds: &[Threshold]) 
             };
             let total = bernoulli_entropy(mean);
             let aleatoric = probs.iter().map(|&p| bernoulli_entropy(p)).sum::<f64>() / n as f64;
-            let epistemic = if n > 1 { (total - aleatoric).max(0.0) } else { 0.0 };
+            let epistemic = if n > 1 {
+                (total - aleatoric).max(0.0)
+            } else {
+                0.0
+            };
             let (mean, std) = (mean as f32, std as f32);
             LabelStats {
                 mean,

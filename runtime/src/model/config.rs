@@ -7,10 +7,34 @@ use std::path::Path;
 
 /// The GoEmotions label names in id order, used when a config has no `id2label`.
 pub const GOEMOTIONS_LABELS: [&str; 28] = [
-    "admiration", "amusement", "anger", "annoyance", "approval", "caring", "confusion",
-    "curiosity", "desire", "disappointment", "disapproval", "disgust", "embarrassment",
-    "excitement", "fear", "gratitude", "grief", "joy", "love", "nervousness", "optimism",
-    "pride", "realization", "relief", "remorse", "sadness", "surprise", "neutral",
+    "admiration",
+    "amusement",
+    "anger",
+    "annoyance",
+    "approval",
+    "caring",
+    "confusion",
+    "curiosity",
+    "desire",
+    "disappointment",
+    "disapproval",
+    "disgust",
+    "embarrassment",
+    "excitement",
+    "fear",
+    "gratitude",
+    "grief",
+    "joy",
+    "love",
+    "nervousness",
+    "optimism",
+    "pride",
+    "realization",
+    "relief",
+    "remorse",
+    "sadness",
+    "surprise",
+    "neutral",
 ];
 
 /// Hyper-parameters of an EmCoder model.
@@ -64,16 +88,24 @@ impl Config {
             _ => Error::Io { path: path.to_owned(), source: e },
         })?;
         Self::from_json_str(&text).map_err(|e| match e {
-            Error::BadJson { reason, .. } => Error::BadJson { path: path.to_owned(), reason },
+            Error::BadJson { reason, .. } => Error::BadJson {
+                path: path.to_owned(),
+                reason,
+            },
             other => other,
         })
     }
 
     /// Parses and validates a config from JSON text.
     pub fn from_json_str(text: &str) -> Result<Self> {
-        let bad = |reason: String| Error::BadJson { path: "config.json".into(), reason };
+        let bad = |reason: String| Error::BadJson {
+            path: "config.json".into(),
+            reason,
+        };
         let v: Value = serde_json::from_str(text).map_err(|e| bad(format!("invalid JSON: {e}")))?;
-        let obj = v.as_object().ok_or_else(|| bad("the top level must be a JSON object".into()))?;
+        let obj = v
+            .as_object()
+            .ok_or_else(|| bad("the top level must be a JSON object".into()))?;
         let family = if obj.contains_key("d_model") || !obj.contains_key("hidden_size") {
             "emcoder"
         } else {
@@ -83,10 +115,9 @@ impl Config {
         let int = |key: &str| -> Result<Option<usize>> {
             match get(key)? {
                 None => Ok(None),
-                Some(v) => v
-                    .as_u64()
-                    .map(|x| Some(x as usize))
-                    .ok_or_else(|| bad(format!("`{key}` must be a non-negative integer, found {v}"))),
+                Some(v) => v.as_u64().map(|x| Some(x as usize)).ok_or_else(|| {
+                    bad(format!("`{key}` must be a non-negative integer, found {v}"))
+                }),
             }
         };
         let float = |key: &str| -> Result<Option<f32>> {
@@ -108,7 +139,10 @@ impl Config {
         let d_ffn = required("d_ffn")?;
         let vocab_size = required("vocab_size")?;
         let dropout = float("dropout")?.ok_or_else(|| {
-            bad("missing `dropout` (or `hidden_dropout_prob`): MC sampling needs the dropout rate".into())
+            bad(
+                "missing `dropout` (or `hidden_dropout_prob`): MC sampling needs the dropout rate"
+                    .into(),
+            )
         })?;
         let labels = parse_labels(obj, int("num_labels")?).map_err(bad)?;
         let cfg = Config {
@@ -149,23 +183,35 @@ impl Config {
             }
         }
         if self.d_model % self.n_head != 0 {
-            return err(format!("d_model {} is not divisible by n_head {}", self.d_model, self.n_head));
+            return err(format!(
+                "d_model {} is not divisible by n_head {}",
+                self.d_model, self.n_head
+            ));
         }
         if self.head_dim() % 2 != 0 {
-            return err(format!("head_dim {} must be even for RoPE", self.head_dim()));
+            return err(format!(
+                "head_dim {} must be even for RoPE",
+                self.head_dim()
+            ));
         }
         if !(0.0..1.0).contains(&self.dropout) {
             return err(format!("dropout {} must be in [0, 1)", self.dropout));
         }
         if !(self.norm_eps >= 0.0 && self.norm_eps.is_finite()) {
-            return err(format!("norm_eps {} must be a finite non-negative number", self.norm_eps));
+            return err(format!(
+                "norm_eps {} must be a finite non-negative number",
+                self.norm_eps
+            ));
         }
         if !(self.rope_theta > 0.0 && self.rope_theta.is_finite()) {
             return err(format!("rope_theta {} must be positive", self.rope_theta));
         }
         if let Some(r) = self.rot_dim {
             if r == 0 || r % 2 != 0 || r > self.head_dim() {
-                return err(format!("rot_dim {r} must be even and in 2..={}", self.head_dim()));
+                return err(format!(
+                    "rot_dim {r} must be even and in 2..={}",
+                    self.head_dim()
+                ));
             }
         }
         Ok(())
@@ -189,17 +235,28 @@ fn lookup<'a>(obj: &'a Map<String, Value>, key: &str) -> Result<Option<&'a Value
 
 /// Label names from `id2label` (string keys "0".."n-1"), cross-checked with `num_labels`
 /// and `label2id`; without `id2label`, the GoEmotions names.
-fn parse_labels(obj: &Map<String, Value>, num_labels: Option<usize>) -> Result<Vec<String>, String> {
+fn parse_labels(
+    obj: &Map<String, Value>,
+    num_labels: Option<usize>,
+) -> Result<Vec<String>, String> {
     let labels: Vec<String> = match obj.get("id2label") {
         Some(Value::Object(m)) => {
             let n = m.len();
             let mut out = vec![String::new(); n];
             for (k, v) in m {
-                let i: usize = k.parse().map_err(|_| format!("id2label key `{k}` is not an integer"))?;
+                let i: usize = k
+                    .parse()
+                    .map_err(|_| format!("id2label key `{k}` is not an integer"))?;
                 if i >= n {
-                    return Err(format!("id2label has {n} entries but a key `{k}`: ids must be 0..{}", n - 1));
+                    return Err(format!(
+                        "id2label has {n} entries but a key `{k}`: ids must be 0..{}",
+                        n - 1
+                    ));
                 }
-                out[i] = v.as_str().ok_or_else(|| format!("id2label[{k}] must be a string"))?.to_owned();
+                out[i] = v
+                    .as_str()
+                    .ok_or_else(|| format!("id2label[{k}] must be a string"))?
+                    .to_owned();
             }
             out
         }
@@ -215,12 +272,18 @@ fn parse_labels(obj: &Map<String, Value>, num_labels: Option<usize>) -> Result<V
     };
     if let Some(n) = num_labels {
         if n != labels.len() {
-            return Err(format!("num_labels = {n} but id2label has {} entries", labels.len()));
+            return Err(format!(
+                "num_labels = {n} but id2label has {} entries",
+                labels.len()
+            ));
         }
     }
     if let Some(Value::Object(m)) = obj.get("label2id") {
         for (name, id) in m {
-            let ok = id.as_u64().map(|i| labels.get(i as usize) == Some(name)).unwrap_or(false);
+            let ok = id
+                .as_u64()
+                .map(|i| labels.get(i as usize) == Some(name))
+                .unwrap_or(false);
             if !ok {
                 return Err(format!("label2id[{name}] = {id} disagrees with id2label"));
             }
@@ -254,17 +317,27 @@ mod tests {
     fn errors_say_what_is_wrong() {
         let e = Config::from_json_str("{not json").unwrap_err().to_string();
         assert!(e.contains("invalid JSON"), "{e}");
-        let e = Config::from_json_str(r#"{"d_model": 32}"#).unwrap_err().to_string();
-        assert!(e.contains("n_head"), "{e}");
-        let e = Config::from_json_str(&BASE.replace("\"n_head\": 4", "\"n_head\": 5")).unwrap_err().to_string();
-        assert!(e.contains("divisible"), "{e}");
-        let e = Config::from_json_str(&BASE.replace("0.1}", "1.5}")).unwrap_err().to_string();
-        assert!(e.contains("dropout"), "{e}");
-        let e = Config::from_json_str(&BASE.replace("}", r#", "hidden_size": 64}"#)).unwrap_err().to_string();
-        assert!(e.contains("disagrees"), "{e}");
-        let e = Config::from_json_str(&BASE.replace("}", r#", "num_labels": 3, "id2label": {"0": "a"}}"#))
+        let e = Config::from_json_str(r#"{"d_model": 32}"#)
             .unwrap_err()
             .to_string();
+        assert!(e.contains("n_head"), "{e}");
+        let e = Config::from_json_str(&BASE.replace("\"n_head\": 4", "\"n_head\": 5"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("divisible"), "{e}");
+        let e = Config::from_json_str(&BASE.replace("0.1}", "1.5}"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("dropout"), "{e}");
+        let e = Config::from_json_str(&BASE.replace("}", r#", "hidden_size": 64}"#))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("disagrees"), "{e}");
+        let e = Config::from_json_str(
+            &BASE.replace("}", r#", "num_labels": 3, "id2label": {"0": "a"}}"#),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("num_labels"), "{e}");
     }
 }

@@ -60,7 +60,10 @@ impl ModelFiles {
         let (weights, placements) = resolve::resolve(&file, &config)?;
         let tpath = dir.join("thresholds.json");
         let (thresholds, thresholds_file) = if tpath.exists() {
-            (thresholds::load_thresholds(&tpath, &config.labels)?, Some(tpath))
+            (
+                thresholds::load_thresholds(&tpath, &config.labels)?,
+                Some(tpath),
+            )
         } else {
             (vec![Threshold::default(); config.num_labels], None)
         };
@@ -69,7 +72,11 @@ impl ModelFiles {
             TokenizerChoice::Path(p) => Some(TextTokenizer::from_file(p)?),
             TokenizerChoice::Auto => {
                 let p = dir.join("tokenizer.json");
-                Some(if p.exists() { TextTokenizer::from_file(&p)? } else { TextTokenizer::builtin()? })
+                Some(if p.exists() {
+                    TextTokenizer::from_file(&p)?
+                } else {
+                    TextTokenizer::builtin()?
+                })
             }
         };
         if let Some(t) = &tokenizer {
@@ -82,6 +89,14 @@ impl ModelFiles {
                 )));
             }
         }
-        Ok(ModelFiles { dir: dir.to_owned(), config, weights, placements, thresholds, thresholds_file, tokenizer })
+        Ok(ModelFiles {
+            dir: dir.to_owned(),
+            config,
+            weights,
+            placements,
+            thresholds,
+            thresholds_file,
+            tokenizer,
+        })
     }
 }

@@ -16,13 +16,21 @@ impl Param {
     /// The whole of `storage`.
     pub fn whole(storage: Arc<Storage>) -> Self {
         let len = storage.as_slice().len();
-        Param { storage, start: 0, len }
+        Param {
+            storage,
+            start: 0,
+            len,
+        }
     }
 
     /// Values `start..start+len` of this param.
     pub fn sub(&self, start: usize, len: usize) -> Self {
         assert!(start + len <= self.len, "Param::sub out of range");
-        Param { storage: self.storage.clone(), start: self.start + start, len }
+        Param {
+            storage: self.storage.clone(),
+            start: self.start + start,
+            len,
+        }
     }
 
     /// A param holding `values` (derived data such as default RoPE frequencies).

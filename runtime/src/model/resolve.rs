@@ -52,8 +52,26 @@ enum Kind {
 }
 
 const LAYER_ROLES: [(LRole, &[&str]); 11] = [
-    (LRole::Ln1, &["ln1", "norm1", "attn_norm", "attention_norm", "input_layernorm"]),
-    (LRole::Ln2, &["ln2", "norm2", "ffn_norm", "mlp_norm", "post_attention_layernorm"]),
+    (
+        LRole::Ln1,
+        &[
+            "ln1",
+            "norm1",
+            "attn_norm",
+            "attention_norm",
+            "input_layernorm",
+        ],
+    ),
+    (
+        LRole::Ln2,
+        &[
+            "ln2",
+            "norm2",
+            "ffn_norm",
+            "mlp_norm",
+            "post_attention_layernorm",
+        ],
+    ),
     (LRole::Q, &["q_proj", "wq"]),
     (LRole::K, &["k_proj", "wk"]),
     (LRole::V, &["v_proj", "wv"]),
@@ -67,9 +85,13 @@ const LAYER_ROLES: [(LRole, &[&str]); 11] = [
 
 /// Splits a name into (module path, kind).
 fn split_kind(name: &str) -> Option<(&str, Kind)> {
-    for (suffix, kind) in
-        [(".weight", Kind::Weight), (".bias", Kind::Bias), ("_weight", Kind::Weight), ("_bias", Kind::Bias), (".freqs", Kind::Freqs)]
-    {
+    for (suffix, kind) in [
+        (".weight", Kind::Weight),
+        (".bias", Kind::Bias),
+        ("_weight", Kind::Weight),
+        ("_bias", Kind::Bias),
+        (".freqs", Kind::Freqs),
+    ] {
         if let Some(m) = name.strip_suffix(suffix) {
             return Some((m, kind));
         }
@@ -92,7 +114,10 @@ fn split_layer(module: &str) -> Option<(usize, Vec<&str>)> {
 
 fn layer_role(last: &str) -> Option<LRole> {
     let l = last.to_ascii_lowercase();
-    LAYER_ROLES.iter().find(|(_, names)| names.contains(&l.as_str())).map(|(r, _)| *r)
+    LAYER_ROLES
+        .iter()
+        .find(|(_, names)| names.contains(&l.as_str()))
+        .map(|(r, _)| *r)
 }
 
 /// Names found for each role, before shapes are checked.
@@ -109,7 +134,11 @@ struct Found<'a> {
 
 fn put<'a>(slot: &mut Option<&'a RawTensor>, t: &'a RawTensor, role: &str) -> Result<()> {
     if let Some(prev) = slot {
-        return Err(Error::DuplicateRole { role: role.into(), first: prev.name.clone(), second: t.name.clone() });
+        return Err(Error::DuplicateRole {
+            role: role.into(),
+            first: prev.name.clone(),
+            second: t.name.clone(),
+        });
     }
     *slot = Some(t);
     Ok(())
@@ -146,17 +175,28 @@ fn classify(file: &TensorFile) -> Result<Found<'_>> {
         }
         let parts: Vec<&str> = module.split('.').collect();
         match (kind, last) {
-            (Kind::Freqs, "rotary_emb" | "rotary") => put(&mut f.shared_freqs, t, "shared rotary freqs")?,
-            (Kind::Weight, "token_embedding" | "tok_embeddings" | "embed_tokens" | "word_embeddings") => {
-                put(&mut f.embedding, t, "token embedding")?
+            (Kind::Freqs, "rotary_emb" | "rotary") => {
+                put(&mut f.shared_freqs, t, "shared rotary freqs")?
             }
+            (
+                Kind::Weight,
+                "token_embedding" | "tok_embeddings" | "embed_tokens" | "word_embeddings",
+            ) => put(&mut f.embedding, t, "token embedding")?,
             (Kind::Weight, "embed_norm") => put(&mut f.embed_norm, t, "embed norm")?,
-            (Kind::Weight, "final_norm" | "norm_f" | "final_layernorm") => put(&mut f.final_norm, t, "final norm")?,
+            (Kind::Weight, "final_norm" | "norm_f" | "final_layernorm") => {
+                put(&mut f.final_norm, t, "final norm")?
+            }
             (Kind::Weight | Kind::Bias, _)
-                if parts.iter().any(|p| matches!(*p, "classifier" | "pre_classifier" | "head")) =>
+                if parts
+                    .iter()
+                    .any(|p| matches!(*p, "classifier" | "pre_classifier" | "head")) =>
             {
                 let e = f.head.entry(module.to_string()).or_default();
-                let slot = if kind == Kind::Weight { &mut e.0 } else { &mut e.1 };
+                let slot = if kind == Kind::Weight {
+                    &mut e.0
+                } else {
+                    &mut e.1
+                };
                 put(slot, t, &format!("head module {module}"))?;
             }
             _ => unknown.push(t.name.clone()),
@@ -171,12 +211,31 @@ fn classify(file: &TensorFile) -> Result<Found<'_>> {
 /// Resolves and shape-checks every tensor of `file` against `cfg`.
 pub fn resolve(file: &TensorFile, cfg: &Config) -> Result<(Weights, Vec<Placement>)> {
     let found = classify(file)?;
-    let mut r = Resolver { file, cfg, placements: Vec::new() };
+    let mut r = Resolver {
+        file,
+        cfg,
+        placements: Vec::new(),
+    };
     let (d, f, v, nl) = (cfg.d_model, cfg.d_ffn, cfg.vocab_size, cfg.num_labels);
 
-    let embedding = r.tensor(found.embedding, "token embedding", "encoder.token_embedding.weight", &[v, d])?;
-    let embed_norm = r.tensor(found.embed_norm, "embed norm", "encoder.embed_norm.weight", &[d])?;
-    let final_norm = r.tensor(found.final_norm, "final norm", "encoder.final_norm.weight", &[d])?;
+    let embedding = r.tensor(
+        found.embedding,
+        "token embedding",
+        "encoder.token_embedding.weight",
+        &[v, d],
+    )?;
+    let embed_norm = r.tensor(
+        found.embed_norm,
+        "embed norm",
+        "encoder.embed_norm.weight",
+        &[d],
+    )?;
+    let final_norm = r.tensor(
+        found.final_norm,
+        "final norm",
+        "encoder.final_norm.weight",
+        &[d],
+    )?;
 
     if let Some(&(n, _, _)) = found.layer.keys().find(|(n, _, _)| *n >= cfg.n_layers) {
         return Err(Error::Config(format!(
@@ -189,16 +248,68 @@ pub fn resolve(file: &TensorFile, cfg: &Config) -> Result<(Weights, Vec<Placemen
     for i in 0..cfg.n_layers {
         let get = |role: LRole, kind: Kind| found.layer.get(&(i, role, kind)).copied();
         let canon = |m: &str| format!("encoder.layers.{i}.{m}.weight");
-        let ln1 = r.tensor(get(LRole::Ln1, Kind::Weight), &format!("layer {i} norm 1"), &canon("ln1"), &[d])?;
-        let ln2 = r.tensor(get(LRole::Ln2, Kind::Weight), &format!("layer {i} norm 2"), &canon("ln2"), &[d])?;
-        let [q, k, vv] = r.fused3(i, &found, [LRole::Q, LRole::K, LRole::V], LRole::Qkv, d, d, "attn", ["q_proj", "k_proj", "v_proj"])?;
-        let o = r.linear(get(LRole::O, Kind::Weight), get(LRole::O, Kind::Bias), &format!("layer {i} attention output"), &canon("attn.out_proj"), d, d)?;
+        let ln1 = r.tensor(
+            get(LRole::Ln1, Kind::Weight),
+            &format!("layer {i} norm 1"),
+            &canon("ln1"),
+            &[d],
+        )?;
+        let ln2 = r.tensor(
+            get(LRole::Ln2, Kind::Weight),
+            &format!("layer {i} norm 2"),
+            &canon("ln2"),
+            &[d],
+        )?;
+        let [q, k, vv] = r.fused3(
+            i,
+            &found,
+            [LRole::Q, LRole::K, LRole::V],
+            LRole::Qkv,
+            d,
+            d,
+            "attn",
+            ["q_proj", "k_proj", "v_proj"],
+        )?;
+        let o = r.linear(
+            get(LRole::O, Kind::Weight),
+            get(LRole::O, Kind::Bias),
+            &format!("layer {i} attention output"),
+            &canon("attn.out_proj"),
+            d,
+            d,
+        )?;
         let [gate, up] = r.fused2(i, &found, d, f)?;
-        let down = r.linear(get(LRole::Down, Kind::Weight), get(LRole::Down, Kind::Bias), &format!("layer {i} SwiGLU down"), &canon("ffn.down_proj"), d, f)?;
-        layers.push(Layer { ln1, q, k, v: vv, o, freqs: freqs[i].clone(), ln2, gate, up, down });
+        let down = r.linear(
+            get(LRole::Down, Kind::Weight),
+            get(LRole::Down, Kind::Bias),
+            &format!("layer {i} SwiGLU down"),
+            &canon("ffn.down_proj"),
+            d,
+            f,
+        )?;
+        layers.push(Layer {
+            ln1,
+            q,
+            k,
+            v: vv,
+            o,
+            freqs: freqs[i].clone(),
+            ln2,
+            gate,
+            up,
+            down,
+        });
     }
     let (head1, head2) = r.head(&found.head, d, nl)?;
-    let w = Weights { embedding, embed_norm, layers, final_norm, head1, head2, rot_dim };
+    let w = Weights {
+        embedding,
+        embed_norm,
+        layers,
+        final_norm,
+        head1,
+        head2,
+        rot_dim,
+    };
     r.placements.sort_by(|a, b| a.name.cmp(&b.name));
     Ok((w, r.placements))
 }
@@ -247,17 +358,39 @@ impl Resolver<'_> {
     }
 
     /// A required tensor of a fixed shape.
-    fn tensor(&mut self, t: Option<&RawTensor>, role: &str, canonical: &str, shape: &[usize]) -> Result<Param> {
-        let t = t.ok_or_else(|| Error::MissingTensor { role: role.into(), expected: canonical.into(), shape: shape_str(shape) })?;
+    fn tensor(
+        &mut self,
+        t: Option<&RawTensor>,
+        role: &str,
+        canonical: &str,
+        shape: &[usize],
+    ) -> Result<Param> {
+        let t = t.ok_or_else(|| Error::MissingTensor {
+            role: role.into(),
+            expected: canonical.into(),
+            shape: shape_str(shape),
+        })?;
         self.check(t, shape)?;
         self.place(t, role)
     }
 
     /// A linear layer (out, in) with an optional bias (out,).
-    fn linear(&mut self, w: Option<&RawTensor>, b: Option<&RawTensor>, role: &str, canonical: &str, out: usize, inp: usize) -> Result<Linear> {
+    fn linear(
+        &mut self,
+        w: Option<&RawTensor>,
+        b: Option<&RawTensor>,
+        role: &str,
+        canonical: &str,
+        out: usize,
+        inp: usize,
+    ) -> Result<Linear> {
         if w.is_none() {
             if let Some(b) = b {
-                return Err(Error::MissingTensor { role: format!("{role} weight (bias `{}` found)", b.name), expected: canonical.into(), shape: shape_str(&[out, inp]) });
+                return Err(Error::MissingTensor {
+                    role: format!("{role} weight (bias `{}` found)", b.name),
+                    expected: canonical.into(),
+                    shape: shape_str(&[out, inp]),
+                });
             }
         }
         let w = self.tensor(w, role, canonical, &[out, inp])?;
@@ -268,25 +401,64 @@ impl Resolver<'_> {
             }
             None => None,
         };
-        Ok(Linear { w, b, out_dim: out, in_dim: inp })
+        Ok(Linear {
+            w,
+            b,
+            out_dim: out,
+            in_dim: inp,
+        })
     }
 
     /// q, k, v: three split tensors or one fused (3d, d) in q,k,v order.
     #[allow(clippy::too_many_arguments)]
-    fn fused3(&mut self, i: usize, f: &Found, split: [LRole; 3], fused: LRole, out: usize, inp: usize, m: &str, names: [&str; 3]) -> Result<[Linear; 3]> {
+    fn fused3(
+        &mut self,
+        i: usize,
+        f: &Found,
+        split: [LRole; 3],
+        fused: LRole,
+        out: usize,
+        inp: usize,
+        m: &str,
+        names: [&str; 3],
+    ) -> Result<[Linear; 3]> {
         let get = |role: LRole, kind: Kind| f.layer.get(&(i, role, kind)).copied();
-        let any_split = split.iter().any(|r| get(*r, Kind::Weight).is_some() || get(*r, Kind::Bias).is_some());
+        let any_split = split
+            .iter()
+            .any(|r| get(*r, Kind::Weight).is_some() || get(*r, Kind::Bias).is_some());
         if let Some(fw) = get(fused, Kind::Weight) {
             if any_split {
-                let other = split.iter().find_map(|r| get(*r, Kind::Weight).or(get(*r, Kind::Bias))).map(|t| t.name.clone()).unwrap_or_default();
-                return Err(Error::DuplicateRole { role: format!("layer {i} q/k/v"), first: fw.name.clone(), second: other });
+                let other = split
+                    .iter()
+                    .find_map(|r| get(*r, Kind::Weight).or(get(*r, Kind::Bias)))
+                    .map(|t| t.name.clone())
+                    .unwrap_or_default();
+                return Err(Error::DuplicateRole {
+                    role: format!("layer {i} q/k/v"),
+                    first: fw.name.clone(),
+                    second: other,
+                });
             }
-            let lin = self.linear(Some(fw), get(fused, Kind::Bias), &format!("layer {i} q,k,v (fused, q|k|v rows)"), &format!("encoder.layers.{i}.{m}.Wqkv.weight"), 3 * out, inp)?;
+            let lin = self.linear(
+                Some(fw),
+                get(fused, Kind::Bias),
+                &format!("layer {i} q,k,v (fused, q|k|v rows)"),
+                &format!("encoder.layers.{i}.{m}.Wqkv.weight"),
+                3 * out,
+                inp,
+            )?;
             return Ok([lin.rows(0, out), lin.rows(out, out), lin.rows(2 * out, out)]);
         }
         let mut v = Vec::with_capacity(3);
         for (r, n) in split.iter().zip(names) {
-            v.push(self.linear(get(*r, Kind::Weight), get(*r, Kind::Bias), &format!("layer {i} {}", &n[..1]), &format!("encoder.layers.{i}.{m}.{n}.weight"), out, inp)?);
+            v.push(self.linear(
+                get(*r, Kind::Weight),
+                get(*r, Kind::Bias),
+                &format!("layer {i} {}", &n[..1]),
+                &format!("encoder.layers.{i}.{m}.{n}.weight"),
+                out,
+                inp,
+            )?);
         }
         Ok([v.remove(0), v.remove(0), v.remove(0)])
     }
@@ -296,29 +468,65 @@ impl Resolver<'_> {
         let get = |role: LRole, kind: Kind| f.layer.get(&(i, role, kind)).copied();
         if let Some(fw) = get(LRole::GateUp, Kind::Weight) {
             if let Some(t) = get(LRole::Gate, Kind::Weight).or(get(LRole::Up, Kind::Weight)) {
-                return Err(Error::DuplicateRole { role: format!("layer {i} SwiGLU gate/up"), first: fw.name.clone(), second: t.name.clone() });
+                return Err(Error::DuplicateRole {
+                    role: format!("layer {i} SwiGLU gate/up"),
+                    first: fw.name.clone(),
+                    second: t.name.clone(),
+                });
             }
-            let lin = self.linear(Some(fw), get(LRole::GateUp, Kind::Bias), &format!("layer {i} SwiGLU gate,up (fused, gate rows first)"), &format!("encoder.layers.{i}.ffn.w12.weight"), 2 * ff, d)?;
+            let lin = self.linear(
+                Some(fw),
+                get(LRole::GateUp, Kind::Bias),
+                &format!("layer {i} SwiGLU gate,up (fused, gate rows first)"),
+                &format!("encoder.layers.{i}.ffn.w12.weight"),
+                2 * ff,
+                d,
+            )?;
             return Ok([lin.rows(0, ff), lin.rows(ff, ff)]);
         }
-        let gate = self.linear(get(LRole::Gate, Kind::Weight), get(LRole::Gate, Kind::Bias), &format!("layer {i} SwiGLU gate"), &format!("encoder.layers.{i}.ffn.gate_proj.weight"), ff, d)?;
-        let up = self.linear(get(LRole::Up, Kind::Weight), get(LRole::Up, Kind::Bias), &format!("layer {i} SwiGLU up"), &format!("encoder.layers.{i}.ffn.up_proj.weight"), ff, d)?;
+        let gate = self.linear(
+            get(LRole::Gate, Kind::Weight),
+            get(LRole::Gate, Kind::Bias),
+            &format!("layer {i} SwiGLU gate"),
+            &format!("encoder.layers.{i}.ffn.gate_proj.weight"),
+            ff,
+            d,
+        )?;
+        let up = self.linear(
+            get(LRole::Up, Kind::Weight),
+            get(LRole::Up, Kind::Bias),
+            &format!("layer {i} SwiGLU up"),
+            &format!("encoder.layers.{i}.ffn.up_proj.weight"),
+            ff,
+            d,
+        )?;
         Ok([gate, up])
     }
 
     /// Per-layer or shared rotary frequencies; defaults from `rope_theta` when none is stored.
     fn freqs(&mut self, f: &Found) -> Result<(Vec<Param>, usize)> {
         let hd = self.cfg.head_dim();
-        let per_layer: Vec<Option<&RawTensor>> = (0..self.cfg.n_layers).map(|i| f.layer.get(&(i, LRole::Freqs, Kind::Freqs)).copied()).collect();
+        let per_layer: Vec<Option<&RawTensor>> = (0..self.cfg.n_layers)
+            .map(|i| f.layer.get(&(i, LRole::Freqs, Kind::Freqs)).copied())
+            .collect();
         let n_stored = per_layer.iter().filter(|t| t.is_some()).count();
         if n_stored > 0 && f.shared_freqs.is_some() {
-            return Err(Error::DuplicateRole { role: "rotary freqs".into(), first: f.shared_freqs.unwrap().name.clone(), second: per_layer.iter().flatten().next().unwrap().name.clone() });
+            return Err(Error::DuplicateRole {
+                role: "rotary freqs".into(),
+                first: f.shared_freqs.unwrap().name.clone(),
+                second: per_layer.iter().flatten().next().unwrap().name.clone(),
+            });
         }
         let why = self.why();
         let check_len = |t: &RawTensor| -> Result<usize> {
             let ok = t.shape.len() == 1 && t.shape[0] >= 1 && 2 * t.shape[0] <= hd;
             if !ok {
-                return Err(Error::Shape { name: t.name.clone(), found: t.shape.clone(), expected: format!("(rot_dim/2,) with rot_dim even and <= head_dim {hd}"), why: why.clone() });
+                return Err(Error::Shape {
+                    name: t.name.clone(),
+                    found: t.shape.clone(),
+                    expected: format!("(rot_dim/2,) with rot_dim even and <= head_dim {hd}"),
+                    why: why.clone(),
+                });
             }
             Ok(2 * t.shape[0])
         };
@@ -330,10 +538,19 @@ impl Resolver<'_> {
             let mut out = Vec::new();
             let mut rot = None;
             for (i, t) in per_layer.iter().enumerate() {
-                let t = t.ok_or_else(|| Error::MissingTensor { role: format!("layer {i} rotary freqs (other layers store theirs)"), expected: format!("encoder.layers.{i}.attn.rotary_emb.freqs"), shape: "(rot_dim/2,)".into() })?;
+                let t = t.ok_or_else(|| Error::MissingTensor {
+                    role: format!("layer {i} rotary freqs (other layers store theirs)"),
+                    expected: format!("encoder.layers.{i}.attn.rotary_emb.freqs"),
+                    shape: "(rot_dim/2,)".into(),
+                })?;
                 let r = check_len(t)?;
                 if rot.is_some_and(|x| x != r) {
-                    return Err(Error::Shape { name: t.name.clone(), found: t.shape.clone(), expected: format!("({},) like the other layers", rot.unwrap() / 2), why: why.clone() });
+                    return Err(Error::Shape {
+                        name: t.name.clone(),
+                        found: t.shape.clone(),
+                        expected: format!("({},) like the other layers", rot.unwrap() / 2),
+                        why: why.clone(),
+                    });
                 }
                 rot = Some(r);
                 out.push(self.place(t, &format!("layer {i} rotary freqs"))?);
@@ -342,40 +559,76 @@ impl Resolver<'_> {
         } else {
             let rot = self.cfg.rot_dim.unwrap_or(hd);
             let theta = self.cfg.rope_theta as f64;
-            let fr: Vec<f32> = (0..rot / 2).map(|i| (1.0 / theta.powf(2.0 * i as f64 / rot as f64)) as f32).collect();
+            let fr: Vec<f32> = (0..rot / 2)
+                .map(|i| (1.0 / theta.powf(2.0 * i as f64 / rot as f64)) as f32)
+                .collect();
             (vec![Param::owned(fr); self.cfg.n_layers], rot)
         };
         if let Some(r) = self.cfg.rot_dim {
             if r != rot {
-                return Err(Error::Config(format!("config rot_dim {r} disagrees with the stored freqs (rot_dim {rot})")));
+                return Err(Error::Config(format!(
+                    "config rot_dim {r} disagrees with the stored freqs (rot_dim {rot})"
+                )));
             }
         }
         Ok((params, rot))
     }
 
     /// The head: the (d, d) linear is first, the (num_labels, d) one last.
-    fn head(&mut self, mods: &BTreeMap<String, (Option<&RawTensor>, Option<&RawTensor>)>, d: usize, nl: usize) -> Result<(Linear, Linear)> {
+    fn head(
+        &mut self,
+        mods: &BTreeMap<String, (Option<&RawTensor>, Option<&RawTensor>)>,
+        d: usize,
+        nl: usize,
+    ) -> Result<(Linear, Linear)> {
         let (mut first, mut last) = (None, None);
         for (path, (w, b)) in mods {
             let Some(w) = w else {
-                return Err(Error::MissingTensor { role: format!("head module `{path}` weight (only a bias is stored)"), expected: format!("{path}.weight"), shape: "(d, d) or (num_labels, d)".into() });
+                return Err(Error::MissingTensor {
+                    role: format!("head module `{path}` weight (only a bias is stored)"),
+                    expected: format!("{path}.weight"),
+                    shape: "(d, d) or (num_labels, d)".into(),
+                });
             };
             let slot = if w.shape == [d, d] && (first.is_none() || nl != d) {
                 &mut first
             } else if w.shape == [nl, d] {
                 &mut last
             } else {
-                return Err(Error::Shape { name: w.name.clone(), found: w.shape.clone(), expected: format!("[{d}, {d}] (first head linear) or [{nl}, {d}] (last)"), why: self.why() });
+                return Err(Error::Shape {
+                    name: w.name.clone(),
+                    found: w.shape.clone(),
+                    expected: format!("[{d}, {d}] (first head linear) or [{nl}, {d}] (last)"),
+                    why: self.why(),
+                });
             };
             if let Some((prev, _)) = slot.replace((*w, *b)) {
                 let prev: &RawTensor = prev;
-                return Err(Error::DuplicateRole { role: "the same head linear".into(), first: prev.name.clone(), second: w.name.clone() });
+                return Err(Error::DuplicateRole {
+                    role: "the same head linear".into(),
+                    first: prev.name.clone(),
+                    second: w.name.clone(),
+                });
             }
         }
         let (w1, b1) = first.unzip();
         let (w2, b2) = last.unzip();
-        let h1 = self.linear(w1, b1.flatten(), "head linear 1 (d -> d)", "classifier.0.weight", d, d)?;
-        let h2 = self.linear(w2, b2.flatten(), "head linear 2 (d -> num_labels)", "classifier.3.weight", nl, d)?;
+        let h1 = self.linear(
+            w1,
+            b1.flatten(),
+            "head linear 1 (d -> d)",
+            "classifier.0.weight",
+            d,
+            d,
+        )?;
+        let h2 = self.linear(
+            w2,
+            b2.flatten(),
+            "head linear 2 (d -> num_labels)",
+            "classifier.3.weight",
+            nl,
+            d,
+        )?;
         Ok((h1, h2))
     }
 }

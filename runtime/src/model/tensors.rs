@@ -89,16 +89,33 @@ impl TensorFile {
                 path: path.to_owned(),
                 hint: "a model directory needs model.safetensors".into(),
             },
-            _ => Error::Io { path: path.to_owned(), source: e },
+            _ => Error::Io {
+                path: path.to_owned(),
+                source: e,
+            },
         })?;
-        let bad = |reason: String| Error::BadSafetensors { path: path.to_owned(), reason };
-        let len = file.metadata().map_err(|e| Error::Io { path: path.to_owned(), source: e })?.len();
+        let bad = |reason: String| Error::BadSafetensors {
+            path: path.to_owned(),
+            reason,
+        };
+        let len = file
+            .metadata()
+            .map_err(|e| Error::Io {
+                path: path.to_owned(),
+                source: e,
+            })?
+            .len();
         if len < 8 {
-            return Err(bad(format!("file is {len} bytes; a safetensors file starts with an 8-byte header size")));
+            return Err(bad(format!(
+                "file is {len} bytes; a safetensors file starts with an 8-byte header size"
+            )));
         }
         // SAFETY: the file is opened read-only; like every mmap-based loader we assume it is not
         // truncated or rewritten by another process while the model is loaded.
-        let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::Io { path: path.to_owned(), source: e })?;
+        let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::Io {
+            path: path.to_owned(),
+            source: e,
+        })?;
         let map = Arc::new(map);
         let st = SafeTensors::deserialize(&map).map_err(|e| bad(e.to_string()))?;
         let base = map.as_ptr() as usize;
@@ -108,10 +125,20 @@ impl TensorFile {
             let offset = data.as_ptr() as usize - base;
             tensors.insert(
                 name.clone(),
-                RawTensor { name, dtype: view.dtype(), shape: view.shape().to_vec(), offset, nbytes: data.len() },
+                RawTensor {
+                    name,
+                    dtype: view.dtype(),
+                    shape: view.shape().to_vec(),
+                    offset,
+                    nbytes: data.len(),
+                },
             );
         }
-        Ok(TensorFile { path: path.to_owned(), map, tensors })
+        Ok(TensorFile {
+            path: path.to_owned(),
+            map,
+            tensors,
+        })
     }
 
     /// Reads tensor `t` as f32: in place when possible, widened otherwise.
@@ -119,17 +146,33 @@ impl TensorFile {
         let bytes = &self.map[t.offset..t.offset + t.nbytes];
         let n = t.numel();
         match t.dtype {
-            Dtype::F32 if t.offset % 4 == 0 => Ok(Storage::Mapped { map: self.map.clone(), offset: t.offset, len: n }),
+            Dtype::F32 if t.offset % 4 == 0 => Ok(Storage::Mapped {
+                map: self.map.clone(),
+                offset: t.offset,
+                len: n,
+            }),
             Dtype::F32 => Ok(Storage::Owned(
-                bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+                bytes
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect(),
             )),
             Dtype::F16 => Ok(Storage::Owned(
-                bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+                bytes
+                    .chunks_exact(2)
+                    .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                    .collect(),
             )),
             Dtype::BF16 => Ok(Storage::Owned(
-                bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+                bytes
+                    .chunks_exact(2)
+                    .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                    .collect(),
             )),
-            _ => Err(Error::Dtype { name: t.name.clone(), dtype: t.dtype_name() }),
+            _ => Err(Error::Dtype {
+                name: t.name.clone(),
+                dtype: t.dtype_name(),
+            }),
         }
     }
 }

@@ -17,7 +17,11 @@ pub struct Threshold {
 
 impl Default for Threshold {
     fn default() -> Self {
-        Threshold { p: 0.5, u: None, f1: None }
+        Threshold {
+            p: 0.5,
+            u: None,
+            f1: None,
+        }
     }
 }
 
@@ -31,14 +35,22 @@ impl Threshold {
 /// Reads `path` and returns one threshold per label, in id order.
 /// Every label must appear once; unknown labels are an error.
 pub fn load_thresholds(path: &Path, labels: &[String]) -> Result<Vec<Threshold>> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::Io { path: path.to_owned(), source: e })?;
-    parse_thresholds(&text, labels).map_err(|reason| Error::BadJson { path: path.to_owned(), reason })
+    let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
+        path: path.to_owned(),
+        source: e,
+    })?;
+    parse_thresholds(&text, labels).map_err(|reason| Error::BadJson {
+        path: path.to_owned(),
+        reason,
+    })
 }
 
 /// Parses thresholds JSON text (see [`load_thresholds`]).
 pub fn parse_thresholds(text: &str, labels: &[String]) -> Result<Vec<Threshold>, String> {
     let v: Value = serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
-    let obj = v.as_object().ok_or("the top level must be an object of label -> {\"p\": ...}")?;
+    let obj = v
+        .as_object()
+        .ok_or("the top level must be an object of label -> {\"p\": ...}")?;
     let mut out: Vec<Option<Threshold>> = vec![None; labels.len()];
     for (name, entry) in obj {
         let i = labels
@@ -48,7 +60,10 @@ pub fn parse_thresholds(text: &str, labels: &[String]) -> Result<Vec<Threshold>,
         let num = |key: &str| -> Result<Option<f32>, String> {
             match entry.get(key) {
                 None | Some(Value::Null) => Ok(None),
-                Some(x) => x.as_f64().map(|f| Some(f as f32)).ok_or(format!("`{name}.{key}` must be a number")),
+                Some(x) => x
+                    .as_f64()
+                    .map(|f| Some(f as f32))
+                    .ok_or(format!("`{name}.{key}` must be a number")),
             }
         };
         let p = match entry {
@@ -60,7 +75,11 @@ pub fn parse_thresholds(text: &str, labels: &[String]) -> Result<Vec<Threshold>,
         if !(0.0..=1.0).contains(&p) {
             return Err(format!("`{name}.p` = {p} must be in [0, 1]"));
         }
-        let (u, f1) = if entry.is_object() { (num("u")?, num("f1")?) } else { (None, None) };
+        let (u, f1) = if entry.is_object() {
+            (num("u")?, num("f1")?)
+        } else {
+            (None, None)
+        };
         if let Some(u) = u {
             if !(u >= 0.0) {
                 return Err(format!("`{name}.u` = {u} must be >= 0"));
@@ -84,8 +103,19 @@ mod tests {
 
     #[test]
     fn both_forms() {
-        let t = parse_thresholds(r#"{"a": {"p": 0.3, "f1": 0.5}, "b": {"p": 0.6, "u": 0.1}}"#, &labels()).unwrap();
-        assert_eq!(t[0], Threshold { p: 0.3, u: None, f1: Some(0.5) });
+        let t = parse_thresholds(
+            r#"{"a": {"p": 0.3, "f1": 0.5}, "b": {"p": 0.6, "u": 0.1}}"#,
+            &labels(),
+        )
+        .unwrap();
+        assert_eq!(
+            t[0],
+            Threshold {
+                p: 0.3,
+                u: None,
+                f1: Some(0.5)
+            }
+        );
         assert!(t[1].decide(0.7, 0.05));
         assert!(!t[1].decide(0.7, 0.2));
         assert!(!t[0].decide(0.29, 0.0));
@@ -93,9 +123,21 @@ mod tests {
 
     #[test]
     fn errors() {
-        assert!(parse_thresholds(r#"{"a": {"p": 0.3}}"#, &labels()).unwrap_err().contains("`b`"));
-        assert!(parse_thresholds(r#"{"a": {"p": 0.3}, "b": {"p": 2}}"#, &labels()).unwrap_err().contains("[0, 1]"));
-        assert!(parse_thresholds(r#"{"a": {"p": 0.3}, "zz": {"p": 0.1}}"#, &labels()).unwrap_err().contains("zz"));
-        assert!(parse_thresholds("[", &labels()).unwrap_err().contains("invalid JSON"));
+        assert!(parse_thresholds(r#"{"a": {"p": 0.3}}"#, &labels())
+            .unwrap_err()
+            .contains("`b`"));
+        assert!(
+            parse_thresholds(r#"{"a": {"p": 0.3}, "b": {"p": 2}}"#, &labels())
+                .unwrap_err()
+                .contains("[0, 1]")
+        );
+        assert!(
+            parse_thresholds(r#"{"a": {"p": 0.3}, "zz": {"p": 0.1}}"#, &labels())
+                .unwrap_err()
+                .contains("zz")
+        );
+        assert!(parse_thresholds("[", &labels())
+            .unwrap_err()
+            .contains("invalid JSON"));
     }
 }

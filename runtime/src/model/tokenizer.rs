@@ -20,7 +20,10 @@ impl std::fmt::Display for TokenizerSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             TokenizerSource::File(p) => write!(f, "{}", p.display()),
-            TokenizerSource::Builtin => write!(f, "built-in ModernBERT tokenizer (model directory has no tokenizer.json)"),
+            TokenizerSource::Builtin => write!(
+                f,
+                "built-in ModernBERT tokenizer (model directory has no tokenizer.json)"
+            ),
         }
     }
 }
@@ -55,7 +58,11 @@ impl TextTokenizer {
         let inner = tokenizers::Tokenizer::from_bytes(bytes)
             .map_err(|e| Error::Tokenizer(format!("cannot load {source}: {e}")))?;
         let sep_id = inner.token_to_id("[SEP]");
-        Ok(TextTokenizer { inner, source, sep_id })
+        Ok(TextTokenizer {
+            inner,
+            source,
+            sep_id,
+        })
     }
 
     /// Number of ids the tokenizer can produce (with added tokens).
@@ -66,7 +73,10 @@ impl TextTokenizer {
     /// Encodes one text with its special tokens. Longer than `max_tokens`: an error, or with
     /// `truncate` the first `max_tokens - 1` tokens followed by `[SEP]`.
     pub fn encode(&self, text: &str, max_tokens: usize, truncate: bool) -> Result<Vec<u32>> {
-        let enc = self.inner.encode(text, true).map_err(|e| Error::Tokenizer(format!("cannot encode text: {e}")))?;
+        let enc = self
+            .inner
+            .encode(text, true)
+            .map_err(|e| Error::Tokenizer(format!("cannot encode text: {e}")))?;
         let mut ids = enc.get_ids().to_vec();
         if ids.len() > max_tokens {
             if !truncate {
@@ -75,11 +85,13 @@ impl TextTokenizer {
                     ids.len()
                 )));
             }
-            let sep = self
-                .sep_id
-                .ok_or_else(|| Error::Tokenizer("cannot truncate: the tokenizer has no [SEP] token".into()))?;
+            let sep = self.sep_id.ok_or_else(|| {
+                Error::Tokenizer("cannot truncate: the tokenizer has no [SEP] token".into())
+            })?;
             if max_tokens < 2 {
-                return Err(Error::Input(format!("max_tokens {max_tokens} is too small: [CLS] and [SEP] need 2")));
+                return Err(Error::Input(format!(
+                    "max_tokens {max_tokens} is too small: [CLS] and [SEP] need 2"
+                )));
             }
             ids.truncate(max_tokens - 1);
             ids.push(sep);
