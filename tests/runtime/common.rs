@@ -158,10 +158,10 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32)
     let mut fail = false;
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         let diff = (g - w).abs();
-        if !(diff <= atol + rtol * w.abs()) {
+        if diff.is_nan() || diff > atol + rtol * w.abs() {
             fail = true;
         }
-        if !(diff <= worst.1) {
+        if diff.is_nan() || diff > worst.1 {
             worst = (i, diff);
         }
     }

@@ -182,13 +182,13 @@ impl Config {
                 return err(format!("`{name}` must be positive"));
             }
         }
-        if self.d_model % self.n_head != 0 {
+        if !self.d_model.is_multiple_of(self.n_head) {
             return err(format!(
                 "d_model {} is not divisible by n_head {}",
                 self.d_model, self.n_head
             ));
         }
-        if self.head_dim() % 2 != 0 {
+        if !self.head_dim().is_multiple_of(2) {
             return err(format!(
                 "head_dim {} must be even for RoPE",
                 self.head_dim()
@@ -207,7 +207,7 @@ impl Config {
             return err(format!("rope_theta {} must be positive", self.rope_theta));
         }
         if let Some(r) = self.rot_dim {
-            if r == 0 || r % 2 != 0 || r > self.head_dim() {
+            if r == 0 || !r.is_multiple_of(2) || r > self.head_dim() {
                 return err(format!(
                     "rot_dim {r} must be even and in 2..={}",
                     self.head_dim()

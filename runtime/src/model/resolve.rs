@@ -245,7 +245,7 @@ pub fn resolve(file: &TensorFile, cfg: &Config) -> Result<(Weights, Vec<Placemen
     }
     let (freqs, rot_dim) = r.freqs(&found)?;
     let mut layers = Vec::with_capacity(cfg.n_layers);
-    for i in 0..cfg.n_layers {
+    for (i, layer_freqs) in freqs.iter().enumerate() {
         let get = |role: LRole, kind: Kind| found.layer.get(&(i, role, kind)).copied();
         let canon = |m: &str| format!("encoder.layers.{i}.{m}.weight");
         let ln1 = r.tensor(
@@ -293,7 +293,7 @@ pub fn resolve(file: &TensorFile, cfg: &Config) -> Result<(Weights, Vec<Placemen
             k,
             v: vv,
             o,
-            freqs: freqs[i].clone(),
+            freqs: layer_freqs.clone(),
             ln2,
             gate,
             up,
@@ -510,11 +510,11 @@ impl Resolver<'_> {
             .map(|i| f.layer.get(&(i, LRole::Freqs, Kind::Freqs)).copied())
             .collect();
         let n_stored = per_layer.iter().filter(|t| t.is_some()).count();
-        if n_stored > 0 && f.shared_freqs.is_some() {
+        if let (Some(shared), Some(Some(layer))) = (f.shared_freqs, per_layer.iter().find(|t| t.is_some())) {
             return Err(Error::DuplicateRole {
-                role: "rotary freqs".into(),
-                first: f.shared_freqs.unwrap().name.clone(),
-                second: per_layer.iter().flatten().next().unwrap().name.clone(),
+                role: "rotary freqs (shared and per layer)".into(),
+                first: shared.name.clone(),
+                second: layer.name.clone(),
             });
         }
         let why = self.why();

@@ -146,7 +146,7 @@ impl TensorFile {
         let bytes = &self.map[t.offset..t.offset + t.nbytes];
         let n = t.numel();
         match t.dtype {
-            Dtype::F32 if t.offset % 4 == 0 => Ok(Storage::Mapped {
+            Dtype::F32 if t.offset.is_multiple_of(4) => Ok(Storage::Mapped {
                 map: self.map.clone(),
                 offset: t.offset,
                 len: n,

@@ -81,7 +81,7 @@ pub fn parse_thresholds(text: &str, labels: &[String]) -> Result<Vec<Threshold>,
             (None, None)
         };
         if let Some(u) = u {
-            if !(u >= 0.0) {
+            if u.is_nan() || u < 0.0 {
                 return Err(format!("`{name}.u` = {u} must be >= 0"));
             }
         }
