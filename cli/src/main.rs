@@ -1,5 +1,6 @@
 //! `emcoder`: predict emotions with uncertainty, inspect a model directory.
 
+mod eval;
 mod output;
 
 use clap::{Args, Parser, Subcommand};
@@ -26,6 +27,8 @@ struct Cli {
 enum Cmd {
     /// Predict emotions (mean probability and uncertainty) for texts.
     Predict(PredictArgs),
+    /// Evaluate on a labelled TSV split: the model card's tables, rejection curve, calibration.
+    Eval(EvalArgs),
     /// Show a model directory: config, every tensor with dtype, shape and resolved role.
     Inspect {
         /// The model directory.
@@ -78,10 +81,41 @@ struct PredictArgs {
     texts: Vec<String>,
 }
 
+#[derive(Args)]
+struct EvalArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// GoEmotions-style TSV: text, comma-separated label ids, id.
+    #[arg(long)]
+    data: PathBuf,
+    /// MC-dropout samples per text.
+    #[arg(long, short = 'n', default_value_t = emcoder::DEFAULT_SAMPLES)]
+    samples: u32,
+    /// Seed of the dropout masks.
+    #[arg(long, default_value_t = emcoder::DEFAULT_SEED)]
+    seed: u64,
+    /// One pass with dropout off.
+    #[arg(long)]
+    deterministic: bool,
+    /// Evaluate only the first K texts.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Texts per batch.
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+    /// Write rejection_curve.png and reliability.png into this directory.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let res = match cli.cmd {
         Cmd::Predict(a) => predict(a),
+        Cmd::Eval(a) => eval_cmd(a),
         Cmd::Inspect { dir, tokenizer } => inspect(dir, tokenizer),
     };
     match res {
@@ -139,6 +173,45 @@ fn predict(a: PredictArgs) -> CliResult {
             "{}",
             output::predictions_table(&model, &texts, &preds, a.top)
         );
+    }
+    Ok(())
+}
+
+fn eval_cmd(a: EvalArgs) -> CliResult {
+    let model = load(&a.model)?;
+    let mut examples = eval::data::read_tsv(&a.data, model.config().num_labels)?;
+    if let Some(k) = a.limit {
+        examples.truncate(k);
+    }
+    if examples.is_empty() {
+        return Err(format!("{} holds no examples", a.data.display()).into());
+    }
+    let opts = PredictOptions {
+        samples: a.samples,
+        seed: a.seed,
+        deterministic: a.deterministic,
+        truncate: true,
+    };
+    let e = eval::evaluate(&model, &examples, &opts, a.batch)?;
+    let mode = if a.deterministic {
+        "deterministic".to_string()
+    } else {
+        format!("MC N={} seed={}", a.samples, a.seed)
+    };
+    let setup = format!(
+        "model {} | data {} | {mode}",
+        model.files().dir.display(),
+        a.data.display()
+    );
+    if let Some(dir) = &a.plot {
+        eval::plots(&e, dir, &format!("F1-rejection curve ({mode})"))?;
+    }
+    if a.json {
+        let s = serde_json::json!({"model": model.files().dir.display().to_string(), "data": a.data.display().to_string(),
+            "n_samples": if a.deterministic { 1 } else { a.samples }, "seed": a.seed, "deterministic": a.deterministic});
+        println!("{}", eval::to_json(&e, model.labels(), s));
+    } else {
+        print!("{}", eval::to_text(&e, model.labels(), &setup));
     }
     Ok(())
 }
