@@ -1,6 +1,8 @@
 //! `emcoder`: predict emotions with uncertainty, inspect a model directory.
 
+mod bench;
 mod eval;
+mod make_model;
 mod output;
 
 use clap::{Args, Parser, Subcommand};
@@ -29,6 +31,28 @@ enum Cmd {
     Predict(PredictArgs),
     /// Evaluate on a labelled TSV split: the model card's tables, rejection curve, calibration.
     Eval(EvalArgs),
+    /// Benchmark MC inference: latency, texts/s, GFLOP/s and the share of the machine's peak.
+    Bench(BenchArgs),
+    /// Write a random model in the canonical layout (for benchmarks; published size by default).
+    MakeModel {
+        /// Output directory.
+        dir: PathBuf,
+        #[arg(long, default_value_t = 50368)]
+        vocab: usize,
+        #[arg(long, default_value_t = 768)]
+        d_model: usize,
+        #[arg(long, default_value_t = 12)]
+        heads: usize,
+        #[arg(long, default_value_t = 6)]
+        layers: usize,
+        #[arg(long, default_value_t = 2048)]
+        d_ffn: usize,
+        /// Store BF16 instead of F32.
+        #[arg(long)]
+        bf16: bool,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Show a model directory: config, every tensor with dtype, shape and resolved role.
     Inspect {
         /// The model directory.
@@ -53,6 +77,9 @@ struct ModelArgs {
     /// Longest accepted text, in tokens.
     #[arg(long, default_value_t = emcoder::DEFAULT_MAX_TOKENS)]
     max_tokens: usize,
+    /// Precision of weights and matrix products: f32, or bf16 (f32 accumulation).
+    #[arg(long, default_value = "f32")]
+    precision: String,
 }
 
 #[derive(Args)]
@@ -111,11 +138,55 @@ struct EvalArgs {
     plot: Option<PathBuf>,
 }
 
+#[derive(Args)]
+struct BenchArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// MC samples per text (0: one deterministic pass).
+    #[arg(long, short = 'n', default_value_t = emcoder::DEFAULT_SAMPLES)]
+    samples: u32,
+    /// Tokens per text (with [CLS] and [SEP]).
+    #[arg(long, default_value_t = 16)]
+    tokens: usize,
+    /// Texts per call.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Mixed lengths 8..64 instead of --tokens.
+    #[arg(long)]
+    mixed: bool,
+    /// Timed iterations (after one warm-up).
+    #[arg(long, default_value_t = 10)]
+    iters: usize,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let res = match cli.cmd {
         Cmd::Predict(a) => predict(a),
         Cmd::Eval(a) => eval_cmd(a),
+        Cmd::Bench(a) => bench_cmd(a),
+        Cmd::MakeModel {
+            dir,
+            vocab,
+            d_model,
+            heads,
+            layers,
+            d_ffn,
+            bf16,
+            seed,
+        } => {
+            let shape = make_model::Shape {
+                vocab,
+                d_model,
+                n_head: heads,
+                n_layers: layers,
+                d_ffn,
+            };
+            make_model::write(&dir, &shape, bf16, seed).map_err(|e| e.into())
+        }
         Cmd::Inspect { dir, tokenizer } => inspect(dir, tokenizer),
     };
     match res {
@@ -144,6 +215,7 @@ fn load(m: &ModelArgs) -> Result<Model, Box<dyn std::error::Error>> {
             .unwrap_or_default(),
         n_threads: m.threads,
         max_tokens: m.max_tokens,
+        precision: m.precision.parse()?,
         ..Default::default()
     };
     Ok(Model::load(&dir, &opts)?)
@@ -212,6 +284,30 @@ fn eval_cmd(a: EvalArgs) -> CliResult {
         println!("{}", eval::to_json(&e, model.labels(), s));
     } else {
         print!("{}", eval::to_text(&e, model.labels(), &setup));
+    }
+    Ok(())
+}
+
+fn bench_cmd(a: BenchArgs) -> CliResult {
+    let t = std::time::Instant::now();
+    let model = load(&a.model)?;
+    let load_ms = t.elapsed().as_secs_f64() * 1e3;
+    let peak = bench::peak_gflops(&model, 2048, 5);
+    let ids = bench::inputs(model.config().vocab_size, a.tokens, a.batch, a.mixed);
+    let mut v = bench::run(&model, &ids, a.samples, a.iters, peak)?;
+    v["load_ms"] = serde_json::json!(load_ms);
+    v["precision"] = serde_json::json!(a.model.precision);
+    v["max_rss_mb"] = serde_json::json!(bench::max_rss_mb());
+    if a.json {
+        println!("{v}");
+    } else {
+        println!(
+            "{} text(s) x {} tokens, N={} samples, {} threads, {}: median {:.2} ms (p10 {:.2}, p90 {:.2}), {:.1} texts/s, {:.1} GFLOP/s = {:.0}% of the {:.1} GFLOP/s GEMM peak; load {:.0} ms; max RSS {:.0} MB",
+            a.batch, if a.mixed { "8..64".to_string() } else { a.tokens.to_string() }, a.samples, model.threads(), a.model.precision,
+            v["median_ms"].as_f64().unwrap_or(0.0), v["p10_ms"].as_f64().unwrap_or(0.0), v["p90_ms"].as_f64().unwrap_or(0.0),
+            v["texts_per_s"].as_f64().unwrap_or(0.0), v["gflops"].as_f64().unwrap_or(0.0),
+            100.0 * v["fraction_of_peak"].as_f64().unwrap_or(0.0), peak, load_ms, v["max_rss_mb"].as_f64().unwrap_or(0.0)
+        );
     }
     Ok(())
 }

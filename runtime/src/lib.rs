@@ -24,6 +24,7 @@ pub use engine::stats::LabelStats;
 pub use error::{Error, Result};
 pub use model::{Config, ModelFiles, Placement, Threshold, TokenizerChoice};
 
+use emcoder_kernels::gemm_bf16::Bf16Isa;
 use engine::forward::{Dropout, Forward};
 use std::path::Path;
 
@@ -33,6 +34,30 @@ pub const DEFAULT_SEED: u64 = 42;
 pub const DEFAULT_SAMPLES: u32 = 50;
 /// The default token limit per text.
 pub const DEFAULT_MAX_TOKENS: usize = 4096;
+
+/// Precision of the weights and matrix products.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Precision {
+    /// f32 weights (used in place from the file when stored as F32) and f32 products.
+    #[default]
+    F32,
+    /// Weights packed to bf16 at load, bf16 products with f32 accumulation (AVX512_BF16
+    /// where available); norms, softmax, pooling and statistics stay f32.
+    Bf16,
+}
+
+impl std::str::FromStr for Precision {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "f32" => Ok(Precision::F32),
+            "bf16" => Ok(Precision::Bf16),
+            other => Err(Error::Input(format!(
+                "unknown precision `{other}`: use f32 or bf16"
+            ))),
+        }
+    }
+}
 
 /// How to load a model.
 #[derive(Clone, Debug)]
@@ -45,6 +70,8 @@ pub struct LoadOptions {
     pub max_tokens: usize,
     /// Rows (tokens x samples) processed at once; bounds scratch memory, never changes results.
     pub max_rows: usize,
+    /// Precision of weights and products.
+    pub precision: Precision,
 }
 
 impl Default for LoadOptions {
@@ -54,6 +81,7 @@ impl Default for LoadOptions {
             n_threads: 0,
             max_tokens: DEFAULT_MAX_TOKENS,
             max_rows: 16384,
+            precision: Precision::F32,
         }
     }
 }
@@ -101,6 +129,7 @@ pub struct Model {
     pool: rayon::ThreadPool,
     threads: usize,
     opts: LoadOptions,
+    bf16_isa: Bf16Isa,
 }
 
 impl Model {
@@ -111,7 +140,7 @@ impl Model {
     }
 
     /// Wraps already loaded files with a thread pool.
-    pub fn from_files(files: ModelFiles, opts: &LoadOptions) -> Result<Self> {
+    pub fn from_files(mut files: ModelFiles, opts: &LoadOptions) -> Result<Self> {
         if opts.max_tokens < 2 {
             return Err(Error::Input(format!(
                 "max_tokens {} is too small: [CLS] and [SEP] need 2",
@@ -130,11 +159,21 @@ impl Model {
             .thread_name(|i| format!("emcoder-{i}"))
             .build()
             .map_err(|e| Error::Input(format!("cannot start {threads} worker threads: {e}")))?;
+        if opts.precision == Precision::Bf16 {
+            pool.install(|| {
+                files
+                    .weights
+                    .linears_mut()
+                    .into_iter()
+                    .for_each(|l| l.pack_bf16())
+            });
+        }
         Ok(Model {
             files,
             pool,
             threads,
             opts: opts.clone(),
+            bf16_isa: Bf16Isa::detect(),
         })
     }
 
@@ -151,6 +190,11 @@ impl Model {
     /// Everything that was loaded (placements, thresholds, tokenizer source).
     pub fn files(&self) -> &ModelFiles {
         &self.files
+    }
+
+    /// Precision of weights and products.
+    pub fn precision(&self) -> Precision {
+        self.opts.precision
     }
 
     /// Worker threads.
@@ -251,6 +295,8 @@ impl Model {
             w: &self.files.weights,
             threads: self.threads,
             max_rows: self.opts.max_rows,
+            bf16_isa: self.bf16_isa,
+            xp: Default::default(),
         }
     }
 

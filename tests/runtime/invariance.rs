@@ -113,3 +113,40 @@ fn deterministic_mode_is_the_plain_forward() {
         }
     }
 }
+
+#[test]
+fn bf16_precision_stays_within_001_of_f32_and_keeps_invariance() {
+    let ids = texts();
+    let f32m = load("tiny-f32", 2);
+    let opts = |threads| LoadOptions {
+        tokenizer: TokenizerChoice::None,
+        n_threads: threads,
+        precision: emcoder::Precision::Bf16,
+        ..Default::default()
+    };
+    let bf = Model::load(&fixture("tiny-f32"), &opts(2)).unwrap();
+    let po = PredictOptions {
+        samples: 20,
+        seed: 8,
+        ..Default::default()
+    };
+    let a = f32m.predict_ids(&ids, &po).unwrap();
+    let b = bf.predict_ids(&ids, &po).unwrap();
+    let mut worst = 0.0f32;
+    for (x, y) in a.iter().zip(&b) {
+        for (s, t) in x.labels.iter().zip(&y.labels) {
+            worst = worst.max((s.mean - t.mean).abs());
+        }
+    }
+    assert!(
+        worst <= 0.01,
+        "bf16 vs f32 mean probabilities differ by {worst}"
+    );
+    assert!(worst > 0.0, "bf16 path not taken");
+    // Thread- and batch-invariant too.
+    let one = Model::load(&fixture("tiny-f32"), &opts(1)).unwrap();
+    let z1 = one.sample_logits(&ids, 5, 1).unwrap();
+    assert!(z1 == bf.sample_logits(&ids, 5, 1).unwrap());
+    let l = bf.config().num_labels;
+    assert!(bf.sample_logits(&ids[2..3], 5, 1).unwrap() == z1[2 * 5 * l..3 * 5 * l]);
+}

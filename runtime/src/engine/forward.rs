@@ -9,6 +9,7 @@ use super::batch::{chunks, Packing};
 use crate::model::{Config, Layer, Linear, Weights};
 use emcoder_kernels::activation::{gelu, swiglu};
 use emcoder_kernels::attention::attention_rows;
+use emcoder_kernels::gemm_bf16::{linear_bf16, Bf16Isa};
 use emcoder_kernels::matmul::{self, Parallelism};
 use emcoder_kernels::norm::{rmsnorm, rmsnorm_inplace};
 use emcoder_kernels::philox::{dropout_inplace, dropout_residual_add, DropoutSite};
@@ -52,6 +53,10 @@ pub struct Forward<'a> {
     pub threads: usize,
     /// Largest number of rows processed at once (bounds scratch memory).
     pub max_rows: usize,
+    /// Kernel of the bf16 products (used by linears that carry packed bf16 weights).
+    pub bf16_isa: Bf16Isa,
+    /// Scratch of the bf16 activations.
+    pub xp: std::sync::Mutex<Vec<u32>>,
 }
 
 impl Forward<'_> {
@@ -65,16 +70,22 @@ impl Forward<'_> {
 
     fn linear(&self, out: &mut [f32], x: &[f32], lin: &Linear, m: usize) {
         let b = lin.b.as_ref().map(|b| b.data());
-        matmul::linear(
-            out,
-            x,
-            lin.w.data(),
-            b,
-            m,
-            lin.in_dim,
-            lin.out_dim,
-            self.par(),
-        );
+        match &lin.packed {
+            Some(p) => {
+                let mut xp = self.xp.lock().unwrap_or_else(|e| e.into_inner());
+                linear_bf16(out, x, p, b, m, &mut xp, self.bf16_isa)
+            }
+            None => matmul::linear(
+                out,
+                x,
+                lin.w.data(),
+                b,
+                m,
+                lin.in_dim,
+                lin.out_dim,
+                self.par(),
+            ),
+        }
     }
 
     /// Logits of every text under every sample: (texts, n_samples, num_labels), text-major.

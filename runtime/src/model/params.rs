@@ -1,6 +1,7 @@
 //! Typed views of the weights, resolved to the roles of the forward pass.
 
 use super::tensors::Storage;
+use emcoder_kernels::gemm_bf16::PackedBf16;
 use std::sync::Arc;
 
 /// A contiguous run of f32 values inside a tensor (a whole tensor, or the rows of one
@@ -61,9 +62,20 @@ pub struct Linear {
     pub out_dim: usize,
     /// Input features.
     pub in_dim: usize,
+    /// The weight packed to bf16, when the model runs in bf16 precision.
+    pub packed: Option<Arc<PackedBf16>>,
 }
 
 impl Linear {
+    /// Packs the weight to bf16 for the bf16 kernels (the f32 weight stays mapped, unused).
+    pub fn pack_bf16(&mut self) {
+        self.packed = Some(Arc::new(PackedBf16::pack(
+            self.w.data(),
+            self.out_dim,
+            self.in_dim,
+        )));
+    }
+
     /// Rows `r0..r0+n` of this layer (one projection of a fused q/k/v or gate/up).
     pub fn rows(&self, r0: usize, n: usize) -> Linear {
         Linear {
@@ -71,6 +83,7 @@ impl Linear {
             b: self.b.as_ref().map(|b| b.sub(r0, n)),
             out_dim: n,
             in_dim: self.in_dim,
+            packed: None,
         }
     }
 }
@@ -98,6 +111,27 @@ pub struct Layer {
     pub up: Linear,
     /// SwiGLU down f -> d.
     pub down: Linear,
+}
+
+impl Weights {
+    /// Every linear layer, for whole-model transformations (bf16 packing).
+    pub fn linears_mut(&mut self) -> Vec<&mut Linear> {
+        let mut v: Vec<&mut Linear> = Vec::new();
+        for l in &mut self.layers {
+            v.extend([
+                &mut l.q,
+                &mut l.k,
+                &mut l.v,
+                &mut l.o,
+                &mut l.gate,
+                &mut l.up,
+                &mut l.down,
+            ]);
+        }
+        v.push(&mut self.head1);
+        v.push(&mut self.head2);
+        v
+    }
 }
 
 /// All weights of a model, by role.

@@ -406,6 +406,7 @@ impl Resolver<'_> {
             b,
             out_dim: out,
             in_dim: inp,
+            packed: None,
         })
     }
 
@@ -510,7 +511,9 @@ impl Resolver<'_> {
             .map(|i| f.layer.get(&(i, LRole::Freqs, Kind::Freqs)).copied())
             .collect();
         let n_stored = per_layer.iter().filter(|t| t.is_some()).count();
-        if let (Some(shared), Some(Some(layer))) = (f.shared_freqs, per_layer.iter().find(|t| t.is_some())) {
+        if let (Some(shared), Some(Some(layer))) =
+            (f.shared_freqs, per_layer.iter().find(|t| t.is_some()))
+        {
             return Err(Error::DuplicateRole {
                 role: "rotary freqs (shared and per layer)".into(),
                 first: shared.name.clone(),

@@ -1,0 +1,412 @@
+//! BF16 linear layers: weights packed once to bfloat16 pairs, activations rounded to bf16
+//! per call, products accumulated in f32 (AVX512_BF16 `vdpbf16ps` where the CPU has it,
+//! a portable kernel otherwise). Norms, softmax and everything else stay f32.
+//!
+//! Layout: output columns are grouped in panels of `NR` = 64; inside a panel, for each
+//! pair of input channels `(2p, 2p+1)` the 64 columns' weights are stored as u32 words
+//! `lo = w[2p], hi = w[2p+1]` (the operand layout of `vdpbf16ps`). `k` is padded to even
+//! and `n` to a multiple of 64 with zeros. Every output element is summed over k in the same
+//! order whatever `m`, the row's position and the thread count, so results are batch- and
+//! thread-invariant like the f32 path.
+
+use half::bf16;
+use rayon::prelude::*;
+
+/// Output columns per panel.
+pub const NR: usize = 64;
+/// Rows per micro-tile.
+pub const MR: usize = 6;
+/// Rows per parallel task.
+const MC: usize = 96;
+
+/// Which kernel runs the products.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bf16Isa {
+    /// AVX-512 with the BF16 extension (`vdpbf16ps`).
+    Avx512Bf16,
+    /// Portable code (any CPU): the same bf16-rounded operands, f32 multiply-adds.
+    Generic,
+}
+
+impl Bf16Isa {
+    /// The best kernel this CPU supports.
+    pub fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bf16")
+        {
+            return Bf16Isa::Avx512Bf16;
+        }
+        Bf16Isa::Generic
+    }
+}
+
+/// A (n, k) weight matrix packed for the kernels.
+#[derive(Clone, Debug)]
+pub struct PackedBf16 {
+    /// Output features.
+    pub n: usize,
+    /// Input features.
+    pub k: usize,
+    kp: usize,
+    panels: usize,
+    data: Vec<u32>,
+}
+
+/// Round-to-nearest-even f32 -> bf16 bits.
+#[inline]
+fn to_bits(x: f32) -> u32 {
+    bf16::from_f32(x).to_bits() as u32
+}
+
+/// Packs a pair of f32 values into one u32 of two bf16 (`lo` = even channel).
+#[inline]
+pub fn pair(lo: f32, hi: f32) -> u32 {
+    to_bits(lo) | (to_bits(hi) << 16)
+}
+
+impl PackedBf16 {
+    /// Packs `w`, (n, k) row-major f32 (an `nn.Linear` weight).
+    pub fn pack(w: &[f32], n: usize, k: usize) -> Self {
+        assert!(w.len() >= n * k, "PackedBf16::pack: weight too small");
+        let kp = k.div_ceil(2);
+        let panels = n.div_ceil(NR);
+        let mut data = vec![0u32; panels * kp * NR];
+        data.par_chunks_mut(kp * NR)
+            .enumerate()
+            .for_each(|(pi, panel)| {
+                for j in 0..NR {
+                    let col = pi * NR + j;
+                    if col >= n {
+                        break;
+                    }
+                    let row = &w[col * k..(col + 1) * k];
+                    for p in 0..kp {
+                        let lo = row[2 * p];
+                        let hi = if 2 * p + 1 < k { row[2 * p + 1] } else { 0.0 };
+                        panel[p * NR + j] = pair(lo, hi);
+                    }
+                }
+            });
+        PackedBf16 {
+            n,
+            k,
+            kp,
+            panels,
+            data,
+        }
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.data.len() * 4
+    }
+
+    /// The weight `w[col][ch]` as the kernels see it (bf16-rounded), for references.
+    pub fn get(&self, col: usize, ch: usize) -> f32 {
+        let word = self.data[(col / NR) * self.kp * NR + (ch / 2) * NR + col % NR];
+        let bits = if ch.is_multiple_of(2) {
+            word & 0xffff
+        } else {
+            word >> 16
+        };
+        bf16::from_bits(bits as u16).to_f32()
+    }
+}
+
+/// Rounds activations `x` (m, k) to bf16 pairs `(m, ceil(k/2))`.
+pub fn pack_activations(xp: &mut Vec<u32>, x: &[f32], m: usize, k: usize) {
+    let kp = k.div_ceil(2);
+    xp.clear();
+    xp.resize(m * kp, 0);
+    xp.par_chunks_mut(kp)
+        .zip(x.par_chunks(k))
+        .for_each(|(o, r)| {
+            for (p, v) in o.iter_mut().enumerate() {
+                *v = pair(r[2 * p], if 2 * p + 1 < k { r[2 * p + 1] } else { 0.0 });
+            }
+        });
+}
+
+/// Raw output pointer shared by the tasks; each writes a disjoint block.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+impl OutPtr {
+    /// The pointer (a method, so closures capture the whole `Send` wrapper).
+    fn ptr(self) -> *mut f32 {
+        self.0
+    }
+}
+// SAFETY: tasks write disjoint (row range x column panel) blocks of one output buffer.
+unsafe impl Send for OutPtr {}
+// SAFETY: as above; no two tasks touch the same element.
+unsafe impl Sync for OutPtr {}
+
+/// `out (m, n) = x (m, k) · W^T (+ bias)` with `W` packed. `xp` is scratch for the bf16
+/// activations. Runs on the current rayon pool.
+#[allow(clippy::too_many_arguments)]
+pub fn linear_bf16(
+    out: &mut [f32],
+    x: &[f32],
+    w: &PackedBf16,
+    bias: Option<&[f32]>,
+    m: usize,
+    xp: &mut Vec<u32>,
+    isa: Bf16Isa,
+) {
+    let (n, k) = (w.n, w.k);
+    assert!(
+        out.len() >= m * n && x.len() >= m * k,
+        "linear_bf16: buffer too small"
+    );
+    if let Some(b) = bias {
+        assert_eq!(b.len(), n, "linear_bf16: bias length");
+    }
+    if m == 0 || n == 0 {
+        return;
+    }
+    pack_activations(xp, x, m, k);
+    let xp = &xp[..];
+    let dst = OutPtr(out.as_mut_ptr());
+    let tasks: Vec<(usize, usize)> = (0..m.div_ceil(MC))
+        .flat_map(|rb| (0..w.panels).map(move |pi| (rb, pi)))
+        .collect();
+    tasks.into_par_iter().for_each(|(rb, pi)| {
+        let r0 = rb * MC;
+        let rows = MC.min(m - r0);
+        let panel = &w.data[pi * w.kp * NR..(pi + 1) * w.kp * NR];
+        let c0 = pi * NR;
+        let cols = NR.min(n - c0);
+        let mut bias_p = [0.0f32; NR];
+        if let Some(b) = bias {
+            bias_p[..cols].copy_from_slice(&b[c0..c0 + cols]);
+        }
+        let mut r = 0;
+        while r < rows {
+            let mr = MR.min(rows - r);
+            let a = &xp[(r0 + r) * w.kp..(r0 + r + mr) * w.kp];
+            let mut tile = [[0.0f32; NR]; MR];
+            tile_kernel(&mut tile, a, panel, w.kp, mr, &bias_p, isa);
+            for (i, t) in tile.iter().take(mr).enumerate() {
+                // SAFETY: row r0+r+i < m and columns c0..c0+cols < n: inside `out`, and this
+                // (row block, panel) pair belongs to this task alone.
+                unsafe {
+                    let p = dst.ptr().add((r0 + r + i) * n + c0);
+                    std::ptr::copy_nonoverlapping(t.as_ptr(), p, cols);
+                }
+            }
+            r += mr;
+        }
+    });
+}
+
+/// One MR x NR tile: `tile[i][j] = bias[j] + sum_p dot2(a[i][p], panel[p][j])`.
+fn tile_kernel(
+    tile: &mut [[f32; NR]; MR],
+    a: &[u32],
+    panel: &[u32],
+    kp: usize,
+    mr: usize,
+    bias: &[f32; NR],
+    isa: Bf16Isa,
+) {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: Avx512Bf16 is only produced by `detect()` when the CPU has the features
+        // (tests force it only after the same check).
+        Bf16Isa::Avx512Bf16 => unsafe { avx512::tile(tile, a, panel, kp, mr, bias) },
+        _ => generic_tile(tile, a, panel, kp, mr, bias),
+    }
+}
+
+#[inline]
+fn lo(w: u32) -> f32 {
+    f32::from_bits(w << 16)
+}
+#[inline]
+fn hi(w: u32) -> f32 {
+    f32::from_bits(w & 0xffff_0000)
+}
+
+/// Portable kernel: per element, per pair, `acc += a_lo*w_lo + a_hi*w_hi` in f32.
+fn generic_tile(
+    tile: &mut [[f32; NR]; MR],
+    a: &[u32],
+    panel: &[u32],
+    kp: usize,
+    mr: usize,
+    bias: &[f32; NR],
+) {
+    for (i, row) in tile.iter_mut().take(mr).enumerate() {
+        let mut acc = *bias;
+        let ar = &a[i * kp..(i + 1) * kp];
+        for (p, &av) in ar.iter().enumerate() {
+            let (al, ah) = (lo(av), hi(av));
+            let wp = &panel[p * NR..(p + 1) * NR];
+            for (c, &wv) in acc.iter_mut().zip(wp) {
+                *c += al * lo(wv) + ah * hi(wv);
+            }
+        }
+        *row = acc;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{MR, NR};
+    use std::arch::x86_64::*;
+
+    /// `vdpbf16ps` tile: MR rows x 4 zmm (64 columns), accumulators in registers.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub unsafe fn tile(
+        tile: &mut [[f32; NR]; MR],
+        a: &[u32],
+        panel: &[u32],
+        kp: usize,
+        mr: usize,
+        bias: &[f32; NR],
+    ) {
+        match mr {
+            6 => tile_n::<6>(tile, a, panel, kp, bias),
+            5 => tile_n::<5>(tile, a, panel, kp, bias),
+            4 => tile_n::<4>(tile, a, panel, kp, bias),
+            3 => tile_n::<3>(tile, a, panel, kp, bias),
+            2 => tile_n::<2>(tile, a, panel, kp, bias),
+            _ => tile_n::<1>(tile, a, panel, kp, bias),
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    unsafe fn tile_n<const R: usize>(
+        tile: &mut [[f32; NR]; MR],
+        a: &[u32],
+        panel: &[u32],
+        kp: usize,
+        bias: &[f32; NR],
+    ) {
+        debug_assert!(a.len() >= R * kp && panel.len() >= kp * NR);
+        let b = bias.as_ptr();
+        let mut acc = [[_mm512_setzero_ps(); 4]; R];
+        for row in acc.iter_mut() {
+            for (j, v) in row.iter_mut().enumerate() {
+                *v = _mm512_loadu_ps(b.add(16 * j));
+            }
+        }
+        let (ap, wp) = (a.as_ptr(), panel.as_ptr());
+        for p in 0..kp {
+            let w = wp.add(p * NR);
+            let w0: __m512bh = std::mem::transmute(_mm512_loadu_si512(w as *const _));
+            let w1: __m512bh = std::mem::transmute(_mm512_loadu_si512(w.add(16) as *const _));
+            let w2: __m512bh = std::mem::transmute(_mm512_loadu_si512(w.add(32) as *const _));
+            let w3: __m512bh = std::mem::transmute(_mm512_loadu_si512(w.add(48) as *const _));
+            for (i, row) in acc.iter_mut().enumerate() {
+                let x: __m512bh =
+                    std::mem::transmute(_mm512_set1_epi32(*ap.add(i * kp + p) as i32));
+                row[0] = _mm512_dpbf16_ps(row[0], x, w0);
+                row[1] = _mm512_dpbf16_ps(row[1], x, w1);
+                row[2] = _mm512_dpbf16_ps(row[2], x, w2);
+                row[3] = _mm512_dpbf16_ps(row[3], x, w3);
+            }
+        }
+        for (i, row) in acc.iter().enumerate() {
+            for (j, v) in row.iter().enumerate() {
+                _mm512_storeu_ps(tile[i].as_mut_ptr().add(16 * j), *v);
+            }
+        }
+    }
+}
+
+/// Scalar reference: the same bf16-rounded operands, summed in f64.
+pub fn reference_linear_bf16(
+    out: &mut [f32],
+    x: &[f32],
+    w: &PackedBf16,
+    bias: Option<&[f32]>,
+    m: usize,
+) {
+    let (n, k) = (w.n, w.k);
+    for i in 0..m {
+        for j in 0..n {
+            let mut s = bias.map_or(0.0, |b| b[j] as f64);
+            for c in 0..k {
+                let a = bf16::from_f32(x[i * k + c]).to_f32() as f64;
+                s += a * w.get(j, c) as f64;
+            }
+            out[i * n + j] = s as f32;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn isas() -> Vec<Bf16Isa> {
+        let mut v = vec![Bf16Isa::Generic];
+        if Bf16Isa::detect() == Bf16Isa::Avx512Bf16 {
+            v.push(Bf16Isa::Avx512Bf16);
+        }
+        v
+    }
+
+    #[test]
+    fn every_isa_matches_the_scalar_reference_on_odd_sizes() {
+        for (m, k, n) in [
+            (1usize, 1usize, 1usize),
+            (5, 3, 7),
+            (6, 64, 64),
+            (7, 65, 65),
+            (13, 33, 130),
+            (97, 96, 28),
+        ] {
+            let x: Vec<f32> = (0..m * k)
+                .map(|i| ((i * 13 % 17) as f32 - 8.0) * 0.125)
+                .collect();
+            let wf: Vec<f32> = (0..n * k)
+                .map(|i| ((i * 29 % 11) as f32 - 5.0) * 0.0625)
+                .collect();
+            let b: Vec<f32> = (0..n).map(|i| i as f32 * 0.25).collect();
+            let w = PackedBf16::pack(&wf, n, k);
+            let mut refo = vec![0.0; m * n];
+            reference_linear_bf16(&mut refo, &x, &w, Some(&b), m);
+            for isa in isas() {
+                let mut out = vec![f32::NAN; m * n];
+                let mut xp = Vec::new();
+                linear_bf16(&mut out, &x, &w, Some(&b), m, &mut xp, isa);
+                for (a, r) in out.iter().zip(&refo) {
+                    // f32 accumulation of exact bf16 products: relative error ~ k * 2^-24
+                    assert!(
+                        (a - r).abs() <= 1e-5 * (k as f32) * r.abs().max(1.0),
+                        "{isa:?} {m}x{k}x{n}: {a} vs {r}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn rows_do_not_depend_on_m_or_threads() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let (k, n, mmax) = (96usize, 130usize, 200usize);
+        let x: Vec<f32> = (0..mmax * k)
+            .map(|i| (i * 7919 % 1013) as f32 / 1013.0 - 0.5)
+            .collect();
+        let wf: Vec<f32> = (0..n * k)
+            .map(|i| (i * 104729 % 997) as f32 / 997.0 - 0.5)
+            .collect();
+        let w = PackedBf16::pack(&wf, n, k);
+        for isa in isas() {
+            let mut xp = Vec::new();
+            let mut base = vec![0.0; mmax * n];
+            linear_bf16(&mut base, &x, &w, None, mmax, &mut xp, isa);
+            for m in [1usize, 5, 6, 7, 95, 96, 97, 150] {
+                let mut o = vec![0.0; m * n];
+                pool.install(|| linear_bf16(&mut o, &x, &w, None, m, &mut xp, isa));
+                assert!(o[..] == base[..m * n], "{isa:?} m={m}");
+            }
+        }
+    }
+}
