@@ -101,6 +101,10 @@ struct PredictArgs {
     /// Print JSON instead of tables.
     #[arg(long)]
     json: bool,
+    /// Adaptive sampling: stop a text once every label's mean has a standard error below E
+    /// (samples drawn in blocks of 10, at most --samples).
+    #[arg(long, value_name = "E")]
+    tolerance: Option<f32>,
     /// Labels per table (0 = all).
     #[arg(long, default_value_t = 10)]
     top: usize,
@@ -124,6 +128,9 @@ struct EvalArgs {
     /// One pass with dropout off.
     #[arg(long)]
     deterministic: bool,
+    /// Adaptive sampling with this standard-error tolerance (see predict --tolerance).
+    #[arg(long, value_name = "E")]
+    tolerance: Option<f32>,
     /// Evaluate only the first K texts.
     #[arg(long)]
     limit: Option<usize>,
@@ -236,10 +243,19 @@ fn predict(a: PredictArgs) -> CliResult {
         seed: a.seed,
         deterministic: a.deterministic,
         truncate: a.truncate,
+        tolerance: a.tolerance,
     };
     let preds = model.predict(&texts, &opts)?;
     if a.json {
-        println!("{}", output::predictions_json(&model, &texts, &preds));
+        println!(
+            "{}",
+            output::predictions_json(
+                &model,
+                &texts,
+                &preds,
+                a.tolerance.is_some() && !a.deterministic
+            )
+        );
     } else {
         print!(
             "{}",
@@ -263,12 +279,43 @@ fn eval_cmd(a: EvalArgs) -> CliResult {
         seed: a.seed,
         deterministic: a.deterministic,
         truncate: true,
+        tolerance: a.tolerance,
     };
     let e = eval::evaluate(&model, &examples, &opts, a.batch)?;
-    let mode = if a.deterministic {
-        "deterministic".to_string()
-    } else {
-        format!("MC N={} seed={}", a.samples, a.seed)
+    // With a tolerance, also run the fixed-N evaluation: speedup and agreement of decisions.
+    let versus_fixed = match (a.tolerance, a.deterministic) {
+        (Some(_), false) => {
+            let fixed = eval::evaluate(
+                &model,
+                &examples,
+                &PredictOptions {
+                    tolerance: None,
+                    ..opts.clone()
+                },
+                a.batch,
+            )?;
+            let same = e
+                .decisions
+                .iter()
+                .zip(&fixed.decisions)
+                .filter(|(x, y)| x == y)
+                .count();
+            Some(serde_json::json!({
+                "fixed_samples": a.samples,
+                "mean_samples": e.mean_samples,
+                "fixed_seconds": fixed.seconds,
+                "adaptive_seconds": e.seconds,
+                "speedup": fixed.seconds / e.seconds.max(1e-9),
+                "decision_agreement": same as f64 / e.decisions.len().max(1) as f64,
+                "fixed_macro_f1": fixed.thresholded.macro_avg.f1,
+            }))
+        }
+        _ => None,
+    };
+    let mode = match (a.deterministic, a.tolerance) {
+        (true, _) => "deterministic".to_string(),
+        (false, None) => format!("MC N={} seed={}", a.samples, a.seed),
+        (false, Some(t)) => format!("adaptive MC N<={} tolerance={t} seed={}", a.samples, a.seed),
     };
     let setup = format!(
         "model {} | data {} | {mode}",
@@ -280,10 +327,27 @@ fn eval_cmd(a: EvalArgs) -> CliResult {
     }
     if a.json {
         let s = serde_json::json!({"model": model.files().dir.display().to_string(), "data": a.data.display().to_string(),
-            "n_samples": if a.deterministic { 1 } else { a.samples }, "seed": a.seed, "deterministic": a.deterministic});
-        println!("{}", eval::to_json(&e, model.labels(), s));
+            "n_samples": if a.deterministic { 1 } else { a.samples }, "seed": a.seed, "deterministic": a.deterministic,
+            "tolerance": a.tolerance});
+        let mut v = eval::to_json(&e, model.labels(), s);
+        if let Some(vf) = versus_fixed {
+            v["adaptive_vs_fixed"] = vf;
+        }
+        println!("{v}");
     } else {
         print!("{}", eval::to_text(&e, model.labels(), &setup));
+        if let Some(vf) = versus_fixed {
+            println!(
+                "\nAdaptive vs fixed N={}: {:.1} samples per text on average, {:.2}x faster ({:.1} s vs {:.1} s), {:.2}% of the thresholded decisions equal, fixed-N macro F1 {:.4}",
+                a.samples,
+                vf["mean_samples"].as_f64().unwrap_or(0.0),
+                vf["speedup"].as_f64().unwrap_or(0.0),
+                vf["adaptive_seconds"].as_f64().unwrap_or(0.0),
+                vf["fixed_seconds"].as_f64().unwrap_or(0.0),
+                100.0 * vf["decision_agreement"].as_f64().unwrap_or(0.0),
+                vf["fixed_macro_f1"].as_f64().unwrap_or(0.0)
+            );
+        }
     }
     Ok(())
 }

@@ -5,7 +5,13 @@ use serde_json::{json, Value};
 use std::fmt::Write;
 
 /// `{"results":[{"text", "n_tokens", "labels":[...28 in id order], "logits"?}]}`.
-pub fn predictions_json(model: &Model, texts: &[String], preds: &[TextPrediction]) -> Value {
+/// With `adaptive`, each result also carries `"samples"`: the samples it used.
+pub fn predictions_json(
+    model: &Model,
+    texts: &[String],
+    preds: &[TextPrediction],
+    adaptive: bool,
+) -> Value {
     let results: Vec<Value> = texts
         .iter()
         .zip(preds)
@@ -22,6 +28,9 @@ pub fn predictions_json(model: &Model, texts: &[String], preds: &[TextPrediction
             let mut o = json!({"text": t, "n_tokens": p.n_tokens, "labels": labels});
             if let Some(z) = &p.logits {
                 o["logits"] = json!(z);
+            }
+            if adaptive {
+                o["samples"] = json!(p.samples);
             }
             o
         })

@@ -97,7 +97,14 @@ pub struct PredictOptions {
     pub deterministic: bool,
     /// Truncate texts over the token limit instead of failing.
     pub truncate: bool,
+    /// Adaptive sampling: draw samples in blocks of [`ADAPTIVE_BLOCK`] and stop a text once
+    /// every label's mean probability has a standard error (std / sqrt(n)) below this,
+    /// never drawing more than `samples`. `None`: always `samples`.
+    pub tolerance: Option<f32>,
 }
+
+/// Samples per block of adaptive sampling (and the fewest it draws).
+pub const ADAPTIVE_BLOCK: u32 = 10;
 
 impl Default for PredictOptions {
     fn default() -> Self {
@@ -106,6 +113,7 @@ impl Default for PredictOptions {
             seed: DEFAULT_SEED,
             deterministic: false,
             truncate: false,
+            tolerance: None,
         }
     }
 }
@@ -236,6 +244,19 @@ impl Model {
         opts: &PredictOptions,
     ) -> Result<Vec<TextPrediction>> {
         let nl = self.config().num_labels;
+        if let (Some(tol), false) = (opts.tolerance, opts.deterministic) {
+            let per_text = self.adaptive_logits(ids, opts.samples, opts.seed, tol)?;
+            return Ok(ids
+                .iter()
+                .zip(per_text)
+                .map(|(t, z)| TextPrediction {
+                    n_tokens: t.len(),
+                    samples: (z.len() / nl) as u32,
+                    labels: engine::stats::label_stats(&z, nl, &self.files.thresholds),
+                    logits: None,
+                })
+                .collect());
+        }
         let n = if opts.deterministic { 1 } else { opts.samples };
         let logits = if opts.deterministic {
             self.logits(ids)?
@@ -255,10 +276,58 @@ impl Model {
             .collect())
     }
 
+    /// Adaptive MC sampling (see [`PredictOptions::tolerance`]): per text, its logits
+    /// (n_used, num_labels). Blocks continue the sample indices, so a text's samples are
+    /// those of a fixed-N run, and where it stops depends on its own samples only.
+    pub fn adaptive_logits(
+        &self,
+        ids: &[Vec<u32>],
+        max_samples: u32,
+        seed: u64,
+        tolerance: f32,
+    ) -> Result<Vec<Vec<f32>>> {
+        if max_samples == 0 {
+            return Err(Error::Input(
+                "the number of MC samples must be at least 1 (or ask for deterministic mode)"
+                    .into(),
+            ));
+        }
+        if !(tolerance > 0.0 && tolerance.is_finite()) {
+            return Err(Error::Input(format!(
+                "tolerance {tolerance} must be a positive number"
+            )));
+        }
+        self.validate(ids)?;
+        let nl = self.config().num_labels;
+        let dropout = Dropout {
+            seed,
+            p: self.config().dropout,
+        };
+        let mut out: Vec<Vec<f32>> = vec![Vec::new(); ids.len()];
+        let mut active: Vec<usize> = (0..ids.len()).collect();
+        let mut s0 = 0;
+        while !active.is_empty() && s0 < max_samples {
+            let s1 = (s0 + ADAPTIVE_BLOCK).min(max_samples);
+            let batch: Vec<Vec<u32>> = active.iter().map(|&i| ids[i].clone()).collect();
+            let z = self
+                .pool
+                .install(|| self.forward().run(&batch, s0..s1, Some(dropout), None));
+            let per = (s1 - s0) as usize * nl;
+            for (&i, zt) in active.iter().zip(z.chunks_exact(per)) {
+                out[i].extend_from_slice(zt);
+            }
+            active.retain(|&i| engine::stats::max_standard_error(&out[i], nl) >= tolerance as f64);
+            s0 = s1;
+        }
+        Ok(out)
+    }
+
     /// Logits of the deterministic pass (dropout off): (texts, num_labels).
     pub fn logits(&self, ids: &[Vec<u32>]) -> Result<Vec<f32>> {
         self.validate(ids)?;
-        Ok(self.pool.install(|| self.forward().run(ids, 1, None, None)))
+        Ok(self
+            .pool
+            .install(|| self.forward().run(ids, 0..1, None, None)))
     }
 
     /// Logits of `n_samples` MC samples: (texts, n_samples, num_labels), text-major.
@@ -276,7 +345,7 @@ impl Model {
         };
         Ok(self
             .pool
-            .install(|| self.forward().run(ids, n_samples, Some(dropout), None)))
+            .install(|| self.forward().run(ids, 0..n_samples, Some(dropout), None)))
     }
 
     /// The deterministic pass with its hidden states (for golden tests and debugging).
@@ -285,7 +354,7 @@ impl Model {
         let mut tr = Trace::default();
         let mut fw = self.forward();
         fw.max_rows = usize::MAX;
-        let z = self.pool.install(|| fw.run(ids, 1, None, Some(&mut tr)));
+        let z = self.pool.install(|| fw.run(ids, 0..1, None, Some(&mut tr)));
         Ok((tr, z))
     }
 

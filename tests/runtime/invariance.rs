@@ -150,3 +150,57 @@ fn bf16_precision_stays_within_001_of_f32_and_keeps_invariance() {
     let l = bf.config().num_labels;
     assert!(bf.sample_logits(&ids[2..3], 5, 1).unwrap() == z1[2 * 5 * l..3 * 5 * l]);
 }
+
+#[test]
+fn adaptive_sampling_stops_early_and_reuses_the_fixed_n_samples() {
+    let model = load("tiny-f32", 2);
+    let ids = texts();
+    let l = model.config().num_labels;
+    let fixed = model.sample_logits(&ids, 40, 11).unwrap();
+    // A tolerance nobody meets: every text draws all 40, identical to the fixed run.
+    let all = model.adaptive_logits(&ids, 40, 11, 1e-9).unwrap();
+    for (t, z) in all.iter().enumerate() {
+        assert!(z[..] == fixed[t * 40 * l..(t + 1) * 40 * l], "text {t}");
+    }
+    // A loose tolerance: one block each, the first samples of the fixed run.
+    let loose = model.adaptive_logits(&ids, 40, 11, 1.0).unwrap();
+    for (t, z) in loose.iter().enumerate() {
+        assert_eq!(z.len(), emcoder::ADAPTIVE_BLOCK as usize * l);
+        assert!(z[..] == fixed[t * 40 * l..(t * 40 + 10) * l]);
+    }
+    // In between: each text stops where its own standard errors fall below the tolerance,
+    // whatever else is in the batch, and never above N.
+    let mid = model.adaptive_logits(&ids, 40, 11, 0.02).unwrap();
+    let used: Vec<usize> = mid.iter().map(|z| z.len() / l).collect();
+    assert!(used.iter().all(|&n| (10..=40).contains(&n)), "{used:?}");
+    for (t, z) in mid.iter().enumerate() {
+        let alone = model.adaptive_logits(&ids[t..t + 1], 40, 11, 0.02).unwrap();
+        assert!(alone[0] == *z, "text {t}");
+        let n = z.len() / l;
+        let se = emcoder::engine::stats::max_standard_error(z, l);
+        assert!(
+            se < 0.02 || n == 40,
+            "text {t}: stopped at {n} with se {se}"
+        );
+        if n > 10 {
+            let before = emcoder::engine::stats::max_standard_error(&z[..(n - 10) * l], l);
+            assert!(before >= 0.02, "text {t} should have stopped earlier");
+        }
+    }
+    let p = model
+        .predict_ids(
+            &ids,
+            &PredictOptions {
+                samples: 40,
+                seed: 11,
+                tolerance: Some(0.02),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        p.iter().map(|x| x.samples as usize).collect::<Vec<_>>(),
+        used
+    );
+    assert!(model.adaptive_logits(&ids, 40, 11, 0.0).is_err());
+}

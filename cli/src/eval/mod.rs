@@ -28,6 +28,10 @@ pub struct Evaluation {
     pub ece: f64,
     /// Wall time of the predictions.
     pub seconds: f64,
+    /// Mean MC samples drawn per text.
+    pub mean_samples: f64,
+    /// The decisions, (texts x labels) row-major (to compare runs).
+    pub decisions: Vec<bool>,
 }
 
 /// Predicts `examples` in batches of `batch` texts (progress on stderr) and scores them.
@@ -45,9 +49,11 @@ pub fn evaluate(
     );
     let (mut mean, mut unc, mut pred) = (Vec::new(), Vec::new(), Vec::new());
     let start = Instant::now();
+    let mut samples = 0u64;
     for chunk in examples.chunks(batch.max(1)) {
         let texts: Vec<&str> = chunk.iter().map(|e| e.text.as_str()).collect();
         for p in model.predict(&texts, opts)? {
+            samples += p.samples as u64;
             for s in &p.labels {
                 mean.push(s.mean);
                 unc.push(s.epistemic);
@@ -74,6 +80,8 @@ pub fn evaluate(
         reliability,
         ece,
         seconds,
+        mean_samples: samples as f64 / examples.len() as f64,
+        decisions: pred,
     })
 }
 
@@ -101,6 +109,7 @@ pub fn to_json(e: &Evaluation, labels: &[String], setup: Value) -> Value {
     v["reliability"] = json!(e.reliability);
     v["ece"] = json!(e.ece);
     v["texts_per_s"] = json!(e.n_texts as f64 / e.seconds.max(1e-9));
+    v["mean_samples"] = json!(e.mean_samples);
     v
 }
 
@@ -109,9 +118,10 @@ pub fn to_text(e: &Evaluation, labels: &[String], setup: &str) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{setup}\n{} texts, {:.1} texts/s\n",
+        "{setup}\n{} texts, {:.1} texts/s, {:.1} samples per text on average\n",
         e.n_texts,
-        e.n_texts as f64 / e.seconds.max(1e-9)
+        e.n_texts as f64 / e.seconds.max(1e-9),
+        e.mean_samples
     );
     let _ = writeln!(
         s,

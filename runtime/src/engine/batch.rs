@@ -54,15 +54,19 @@ impl Packing {
     }
 }
 
-/// Splits the work of `lens.len()` texts x `n_samples` into chunks of at most `max_rows`
+/// Splits the work of `lens.len()` texts x the MC samples `samples` into chunks of at most `max_rows`
 /// rows (a single sequence longer than that is a chunk of its own). Order: text-major,
 /// samples in order; chunking never changes any number, only peak memory.
-pub fn chunks(lens: &[usize], n_samples: u32, max_rows: usize) -> Vec<Vec<(usize, u32, usize)>> {
+pub fn chunks(
+    lens: &[usize],
+    samples: std::ops::Range<u32>,
+    max_rows: usize,
+) -> Vec<Vec<(usize, u32, usize)>> {
     let mut out = Vec::new();
     let mut cur = Vec::new();
     let mut rows = 0;
     for (t, &len) in lens.iter().enumerate() {
-        for s in 0..n_samples {
+        for s in samples.clone() {
             if rows + len > max_rows && !cur.is_empty() {
                 out.push(std::mem::take(&mut cur));
                 rows = 0;
@@ -88,12 +92,15 @@ mod tests {
         assert_eq!(p.row_pos, vec![0, 1, 0, 1, 2]);
         assert_eq!(p.row_seq, vec![0, 0, 1, 1, 1]);
         assert_eq!(p.seqs[1].row0, 2);
-        let c = chunks(&[3, 5], 2, 7);
+        let c = chunks(&[3, 5], 0..2, 7);
         assert_eq!(
             c,
             vec![vec![(0, 0, 3), (0, 1, 3)], vec![(1, 0, 5)], vec![(1, 1, 5)]]
         );
-        let c = chunks(&[10], 1, 4);
+        let c = chunks(&[10], 0..1, 4);
+        assert_eq!(c, vec![vec![(0, 0, 10)]]);
+        let c = chunks(&[10], 4..5, 4);
+        assert_eq!(c, vec![vec![(0, 4, 10)]]);
         assert_eq!(c, vec![vec![(0, 0, 10)]]);
     }
 }

@@ -88,12 +88,13 @@ impl Forward<'_> {
         }
     }
 
-    /// Logits of every text under every sample: (texts, n_samples, num_labels), text-major.
+    /// Logits of every text under the MC samples `samples` (sample indices, so a later
+    /// block continues an earlier one): (texts, samples.len(), num_labels), text-major.
     /// Token ids must already be validated (< vocab_size, non-empty).
     pub fn run(
         &self,
         texts: &[Vec<u32>],
-        n_samples: u32,
+        samples: std::ops::Range<u32>,
         dropout: Option<Dropout>,
         mut trace: Option<&mut Trace>,
     ) -> Vec<f32> {
@@ -120,9 +121,10 @@ impl Forward<'_> {
         let mut attn = AttnScratch::default();
         self.attention(&mut a0, &h0, &self.w.layers[0], &pack_a, &mut attn);
 
-        let mut logits = vec![0.0f32; texts.len() * n_samples as usize * nl];
+        let n_samples = samples.len();
+        let mut logits = vec![0.0f32; texts.len() * n_samples * nl];
         let n_layers = self.cfg.n_layers as u32;
-        for chunk in chunks(&lens, n_samples, self.max_rows) {
+        for chunk in chunks(&lens, samples.clone(), self.max_rows) {
             let pack = Packing::new(chunk);
             let rows = pack.rows();
             // Layer 0 residual: h = h0 + dropout(a0), per (text, sample) sequence.
@@ -180,7 +182,7 @@ impl Forward<'_> {
             let mut z = vec![0.0f32; ns * nl];
             self.linear(&mut z, &z1, &self.w.head2, ns);
             for (zs, s) in z.chunks_exact(nl).zip(&pack.seqs) {
-                let at = (s.text * n_samples as usize + s.sample as usize) * nl;
+                let at = (s.text * n_samples + (s.sample - samples.start) as usize) * nl;
                 logits[at..at + nl].copy_from_slice(zs);
             }
         }

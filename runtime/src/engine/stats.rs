@@ -62,6 +62,25 @@ pub fn label_stats(logits: &[f32], num_labels: usize, thresholds: &[Threshold]) 
         .collect()
 }
 
+/// The largest standard error of a label's mean probability, `std / sqrt(n)`, over the
+/// samples in `logits` (n_samples, num_labels); infinite below two samples.
+pub fn max_standard_error(logits: &[f32], num_labels: usize) -> f64 {
+    let n = logits.len() / num_labels;
+    if n < 2 {
+        return f64::INFINITY;
+    }
+    (0..num_labels)
+        .map(|c| {
+            let p: Vec<f64> = (0..n)
+                .map(|s| sigmoid(logits[s * num_labels + c]) as f64)
+                .collect();
+            let m = p.iter().sum::<f64>() / n as f64;
+            let var = p.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (n - 1) as f64;
+            (var / n as f64).sqrt()
+        })
+        .fold(0.0, f64::max)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
