@@ -22,6 +22,8 @@ const MC: usize = 96;
 /// Which kernel runs the products.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Bf16Isa {
+    /// Intel AMX tiles (`tdpbf16ps`), 32x32 output blocks per step.
+    Amx,
     /// AVX-512 with the BF16 extension (`vdpbf16ps`).
     Avx512Bf16,
     /// Portable code (any CPU): the same bf16-rounded operands, f32 multiply-adds.
@@ -29,15 +31,41 @@ pub enum Bf16Isa {
 }
 
 impl Bf16Isa {
-    /// The best kernel this CPU supports.
+    /// The best kernel this CPU (and OS) supports. `EMCODER_BF16_ISA=avx512|generic`
+    /// lowers the choice (never raises it above what the CPU has).
     pub fn detect() -> Self {
+        let best = Self::best();
+        match std::env::var("EMCODER_BF16_ISA").as_deref() {
+            Ok("generic") => Bf16Isa::Generic,
+            Ok("avx512") if best == Bf16Isa::Amx => Bf16Isa::Avx512Bf16,
+            _ => best,
+        }
+    }
+
+    fn best() -> Self {
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512bf16")
         {
-            return Bf16Isa::Avx512Bf16;
+            if amx::available() {
+                return Bf16Isa::Amx;
+            }
+            if std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bf16")
+            {
+                return Bf16Isa::Avx512Bf16;
+            }
         }
         Bf16Isa::Generic
+    }
+
+    /// Every kernel this CPU can run (for tests that force each variant).
+    pub fn available() -> Vec<Bf16Isa> {
+        let mut v = vec![Bf16Isa::Generic];
+        match Self::best() {
+            Bf16Isa::Amx => v.extend([Bf16Isa::Avx512Bf16, Bf16Isa::Amx]),
+            Bf16Isa::Avx512Bf16 => v.push(Bf16Isa::Avx512Bf16),
+            Bf16Isa::Generic => {}
+        }
+        v
     }
 }
 
@@ -69,7 +97,7 @@ impl PackedBf16 {
     /// Packs `w`, (n, k) row-major f32 (an `nn.Linear` weight).
     pub fn pack(w: &[f32], n: usize, k: usize) -> Self {
         assert!(w.len() >= n * k, "PackedBf16::pack: weight too small");
-        let kp = k.div_ceil(2);
+        let kp = pairs(k);
         let panels = n.div_ceil(NR);
         let mut data = vec![0u32; panels * kp * NR];
         data.par_chunks_mut(kp * NR)
@@ -81,7 +109,7 @@ impl PackedBf16 {
                         break;
                     }
                     let row = &w[col * k..(col + 1) * k];
-                    for p in 0..kp {
+                    for p in 0..k.div_ceil(2) {
                         let lo = row[2 * p];
                         let hi = if 2 * p + 1 < k { row[2 * p + 1] } else { 0.0 };
                         panel[p * NR + j] = pair(lo, hi);
@@ -114,15 +142,27 @@ impl PackedBf16 {
     }
 }
 
-/// Rounds activations `x` (m, k) to bf16 pairs `(m, ceil(k/2))`.
+/// Pairs of input channels per row: `ceil(k/2)` padded with zero pairs to a multiple of 16
+/// (one AMX tile row). Zero pairs add exactly 0, so no kernel's result changes.
+pub fn pairs(k: usize) -> usize {
+    k.div_ceil(2).div_ceil(16) * 16
+}
+
+/// Rows of the packed activations: `m` padded with zero rows to a multiple of 32.
+fn padded_rows(m: usize) -> usize {
+    m.div_ceil(32) * 32
+}
+
+/// Rounds activations `x` (m, k) to bf16 pairs `(padded m, pairs(k))`.
 pub fn pack_activations(xp: &mut Vec<u32>, x: &[f32], m: usize, k: usize) {
-    let kp = k.div_ceil(2);
+    let kp = pairs(k);
     xp.clear();
-    xp.resize(m * kp, 0);
-    xp.par_chunks_mut(kp)
+    xp.resize(padded_rows(m) * kp, 0);
+    xp[..m * kp]
+        .par_chunks_mut(kp)
         .zip(x.par_chunks(k))
         .for_each(|(o, r)| {
-            for (p, v) in o.iter_mut().enumerate() {
+            for (p, v) in o.iter_mut().take(k.div_ceil(2)).enumerate() {
                 *v = pair(r[2 * p], if 2 * p + 1 < k { r[2 * p + 1] } else { 0.0 });
             }
         });
@@ -181,6 +221,35 @@ pub fn linear_bf16(
         if let Some(b) = bias {
             bias_p[..cols].copy_from_slice(&b[c0..c0 + cols]);
         }
+        #[cfg(target_arch = "x86_64")]
+        if isa == Bf16Isa::Amx {
+            let mut buf = [0.0f32; 32 * NR];
+            let stride = w.kp * 4;
+            // SAFETY: `available()` granted the AMX state for this process; the tile config
+            // is loaded for this thread and released at the end. xp has whole 32-row blocks
+            // (padded rows) of `kp` pairs (a multiple of 16) and the panel `kp` x 64 words.
+            unsafe { amx::configure() };
+            let mut r = 0;
+            while r < rows {
+                let a = xp[(r0 + r) * w.kp..].as_ptr();
+                // SAFETY: as above; `a` starts a 32-row block inside xp.
+                unsafe { amx::block(&mut buf, a, stride, panel.as_ptr(), w.kp) };
+                for i in 0..32.min(rows - r) {
+                    let src = &buf[i * NR..i * NR + cols];
+                    // SAFETY: row r0+r+i < m, columns c0..c0+cols < n, owned by this task.
+                    unsafe {
+                        let p = dst.ptr().add((r0 + r + i) * n + c0);
+                        for (j, v) in src.iter().enumerate() {
+                            *p.add(j) = *v + bias_p[j];
+                        }
+                    }
+                }
+                r += 32;
+            }
+            // SAFETY: releases this thread's tile state.
+            unsafe { amx::release() };
+            return;
+        }
         let mut r = 0;
         while r < rows {
             let mr = MR.min(rows - r);
@@ -214,7 +283,7 @@ fn tile_kernel(
         #[cfg(target_arch = "x86_64")]
         // SAFETY: Avx512Bf16 is only produced by `detect()` when the CPU has the features
         // (tests force it only after the same check).
-        Bf16Isa::Avx512Bf16 => unsafe { avx512::tile(tile, a, panel, kp, mr, bias) },
+        Bf16Isa::Avx512Bf16 | Bf16Isa::Amx => unsafe { avx512::tile(tile, a, panel, kp, mr, bias) },
         _ => generic_tile(tile, a, panel, kp, mr, bias),
     }
 }
@@ -316,6 +385,105 @@ mod avx512 {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod amx {
+    use super::NR;
+    use std::arch::asm;
+    use std::sync::OnceLock;
+
+    /// CPUID says AMX-TILE and AMX-BF16, and Linux granted this process the tile state
+    /// (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`), once.
+    pub fn available() -> bool {
+        static OK: OnceLock<bool> = OnceLock::new();
+        *OK.get_or_init(|| {
+            // CPUID leaf 7 (structured extended features); reading it has no side effect.
+            let edx = std::arch::x86_64::__cpuid_count(7, 0).edx;
+            let cpu = edx & (1 << 22) != 0 && edx & (1 << 24) != 0;
+            if !cpu || !cfg!(target_os = "linux") {
+                return false;
+            }
+            let ret: i64;
+            // SAFETY: the arch_prctl syscall (158) with ARCH_REQ_XCOMP_PERM (0x1023) and
+            // XFEATURE_XTILEDATA (18) only changes this process's permitted xsave state.
+            unsafe {
+                asm!("syscall", inlateout("rax") 158i64 => ret, in("rdi") 0x1023i64, in("rsi") 18i64,
+                     lateout("rcx") _, lateout("r11") _, options(nostack));
+            }
+            ret == 0
+        })
+    }
+
+    /// Loads the tile configuration: 8 tiles of 16 rows x 64 bytes.
+    pub unsafe fn configure() {
+        let mut cfg = [0u8; 64];
+        cfg[0] = 1; // palette 1
+        for t in 0..8 {
+            cfg[16 + 2 * t] = 64; // bytes per row
+            cfg[48 + t] = 16; // rows
+        }
+        asm!("ldtilecfg [{0}]", in(reg) cfg.as_ptr(), options(nostack, readonly));
+    }
+
+    /// Releases the tile state of this thread.
+    pub unsafe fn release() {
+        asm!("tilerelease", options(nostack, nomem));
+    }
+
+    /// `out (32 x 64) = A (32 rows of kp pairs, row stride `a_stride` bytes) x panel (kp x 64)`.
+    /// tmm0..3: C (rows 0-15 | 16-31) x (cols 0-15 | 16-31) of one 32-column half;
+    /// tmm4/5: A rows 0-15 / 16-31; tmm6/7: B columns 0-15 / 16-31.
+    pub unsafe fn block(
+        out: &mut [f32; 32 * NR],
+        a: *const u32,
+        a_stride: usize,
+        panel: *const u32,
+        kp: usize,
+    ) {
+        let b_stride = NR * 4;
+        let c_stride = NR * 4;
+        for half in 0..2 {
+            asm!(
+                "tilezero tmm0",
+                "tilezero tmm1",
+                "tilezero tmm2",
+                "tilezero tmm3",
+                options(nostack, nomem)
+            );
+            let mut q = 0;
+            while q < kp {
+                let a0 = a.add(q);
+                let a1 = (a0 as *const u8).add(16 * a_stride);
+                let b0 = panel.add(q * NR + half * 32);
+                let b1 = b0.add(16);
+                asm!(
+                    "tileloadd tmm4, [{a0} + {sa}*1]",
+                    "tileloadd tmm5, [{a1} + {sa}*1]",
+                    "tileloadd tmm6, [{b0} + {sb}*1]",
+                    "tileloadd tmm7, [{b1} + {sb}*1]",
+                    "tdpbf16ps tmm0, tmm4, tmm6",
+                    "tdpbf16ps tmm1, tmm4, tmm7",
+                    "tdpbf16ps tmm2, tmm5, tmm6",
+                    "tdpbf16ps tmm3, tmm5, tmm7",
+                    a0 = in(reg) a0, a1 = in(reg) a1, b0 = in(reg) b0, b1 = in(reg) b1,
+                    sa = in(reg) a_stride, sb = in(reg) b_stride,
+                    options(nostack, readonly),
+                );
+                q += 16;
+            }
+            let o = out.as_mut_ptr().add(half * 32);
+            asm!(
+                "tilestored [{o0} + {s}*1], tmm0",
+                "tilestored [{o1} + {s}*1], tmm1",
+                "tilestored [{o2} + {s}*1], tmm2",
+                "tilestored [{o3} + {s}*1], tmm3",
+                o0 = in(reg) o, o1 = in(reg) o.add(16), o2 = in(reg) o.add(16 * NR), o3 = in(reg) o.add(16 * NR + 16),
+                s = in(reg) c_stride,
+                options(nostack),
+            );
+        }
+    }
+}
+
 /// Scalar reference: the same bf16-rounded operands, summed in f64.
 pub fn reference_linear_bf16(
     out: &mut [f32],
@@ -342,10 +510,8 @@ mod tests {
     use super::*;
 
     fn isas() -> Vec<Bf16Isa> {
-        let mut v = vec![Bf16Isa::Generic];
-        if Bf16Isa::detect() == Bf16Isa::Avx512Bf16 {
-            v.push(Bf16Isa::Avx512Bf16);
-        }
+        let v = Bf16Isa::available();
+        eprintln!("bf16 kernels tested here: {v:?}");
         v
     }
 

@@ -1,0 +1,116 @@
+//! Micro-benchmarks of every kernel at this model's shapes (d 768, 12 heads, d_ffn 2048),
+//! reported as GFLOP/s (products, attention) or GB/s (memory-bound kernels).
+//! `cargo bench -p emcoder-kernels` (single thread unless the kernel parallelizes itself).
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use emcoder_kernels::activation::swiglu;
+use emcoder_kernels::attention::attention_rows;
+use emcoder_kernels::gemm_bf16::{linear_bf16, Bf16Isa, PackedBf16};
+use emcoder_kernels::matmul::{linear, Parallelism};
+use emcoder_kernels::norm::rmsnorm;
+use emcoder_kernels::philox::{dropout_residual_add, DropoutSite};
+use emcoder_kernels::rope::{rope_rows, rope_tables};
+use std::hint::black_box;
+
+const D: usize = 768;
+const F: usize = 2048;
+const H: usize = 12;
+
+fn data(n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| ((i * 7919) % 1013) as f32 / 1013.0 - 0.5)
+        .collect()
+}
+
+fn gemm(c: &mut Criterion) {
+    let mut g = c.benchmark_group("linear");
+    // (rows, in, out): q/k/v/o, gate/up, down at 16 tokens x 50 samples = 800 rows.
+    for (m, k, n) in [(800usize, D, D), (800, D, F), (800, F, D), (16, D, D)] {
+        let (x, w) = (data(m * k), data(n * k));
+        let mut out = vec![0.0; m * n];
+        g.throughput(Throughput::Elements((2 * m * k * n) as u64));
+        g.bench_function(BenchmarkId::new("f32", format!("{m}x{k}x{n}")), |b| {
+            b.iter(|| {
+                linear(
+                    &mut out,
+                    black_box(&x),
+                    &w,
+                    None,
+                    m,
+                    k,
+                    n,
+                    Parallelism::None,
+                )
+            })
+        });
+        let p = PackedBf16::pack(&w, n, k);
+        let mut xp = Vec::new();
+        let isa = Bf16Isa::detect();
+        g.bench_function(
+            BenchmarkId::new(format!("bf16-{isa:?}"), format!("{m}x{k}x{n}")),
+            |b| b.iter(|| linear_bf16(&mut out, black_box(&x), &p, None, m, &mut xp, isa)),
+        );
+    }
+    g.finish();
+}
+
+fn rowwise(c: &mut Criterion) {
+    let rows = 800;
+    let (x, w) = (data(rows * D), data(D));
+    let mut out = vec![0.0; rows * D];
+    let mut g = c.benchmark_group("rowwise");
+    g.throughput(Throughput::Bytes((2 * rows * D * 4) as u64));
+    g.bench_function("rmsnorm 800x768", |b| {
+        b.iter(|| rmsnorm(&mut out, black_box(&x), &w, rows, D, 1e-6))
+    });
+    let site = DropoutSite {
+        seed: 1,
+        sample: 3,
+        site: 2,
+        p: 0.1,
+    };
+    g.bench_function("dropout+residual 800x768", |b| {
+        b.iter(|| {
+            for (r, (h, a)) in out.chunks_exact_mut(D).zip(x.chunks_exact(D)).enumerate() {
+                dropout_residual_add(h, a, Some(&site), (r % 16) as u32);
+            }
+        })
+    });
+    let (gate, up) = (data(rows * F), data(rows * F));
+    let mut gg = gate.clone();
+    g.throughput(Throughput::Bytes((3 * rows * F * 4) as u64));
+    g.bench_function("swiglu 800x2048", |b| {
+        b.iter(|| {
+            gg.copy_from_slice(&gate);
+            swiglu(&mut gg, black_box(&up))
+        })
+    });
+    let freqs: Vec<f32> = (0..32)
+        .map(|i| 1.0 / 10000f32.powf(i as f32 / 32.0))
+        .collect();
+    let (mut cos, mut sin) = (vec![0.0; 16 * 32], vec![0.0; 16 * 32]);
+    rope_tables(&mut cos, &mut sin, &freqs, 16);
+    let mut q = data(16 * D);
+    g.throughput(Throughput::Bytes((2 * 16 * D * 4) as u64));
+    g.bench_function("rope 16x768", |b| {
+        b.iter(|| rope_rows(black_box(&mut q), &cos, &sin, 32, 0, D, D / H))
+    });
+    g.finish();
+}
+
+fn attention(c: &mut Criterion) {
+    let mut g = c.benchmark_group("attention");
+    for t in [8usize, 16, 64, 128, 512] {
+        let (q, k, v) = (data(t * D), data(t * D), data(t * D));
+        let mut out = vec![0.0; t * D];
+        let mut scores = vec![0.0; t];
+        g.throughput(Throughput::Elements((4 * t * t * D) as u64));
+        g.bench_function(BenchmarkId::new("T", t), |b| {
+            b.iter(|| attention_rows(&mut out, black_box(&q), &k, &v, t, D, H, 0, &mut scores))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, gemm, rowwise, attention);
+criterion_main!(benches);
