@@ -46,15 +46,17 @@ pub struct ModelFiles {
 }
 
 impl ModelFiles {
-    /// Loads `dir` (`model.safetensors`, `config.json`, optional `thresholds.json` and
-    /// `tokenizer.json`).
-    pub fn load(dir: &Path, tokenizer: &TokenizerChoice) -> Result<Self> {
-        if !dir.is_dir() {
-            return Err(Error::MissingFile {
-                path: dir.to_owned(),
-                hint: "the model directory does not exist (it must hold model.safetensors and config.json)".into(),
-            });
-        }
+    /// Config, weights, placements and thresholds of `dir`.
+    #[allow(clippy::type_complexity)]
+    fn load_weights(
+        dir: &Path,
+    ) -> Result<(
+        Config,
+        Weights,
+        Vec<Placement>,
+        Vec<Threshold>,
+        Option<PathBuf>,
+    )> {
         let config = Config::from_file(&dir.join("config.json"))?;
         let file = tensors::TensorFile::open(&dir.join("model.safetensors"))?;
         let (weights, placements) = resolve::resolve(&file, &config)?;
@@ -67,18 +69,44 @@ impl ModelFiles {
         } else {
             (vec![Threshold::default(); config.num_labels], None)
         };
-        let tokenizer = match tokenizer {
-            TokenizerChoice::None => None,
-            TokenizerChoice::Path(p) => Some(TextTokenizer::from_file(p)?),
-            TokenizerChoice::Auto => {
-                let p = dir.join("tokenizer.json");
-                Some(if p.exists() {
-                    TextTokenizer::from_file(&p)?
-                } else {
-                    TextTokenizer::builtin()?
-                })
-            }
+        Ok((config, weights, placements, thresholds, thresholds_file))
+    }
+
+    /// Loads `dir` (`model.safetensors`, `config.json`, optional `thresholds.json` and
+    /// `tokenizer.json`).
+    pub fn load(dir: &Path, tokenizer: &TokenizerChoice) -> Result<Self> {
+        if !dir.is_dir() {
+            return Err(Error::MissingFile {
+                path: dir.to_owned(),
+                hint: "the model directory does not exist (it must hold model.safetensors and config.json)".into(),
+            });
+        }
+        // The tokenizer (a 3.5 MB JSON for ModernBERT) parses on its own thread while the
+        // weights are mapped and resolved: load time is the longer of the two, not the sum.
+        let load_tokenizer = || -> Result<Option<TextTokenizer>> {
+            Ok(match tokenizer {
+                TokenizerChoice::None => None,
+                TokenizerChoice::Path(p) => Some(TextTokenizer::from_file(p)?),
+                TokenizerChoice::Auto => {
+                    let p = dir.join("tokenizer.json");
+                    Some(if p.exists() {
+                        TextTokenizer::from_file(&p)?
+                    } else {
+                        TextTokenizer::builtin()?
+                    })
+                }
+            })
         };
+        let (model, tokenizer) = std::thread::scope(|s| {
+            let tok = s.spawn(load_tokenizer);
+            let model = Self::load_weights(dir);
+            let tok = tok
+                .join()
+                .unwrap_or_else(|_| Err(Error::Tokenizer("the tokenizer loader panicked".into())));
+            (model, tok)
+        });
+        let (config, weights, placements, thresholds, thresholds_file) = model?;
+        let tokenizer = tokenizer?;
         if let Some(t) = &tokenizer {
             if t.vocab_size() > config.vocab_size {
                 return Err(Error::Config(format!(
