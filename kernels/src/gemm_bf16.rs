@@ -153,8 +153,9 @@ fn padded_rows(m: usize) -> usize {
     m.div_ceil(32) * 32
 }
 
-/// Rounds activations `x` (m, k) to bf16 pairs `(padded m, pairs(k))`.
-pub fn pack_activations(xp: &mut Vec<u32>, x: &[f32], m: usize, k: usize) {
+/// Rounds activations `x` (m, k) to bf16 pairs `(padded m, pairs(k))` (round to nearest
+/// even; the AVX-512 path converts 32 values per instruction).
+pub fn pack_activations(xp: &mut Vec<u32>, x: &[f32], m: usize, k: usize, isa: Bf16Isa) {
     let kp = pairs(k);
     xp.clear();
     xp.resize(padded_rows(m) * kp, 0);
@@ -162,10 +163,35 @@ pub fn pack_activations(xp: &mut Vec<u32>, x: &[f32], m: usize, k: usize) {
         .par_chunks_mut(kp)
         .zip(x.par_chunks(k))
         .for_each(|(o, r)| {
-            for (p, v) in o.iter_mut().take(k.div_ceil(2)).enumerate() {
-                *v = pair(r[2 * p], if 2 * p + 1 < k { r[2 * p + 1] } else { 0.0 });
+            let mut done = 0;
+            #[cfg(target_arch = "x86_64")]
+            if isa != Bf16Isa::Generic {
+                // SAFETY: Avx512Bf16 and Amx are only chosen when the CPU has AVX512_BF16.
+                done = unsafe { avx512::convert_row(o, &r[..k]) };
+            }
+            for p in done..k.div_ceil(2) {
+                o[p] = pair(r[2 * p], if 2 * p + 1 < k { r[2 * p + 1] } else { 0.0 });
             }
         });
+}
+
+/// Activations already packed by [`pack_activations`] (shared by several products of the
+/// same input, e.g. q, k and v).
+pub struct PackedActivations<'a> {
+    xp: &'a [u32],
+    m: usize,
+    k: usize,
+}
+
+impl<'a> PackedActivations<'a> {
+    /// Wraps `xp` holding `m` rows of `k` channels.
+    pub fn new(xp: &'a [u32], m: usize, k: usize) -> Self {
+        assert!(
+            xp.len() >= padded_rows(m) * pairs(k),
+            "PackedActivations: buffer too small"
+        );
+        PackedActivations { xp, m, k }
+    }
 }
 
 /// Raw output pointer shared by the tasks; each writes a disjoint block.
@@ -205,8 +231,31 @@ pub fn linear_bf16(
     if m == 0 || n == 0 {
         return;
     }
-    pack_activations(xp, x, m, k);
-    let xp = &xp[..];
+    pack_activations(xp, x, m, k, isa);
+    linear_bf16_packed(out, &PackedActivations::new(xp, m, k), w, bias, isa);
+}
+
+/// [`linear_bf16`] on activations packed beforehand.
+pub fn linear_bf16_packed(
+    out: &mut [f32],
+    a: &PackedActivations,
+    w: &PackedBf16,
+    bias: Option<&[f32]>,
+    isa: Bf16Isa,
+) {
+    let (n, m, xp) = (w.n, a.m, a.xp);
+    assert_eq!(
+        a.k, w.k,
+        "linear_bf16_packed: activations have {} channels, weights {}",
+        a.k, w.k
+    );
+    assert!(out.len() >= m * n, "linear_bf16_packed: output too small");
+    if let Some(b) = bias {
+        assert_eq!(b.len(), n, "linear_bf16_packed: bias length");
+    }
+    if m == 0 || n == 0 {
+        return;
+    }
     let dst = OutPtr(out.as_mut_ptr());
     let tasks: Vec<(usize, usize)> = (0..m.div_ceil(MC))
         .flat_map(|rb| (0..w.panels).map(move |pi| (rb, pi)))
@@ -236,12 +285,13 @@ pub fn linear_bf16(
                 unsafe { amx::block(&mut buf, a, stride, panel.as_ptr(), w.kp) };
                 for i in 0..32.min(rows - r) {
                     let src = &buf[i * NR..i * NR + cols];
-                    // SAFETY: row r0+r+i < m, columns c0..c0+cols < n, owned by this task.
-                    unsafe {
-                        let p = dst.ptr().add((r0 + r + i) * n + c0);
-                        for (j, v) in src.iter().enumerate() {
-                            *p.add(j) = *v + bias_p[j];
-                        }
+                    // SAFETY: row r0+r+i < m, columns c0..c0+cols < n: inside `out` and owned
+                    // by this task alone, so no other reference to these elements exists.
+                    let o = unsafe {
+                        std::slice::from_raw_parts_mut(dst.ptr().add((r0 + r + i) * n + c0), cols)
+                    };
+                    for ((o, v), b) in o.iter_mut().zip(src).zip(&bias_p) {
+                        *o = *v + *b;
                     }
                 }
                 r += 32;
@@ -324,6 +374,20 @@ fn generic_tile(
 mod avx512 {
     use super::{MR, NR};
     use std::arch::x86_64::*;
+
+    /// Converts the leading multiple of 32 values of `r` into `o` (16 pairs per step) with
+    /// `vcvtne2ps2bf16`; returns the pairs written.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub unsafe fn convert_row(o: &mut [u32], r: &[f32]) -> usize {
+        let blocks = r.len() / 32;
+        for b in 0..blocks {
+            let lo = _mm512_loadu_ps(r.as_ptr().add(32 * b));
+            let hi = _mm512_loadu_ps(r.as_ptr().add(32 * b + 16));
+            let v: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
+            _mm512_storeu_si512(o.as_mut_ptr().add(16 * b) as *mut _, v);
+        }
+        blocks * 16
+    }
 
     /// `vdpbf16ps` tile: MR rows x 4 zmm (64 columns), accumulators in registers.
     #[target_feature(enable = "avx512f,avx512bf16")]

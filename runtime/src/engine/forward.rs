@@ -9,7 +9,9 @@ use super::batch::{chunks, Packing};
 use crate::model::{Config, Layer, Linear, Weights};
 use emcoder_kernels::activation::{gelu, swiglu};
 use emcoder_kernels::attention::attention_rows;
-use emcoder_kernels::gemm_bf16::{linear_bf16, Bf16Isa};
+use emcoder_kernels::gemm_bf16::{
+    linear_bf16, linear_bf16_packed, pack_activations, Bf16Isa, PackedActivations,
+};
 use emcoder_kernels::matmul::{self, Parallelism};
 use emcoder_kernels::norm::{rmsnorm, rmsnorm_inplace};
 use emcoder_kernels::philox::{dropout_inplace, dropout_residual_add, DropoutSite};
@@ -65,6 +67,26 @@ impl Forward<'_> {
             Parallelism::Rayon(self.threads)
         } else {
             Parallelism::None
+        }
+    }
+
+    /// Several products of the same input (q, k, v; gate, up): in bf16 the input is
+    /// rounded and packed once for all of them.
+    fn linears<const N: usize>(&self, x: &[f32], m: usize, outs: [(&Linear, &mut Vec<f32>); N]) {
+        if outs.iter().all(|(l, _)| l.packed.is_some()) {
+            let k = outs[0].0.in_dim;
+            let mut xp = self.xp.lock().unwrap_or_else(|e| e.into_inner());
+            pack_activations(&mut xp, x, m, k, self.bf16_isa);
+            let a = PackedActivations::new(&xp, m, k);
+            for (lin, out) in outs {
+                if let Some(p) = &lin.packed {
+                    linear_bf16_packed(out, &a, p, lin.b.as_ref().map(|b| b.data()), self.bf16_isa);
+                }
+            }
+        } else {
+            for (lin, out) in outs {
+                self.linear(out, x, lin, m);
+            }
         }
     }
 
@@ -235,9 +257,15 @@ impl Forward<'_> {
         rows_par(&mut s.x[..rows * d], h, d, |xo, xi| {
             rmsnorm(xo, xi, layer.ln1.data(), xi.len() / d, d, cfg.norm_eps)
         });
-        self.linear(&mut s.q, &s.x, &layer.q, rows);
-        self.linear(&mut s.k, &s.x, &layer.k, rows);
-        self.linear(&mut s.v, &s.x, &layer.v, rows);
+        self.linears(
+            &s.x,
+            rows,
+            [
+                (&layer.q, &mut s.q),
+                (&layer.k, &mut s.k),
+                (&layer.v, &mut s.v),
+            ],
+        );
 
         // RoPE on q and k at each row's position inside its own sequence.
         let freqs = layer.freqs.data();
@@ -306,8 +334,7 @@ impl Forward<'_> {
         rows_par(&mut s.x[..rows * d], h, d, |xo, xi| {
             rmsnorm(xo, xi, layer.ln2.data(), xi.len() / d, d, eps)
         });
-        self.linear(&mut s.g, &s.x, &layer.gate, rows);
-        self.linear(&mut s.u, &s.x, &layer.up, rows);
+        self.linears(&s.x, rows, [(&layer.gate, &mut s.g), (&layer.up, &mut s.u)]);
         s.g[..rows * f]
             .par_chunks_mut(ROW_BLOCK * f)
             .zip(s.u.par_chunks(ROW_BLOCK * f))
