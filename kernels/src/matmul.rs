@@ -4,10 +4,13 @@ pub use gemm::Parallelism;
 
 /// Products with fewer rows than this are computed on a zero-padded copy of this many rows.
 ///
-/// The `gemm` crate switches to special small-matrix and matrix-vector kernels for small
-/// `m`, which sum in another order; padding keeps every row on the blocked path, so a row's
-/// result never depends on how many other rows share the product (batch invariance).
-pub const MIN_ROWS: usize = 16;
+/// The `gemm` crate (0.19) picks its algorithm from the shape: matrix-vector kernels for
+/// `m <= 1`, dot-product ("horizontal") kernels when `m * n <= 256`, and for `m <= 64 &&
+/// n <= 64` a depth block of `min(k, 512)` instead of the cache-derived one. Each sums in
+/// another order, so a row's result would depend on how many other rows share the product.
+/// With at least 65 rows every product takes the blocked path whose depth blocking depends
+/// on `k` only, which makes results batch-invariant (tested below at this model's shapes).
+pub const MIN_ROWS: usize = 65;
 
 /// `out (m, n) = x (m, k) · w^T (+ bias)` where `w` is (n, k) row-major, as PyTorch stores
 /// `nn.Linear` weights. The product reads `w` in place (transposed through strides).
@@ -137,7 +140,13 @@ mod invariance {
             .build()
             .unwrap();
         for (k, n) in [
-            (32usize, 28usize),
+            (16usize, 16usize),
+            (768, 28),
+            (2048, 28),
+            (16, 40),
+            (40, 16),
+            (16, 28),
+            (32, 28),
             (32, 88),
             (88, 32),
             (256, 688),
@@ -155,7 +164,7 @@ mod invariance {
             let b: Vec<f32> = (0..n).map(|i| i as f32 * 0.01).collect();
             let mut base = vec![0.0; mmax * n];
             linear(&mut base, &x, &w, Some(&b), mmax, k, n, Parallelism::None);
-            for m in (1..40).chain([63, 64, 65, 127, 200, 257]) {
+            for m in (1..40).chain([63, 64, 65, 66, 127, 200, 257]) {
                 for par in [Parallelism::None, Parallelism::Rayon(2)] {
                     let mut o = vec![0.0; m * n];
                     pool.install(|| linear(&mut o, &x, &w, Some(&b), m, k, n, par));

@@ -204,3 +204,36 @@ fn adaptive_sampling_stops_early_and_reuses_the_fixed_n_samples() {
     );
     assert!(model.adaptive_logits(&ids, 40, 11, 0.0).is_err());
 }
+
+#[test]
+fn identical_alone_and_in_a_batch_of_real_texts() {
+    // d_model 16: the shapes where the gemm crate's small-matrix paths used to differ.
+    let model = load("tiny-vocab-bf16", 2);
+    let texts = [
+        "I am so happy you are here!",
+        "",
+        "Thank you so much for the help!",
+        "[NAME] is a liar 😡",
+    ];
+    let opts = PredictOptions {
+        samples: 9,
+        seed: 3,
+        ..Default::default()
+    };
+    let all = model.predict(&texts, &opts).unwrap();
+    for (i, t) in texts.iter().enumerate() {
+        assert_eq!(model.predict(&[t], &opts).unwrap()[0], all[i], "text {i}");
+    }
+    let det = PredictOptions {
+        deterministic: true,
+        ..Default::default()
+    };
+    let all = model.predict(&texts, &det).unwrap();
+    for (i, t) in texts.iter().enumerate() {
+        assert_eq!(
+            model.predict(&[t], &det).unwrap()[0],
+            all[i],
+            "deterministic text {i}"
+        );
+    }
+}
