@@ -87,7 +87,7 @@ pub enum Error {
         /// The second name.
         second: String,
     },
-    /// The tokenizer could not be loaded or failed on a text.
+    /// The tokenizer could not be loaded (a text it cannot encode is [`Error::Input`]).
     #[error("tokenizer: {0}")]
     Tokenizer(String),
     /// An input (text, option) is not acceptable.

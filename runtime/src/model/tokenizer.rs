@@ -76,7 +76,7 @@ impl TextTokenizer {
         let enc = self
             .inner
             .encode(text, true)
-            .map_err(|e| Error::Tokenizer(format!("cannot encode text: {e}")))?;
+            .map_err(|e| Error::Input(format!("the tokenizer cannot encode this text: {e}")))?;
         let mut ids = enc.get_ids().to_vec();
         if ids.len() > max_tokens {
             if !truncate {

@@ -1,0 +1,72 @@
+# libemcoder: build, install and test the C library and its bindings.
+#
+#   make lib                      build target/release/libemcoder.{so,a} (cargo, release profile)
+#   make install PREFIX=/opt/x    install the libraries, include/emcoder.h and emcoder.pc
+#   make uninstall PREFIX=/opt/x  remove what install put there
+#   make header                   regenerate include/emcoder.h with cbindgen (commit the result)
+#   make test-bindings            the C, C++, Go and Python tests (scripts/test-bindings.sh)
+#
+# After `make install PREFIX=$P` (and export PKG_CONFIG_PATH=$P/lib/pkgconfig):
+#   cc app.c $(pkg-config --cflags --libs emcoder)          # libemcoder.so
+#   cc app.c $(pkg-config --cflags --libs emcoder-static)   # libemcoder.a + what Rust's std needs
+# A program linked against the shared library finds it at run time through the system's
+# library path: run `ldconfig` after installing to /usr/local, or set LD_LIBRARY_PATH=$P/lib,
+# or link with -Wl,-rpath,$P/lib. (emcoder.pc also lists the static dependencies in
+# Libs.private, for `pkg-config --static` where only libemcoder.a is installed.)
+
+PREFIX ?= /usr/local
+DESTDIR ?=
+LIBDIR ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+CARGO ?= cargo
+INSTALL ?= install
+
+# What Rust's standard library needs when libemcoder.a is linked statically, as printed by
+# `rustc --print native-static-libs` for Linux (checked on x86_64; gcc_s: unwinding).
+STATIC_LIBS := -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
+BUILD := target/release
+
+.PHONY: lib install uninstall header test-bindings
+
+lib:
+	$(CARGO) build --release -p emcoder-ffi
+
+# emcoder.pc is written for the PREFIX of this install.
+install: lib
+	$(INSTALL) -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR)
+	$(INSTALL) -m 755 $(BUILD)/libemcoder.so $(DESTDIR)$(LIBDIR)/libemcoder.so
+	$(INSTALL) -m 644 $(BUILD)/libemcoder.a $(DESTDIR)$(LIBDIR)/libemcoder.a
+	$(INSTALL) -m 644 include/emcoder.h $(DESTDIR)$(INCLUDEDIR)/emcoder.h
+	printf '%s\n' \
+	  'prefix=$(PREFIX)' \
+	  'libdir=$(LIBDIR)' \
+	  'includedir=$(INCLUDEDIR)' \
+	  '' \
+	  'Name: emcoder' \
+	  'Description: EmCoder emotion classifier with MC-dropout uncertainty (C API)' \
+	  'Version: $(VERSION)' \
+	  'Cflags: -I$${includedir}' \
+	  'Libs: -L$${libdir} -lemcoder' \
+	  'Libs.private: $(STATIC_LIBS)' > $(DESTDIR)$(LIBDIR)/pkgconfig/emcoder.pc
+	printf '%s\n' \
+	  'prefix=$(PREFIX)' \
+	  'libdir=$(LIBDIR)' \
+	  'includedir=$(INCLUDEDIR)' \
+	  '' \
+	  'Name: emcoder-static' \
+	  'Description: EmCoder emotion classifier (C API), linked statically' \
+	  'Version: $(VERSION)' \
+	  'Cflags: -I$${includedir}' \
+	  'Libs: $${libdir}/libemcoder.a $(STATIC_LIBS)' > $(DESTDIR)$(LIBDIR)/pkgconfig/emcoder-static.pc
+
+uninstall:
+	rm -f $(DESTDIR)$(LIBDIR)/libemcoder.so $(DESTDIR)$(LIBDIR)/libemcoder.a \
+	  $(DESTDIR)$(INCLUDEDIR)/emcoder.h $(DESTDIR)$(LIBDIR)/pkgconfig/emcoder.pc \
+	  $(DESTDIR)$(LIBDIR)/pkgconfig/emcoder-static.pc
+
+header:
+	EMCODER_BLESS_HEADER=1 $(CARGO) test -p emcoder-ffi --lib header_drift
+
+test-bindings:
+	bash scripts/test-bindings.sh

@@ -1,0 +1,198 @@
+// Test of the C++ wrapper emcoder.hpp (scripts/test-bindings.sh builds and runs it).
+//
+// Usage: test_emcoder_cpp <model_dir> <expected_file>
+// Checks the numbers against the Rust API (the file written by ffi/examples/expected_values.rs)
+// through every input form (initializer list, std::span, std::vector<std::string>), the
+// exceptions (code and message) of each error path, RAII ownership and moves, and concurrent
+// predictions on one model from several std::threads.
+#include "emcoder.hpp"
+
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+namespace {
+
+int failures = 0;
+int checks = 0;
+
+#define CHECK(cond)                                                                     \
+    do {                                                                                \
+        checks++;                                                                       \
+        if (!(cond)) {                                                                  \
+            std::cerr << __FILE__ << ":" << __LINE__ << ": CHECK failed: " #cond "\n"; \
+            failures++;                                                                 \
+        }                                                                               \
+    } while (0)
+
+// Runs `body`, expecting an emcoder::Error with `code`.
+template <class F>
+void expect_error(int32_t code, F body, int line) {
+    checks++;
+    try {
+        body();
+        std::cerr << "line " << line << ": no exception, expected code " << code << "\n";
+        failures++;
+    } catch (const emcoder::Error &e) {
+        if (e.code() != code || std::string(e.what()).empty()) {
+            std::cerr << "line " << line << ": got " << e.code_name() << " (" << e.what()
+                      << "), expected code " << code << "\n";
+            failures++;
+        }
+    }
+}
+#define EXPECT_ERROR(code, ...) expect_error((code), [&] { __VA_ARGS__; }, __LINE__)
+
+struct Case {
+    uint32_t n_samples = 0;
+    uint64_t seed = 0;
+    std::vector<std::string> texts;
+    std::vector<size_t> n_tokens;
+    std::vector<std::vector<EmcoderLabelStats>> stats;
+};
+
+struct Expected {
+    std::vector<std::string> labels;
+    std::vector<Case> cases;
+};
+
+Expected read_expected(const char *path) {
+    std::ifstream f(path);
+    if (!f) throw std::runtime_error(std::string("cannot open ") + path);
+    Expected ex;
+    std::string line, tag;
+    while (std::getline(f, line)) {
+        std::istringstream in(line);
+        in >> tag;
+        if (tag == "label") {
+            ex.labels.push_back(line.substr(6));
+        } else if (tag == "case") {
+            Case c;
+            size_t n;
+            in >> c.n_samples >> c.seed >> n;
+            ex.cases.push_back(c);
+        } else if (tag == "text") {
+            size_t n_tokens;
+            std::string hex, text;
+            in >> n_tokens >> hex;
+            for (size_t i = 0; i + 1 < hex.size(); i += 2)
+                text.push_back(static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
+            ex.cases.back().texts.push_back(text);
+            ex.cases.back().n_tokens.push_back(n_tokens);
+            ex.cases.back().stats.emplace_back();
+        } else if (tag == "stat") {
+            EmcoderLabelStats s{};
+            unsigned predicted;
+            in >> s.mean >> s.std >> s.total_entropy >> s.aleatoric >> s.epistemic >> predicted;
+            s.predicted = static_cast<uint8_t>(predicted);
+            ex.cases.back().stats.back().push_back(s);
+        }
+    }
+    return ex;
+}
+
+bool same(std::span<const EmcoderLabelStats> a, const std::vector<EmcoderLabelStats> &b) {
+    auto close = [](float x, float y) { return std::fabs(x - y) <= 1e-6f; };
+    if (a.size() != b.size()) return false;
+    for (size_t i = 0; i < a.size(); i++)
+        if (!close(a[i].mean, b[i].mean) || !close(a[i].std, b[i].std) ||
+            !close(a[i].total_entropy, b[i].total_entropy) ||
+            !close(a[i].aleatoric, b[i].aleatoric) || !close(a[i].epistemic, b[i].epistemic) ||
+            a[i].predicted != b[i].predicted)
+            return false;
+    return true;
+}
+
+bool matches(const emcoder::Prediction &p, const Case &c) {
+    bool ok = p.num_texts() == c.texts.size();
+    for (size_t i = 0; ok && i < c.texts.size(); i++) {
+        ok = p.n_tokens(i) == c.n_tokens[i] && p.n_samples(i) == c.n_samples &&
+             same(p.labels(i), c.stats[i]) && p.logits(i).empty() == (c.n_samples != 0);
+    }
+    return ok;
+}
+
+emcoder::PredictOptions options(const Case &c) {
+    return {.n_samples = c.n_samples, .seed = c.seed, .truncate = false};
+}
+
+}  // namespace
+
+int main(int argc, char **argv) {
+    if (argc != 3) {
+        std::cerr << "usage: " << argv[0] << " <model_dir> <expected_file>\n";
+        return 2;
+    }
+    const std::string dir = argv[1];
+    const Expected ex = read_expected(argv[2]);
+
+    // Errors, each with its code.
+    EXPECT_ERROR(EMCODER_ERR_IO, emcoder::Model("/nonexistent/emcoder-model"));
+    EXPECT_ERROR(EMCODER_ERR_INVALID_ARGUMENT, emcoder::Model(dir, {.device = 1}));
+    EXPECT_ERROR(EMCODER_ERR_IO, emcoder::Model(dir, {.tokenizer_path = "/nonexistent.json"}));
+
+    emcoder::Model model(dir, {.n_threads = 2});
+    CHECK(model.n_threads() == 2);
+    CHECK(model.num_labels() == ex.labels.size());
+    const auto labels = model.labels();
+    CHECK(std::equal(labels.begin(), labels.end(), ex.labels.begin(), ex.labels.end()));
+    bool threw = false;
+    try {
+        (void)model.label(model.num_labels());
+    } catch (const std::out_of_range &) {
+        threw = true;
+    }
+    CHECK(threw);
+
+    // Every case against the Rust API, with each input form.
+    for (const Case &c : ex.cases) {
+        CHECK(matches(model.predict(c.texts, options(c)), c));  // std::vector<std::string>
+        std::vector<std::string_view> views(c.texts.begin(), c.texts.end());
+        CHECK(matches(model.predict(std::span<const std::string_view>(views), options(c)), c));
+    }
+    const Case &c0 = ex.cases[0];
+    emcoder::Prediction one = model.predict({c0.texts[0]}, options(c0));  // initializer list
+    CHECK(one.num_texts() == 1 && same(one.labels(0), c0.stats[0]));
+    CHECK(model.predict({"ok"}).n_samples(0) == EMCODER_DEFAULT_SAMPLES);
+
+    // Input errors.
+    EXPECT_ERROR(EMCODER_ERR_INVALID_UTF8, model.predict({"fine", "bad \x80 byte"}));
+    EXPECT_ERROR(EMCODER_ERR_INVALID_ARGUMENT, model.predict({std::string_view("a\0b", 3)}));
+    std::string long_text;
+    for (int i = 0; i < 5000; i++) long_text += "a ";
+    EXPECT_ERROR(EMCODER_ERR_INVALID_ARGUMENT, model.predict({long_text}, {.n_samples = 0}));
+    CHECK(model.predict({long_text}, {.n_samples = 0, .truncate = true}).n_tokens(0) == 4096);
+    emcoder::Prediction empty = model.predict(std::vector<std::string>{});
+    CHECK(empty.num_texts() == 0 && empty.num_labels() == 0);
+    threw = false;
+    try {
+        (void)one.labels(1);
+    } catch (const std::out_of_range &) {
+        threw = true;
+    }
+    CHECK(threw);
+
+    // Concurrent predictions on one model equal the Rust API's.
+    std::vector<std::thread> threads;
+    std::vector<int> ok(4, 0);
+    for (size_t t = 0; t < ok.size(); t++)
+        threads.emplace_back([&, t] { ok[t] = matches(model.predict(c0.texts, options(c0)), c0); });
+    for (auto &th : threads) th.join();
+    for (int v : ok) CHECK(v);
+
+    // Moves: a moved-from model fails cleanly; a prediction outlives its model.
+    emcoder::Model moved = std::move(model);
+    EXPECT_ERROR(EMCODER_ERR_INVALID_ARGUMENT, model.predict({"ok"}));  // NOLINT: use after move
+    emcoder::Prediction kept = moved.predict(c0.texts, options(c0));
+    { emcoder::Model gone = std::move(moved); }
+    CHECK(matches(kept, c0));
+
+    std::printf("%d checks, %d failed\n", checks, failures);
+    return failures == 0 ? 0 : 1;
+}

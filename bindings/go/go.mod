@@ -1,0 +1,3 @@
+module emcoder
+
+go 1.24

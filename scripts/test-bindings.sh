@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Builds libemcoder (release) and runs the tests of every binding: C (shared and static, under
+# valgrind), the install step with pkg-config, C++, Go and Python. CI runs this; so can you:
+#
+#   bash scripts/test-bindings.sh          (or: make test-bindings)
+#
+# Needs: cargo, a C and a C++20 compiler, pkg-config, valgrind, go (>= 1.24), python3.
+# EMCODER_SKIP_VALGRIND=1 skips the valgrind run (for machines without valgrind; CI must not).
+# The header-drift check is a Rust test: `cargo test -p emcoder-ffi` (part of `cargo test`).
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$PWD
+CARGO=${CARGO:-cargo}
+CC=${CC:-cc}
+CXX=${CXX:-c++}
+GO=${GO:-$(command -v go || echo /usr/local/go/bin/go)}
+PYTHON=${PYTHON:-python3}
+OUT=$ROOT/target/bindings-test
+LIB=$ROOT/target/release
+MODEL=$ROOT/tests/fixtures/tiny-vocab-bf16
+EXPECTED=$OUT/expected.txt
+# emcoder_debug_panic prints its (expected) panic message; a backtrace would only add noise.
+export RUST_BACKTRACE=0
+export EMCODER_EXPECTED=$EXPECTED
+
+CFLAGS_TEST=(-std=c11 -Wall -Wextra -Werror -pedantic -O1 -g)
+# -Wno-missing-field-initializers: g++ 12 warns on C++20 designated initializers that leave
+# defaulted members out (GCC bug 96868), which is exactly how the options structs are meant
+# to be used.
+CXXFLAGS_TEST=(-std=c++20 -Wall -Wextra -Werror -pedantic -Wno-missing-field-initializers -O1 -g)
+
+step() { printf '\n==> %s\n' "$*"; }
+SECONDS=0
+
+step "build libemcoder and the expected-values generator (cargo, release)"
+"$CARGO" build --release -p emcoder-ffi --lib --example expected_values
+mkdir -p "$OUT"
+"$LIB/examples/expected_values" "$MODEL" "$EXPECTED"
+echo "expected values of the Rust API: $EXPECTED"
+
+step "header: compiles as C99 and C++ on its own"
+echo '#include "emcoder.h"' | "$CC" -std=c99 -Wall -Wextra -Werror -pedantic -Iinclude -x c -fsyntax-only -
+echo '#include "emcoder.h"' | "$CXX" -std=c++11 -Wall -Wextra -Werror -pedantic -Iinclude -x c++ -fsyntax-only -
+
+step "C: tests/c/test_emcoder.c against libemcoder.so"
+"$CC" "${CFLAGS_TEST[@]}" -Iinclude tests/c/test_emcoder.c -o "$OUT/test_c_shared" \
+    -L"$LIB" -lemcoder -Wl,-rpath,"$LIB" -lpthread -lm
+"$OUT/test_c_shared" "$MODEL" "$EXPECTED"
+
+step "C: tests/c/test_emcoder.c against libemcoder.a"
+"$CC" "${CFLAGS_TEST[@]}" -Iinclude tests/c/test_emcoder.c -o "$OUT/test_c_static" \
+    "$LIB/libemcoder.a" -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
+if ldd "$OUT/test_c_static" | grep libemcoder >/dev/null; then
+    echo "test_c_static links libemcoder.so: expected the static library" >&2
+    exit 1
+fi
+"$OUT/test_c_static" "$MODEL" "$EXPECTED"
+
+step "C: valgrind (shared build)"
+if [[ ${EMCODER_SKIP_VALGRIND:-0} == 1 ]]; then
+    echo "skipped (EMCODER_SKIP_VALGRIND=1)"
+else
+    # Fails on any memory error and on definite/indirect leaks. tests/c/valgrind.supp
+    # documents the few process-lifetime allocations of dependencies that valgrind calls
+    # "possibly lost"; with it the summary must show 0 possibly lost.
+    valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,indirect \
+        --suppressions=tests/c/valgrind.supp --log-file="$OUT/valgrind.log" \
+        "$OUT/test_c_shared" "$MODEL" "$EXPECTED"
+    sed -n '/LEAK SUMMARY/,/suppressed:/p; /ERROR SUMMARY/p' "$OUT/valgrind.log" | sed 's/^==[0-9]*== //'
+fi
+
+step "install + pkg-config: make install PREFIX=$OUT/prefix"
+rm -rf "$OUT/prefix"
+make --no-print-directory install PREFIX="$OUT/prefix" CARGO="$CARGO" >/dev/null
+export PKG_CONFIG_PATH=$OUT/prefix/lib/pkgconfig
+# shellcheck disable=SC2046 # word splitting of pkg-config's output is intended
+"$CC" -std=c11 -Wall -Werror tests/c/app.c -o "$OUT/app_shared" $(pkg-config --cflags --libs emcoder)
+# shellcheck disable=SC2046
+"$CC" -std=c11 -Wall -Werror tests/c/app.c -o "$OUT/app_static" $(pkg-config --cflags --libs emcoder-static)
+LD_LIBRARY_PATH=$OUT/prefix/lib "$OUT/app_shared" "$MODEL" "I am so happy you are here!" >/dev/null
+"$OUT/app_static" "$MODEL" "I am so happy you are here!"
+echo "pkg-config emcoder: $(pkg-config --cflags --libs emcoder)"
+
+step "C++: bindings/cpp/test_emcoder.cpp and example.cpp"
+"$CXX" "${CXXFLAGS_TEST[@]}" -Iinclude -Ibindings/cpp bindings/cpp/test_emcoder.cpp \
+    -o "$OUT/test_cpp" -L"$LIB" -lemcoder -Wl,-rpath,"$LIB" -pthread
+"$OUT/test_cpp" "$MODEL" "$EXPECTED"
+"$CXX" "${CXXFLAGS_TEST[@]}" -Iinclude -Ibindings/cpp bindings/cpp/example.cpp \
+    -o "$OUT/example_cpp" -L"$LIB" -lemcoder -Wl,-rpath,"$LIB"
+"$OUT/example_cpp" "$MODEL" "I am so happy you are here!" >/dev/null
+
+step "Go: go vet, go test -race (binding + example server)"
+(
+    cd bindings/go
+    export GOTOOLCHAIN=local GOFLAGS=-mod=mod GOPROXY=off
+    unformatted=$("$(dirname "$GO")/gofmt" -l . 2>/dev/null || true)
+    if [[ -n $unformatted ]]; then
+        echo "gofmt needed: $unformatted" >&2
+        exit 1
+    fi
+    "$GO" vet ./...
+    "$GO" test -count=1 -race ./...
+    # The pkg-config flavour links the installed copy.
+    "$GO" vet -tags emcoder_pkgconfig ./...
+    LD_LIBRARY_PATH=$OUT/prefix/lib "$GO" test -count=1 -tags emcoder_pkgconfig -run 'TestLabelsAndVersion|TestMatchesRustAPI' .
+)
+
+step "Python: pytest bindings/python/tests"
+if ! "$PYTHON" -c 'import pytest' 2>/dev/null; then
+    "$PYTHON" -m pip install --quiet pytest
+fi
+"$PYTHON" -m pytest -q -p no:cacheprovider bindings/python/tests
+EMCODER_LIB=$OUT/prefix/lib/libemcoder.so PYTHONPATH=bindings/python "$PYTHON" -c \
+    'import emcoder, sys; assert emcoder.library_path() == sys.argv[1]; print("EMCODER_LIB:", emcoder.version())' \
+    "$OUT/prefix/lib/libemcoder.so"
+
+step "all binding tests passed (${SECONDS}s)"

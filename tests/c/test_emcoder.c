@@ -1,0 +1,558 @@
+/*
+ * The C test of libemcoder, linked once against libemcoder.so and once against libemcoder.a
+ * (scripts/test-bindings.sh), and run under valgrind.
+ *
+ * Usage: test_emcoder <model_dir> <expected_file>
+ *   model_dir      the fixture model (tests/fixtures/tiny-vocab-bf16)
+ *   expected_file  values computed by the Rust API (ffi/examples/expected_values.rs)
+ *
+ * Checks: ABI/version and defaults; every error path (NULL pointers, invalid UTF-8, bad and
+ * missing directories, bad params, n_texts 0, out-of-range indexes, out of memory, a panic
+ * inside the library); the predictions of every expected case against the Rust API; batch
+ * invariance; concurrent predictions from several threads on one model; ownership (a
+ * prediction outlives its model). Exit status 0 when every check passes.
+ */
+#define _POSIX_C_SOURCE 200809L /* getline, strdup, mkdtemp */
+#include "emcoder.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* The layouts the bindings hard-code (ffi/src/lib.rs tests the same on the Rust side). */
+_Static_assert(sizeof(EmcoderModelParams) == 32, "EmcoderModelParams layout");
+_Static_assert(sizeof(EmcoderPredictOptions) == 24, "EmcoderPredictOptions layout");
+_Static_assert(sizeof(EmcoderLabelStats) == 24, "EmcoderLabelStats layout");
+
+static int failures = 0;
+static int checks = 0;
+
+#define CHECK(cond)                                                                  \
+    do {                                                                             \
+        checks++;                                                                    \
+        if (!(cond)) {                                                               \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
+            failures++;                                                              \
+        }                                                                            \
+    } while (0)
+
+/* Runs `call`, checks that it returns `want` and that the error object `err` (set by the call)
+ * agrees; frees the error and resets `err` to NULL. */
+#define CHECK_ERR(call, want, err)                               \
+    do {                                                         \
+        int32_t code_ = (call);                                  \
+        check_err(code_, (want), (err), __FILE__, __LINE__);     \
+        (err) = NULL;                                            \
+    } while (0)
+
+static void check_err(int32_t code, int32_t want, EmcoderError *err, const char *file, int line) {
+    checks++;
+    if (code != want || (err != NULL && emcoder_error_code(err) != code)) {
+        fprintf(stderr, "%s:%d: got %s, expected %s (%s)\n", file, line,
+                emcoder_error_code_name(code), emcoder_error_code_name(want),
+                emcoder_error_message(err));
+        failures++;
+    } else if (want != EMCODER_OK && err != NULL && emcoder_error_message(err)[0] == '\0') {
+        fprintf(stderr, "%s:%d: %s has an empty message\n", file, line, emcoder_error_code_name(code));
+        failures++;
+    }
+    emcoder_error_free(err);
+}
+
+/* ---- The expected values (format in ffi/examples/expected_values.rs) ---- */
+
+#define MAX_CASES 8
+
+typedef struct {
+    uint32_t n_samples;
+    uint64_t seed;
+    size_t n_texts;
+    char **texts;
+    size_t *n_tokens;
+    EmcoderLabelStats *stats; /* (n_texts, num_labels) */
+    float *logits;            /* (n_texts, num_labels), deterministic cases only */
+} Case;
+
+typedef struct {
+    size_t num_labels;
+    char **labels;
+    size_t n_cases;
+    Case cases[MAX_CASES];
+} Expected;
+
+static void *xcalloc(size_t n, size_t size) {
+    void *p = calloc(n ? n : 1, size);
+    if (!p) {
+        perror("calloc");
+        exit(2);
+    }
+    return p;
+}
+
+static char *unhex(const char *hex) {
+    size_t n = strlen(hex) / 2;
+    char *s = xcalloc(n + 1, 1);
+    for (size_t i = 0; i < n; i++) {
+        unsigned v;
+        sscanf(hex + 2 * i, "%2x", &v);
+        s[i] = (char)v;
+    }
+    return s;
+}
+
+static void parse_fail(const char *why) {
+    fprintf(stderr, "bad expected file: %s\n", why);
+    exit(2);
+}
+
+static void read_expected(const char *path, Expected *ex) {
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        perror(path);
+        exit(2);
+    }
+    char *line = NULL;
+    size_t cap = 0;
+    size_t nl = 0, text = 0, label = 0, stat = 0;
+    Case *c = NULL;
+    memset(ex, 0, sizeof *ex);
+    while (getline(&line, &cap, f) > 0) {
+        line[strcspn(line, "\n")] = '\0';
+        if (strncmp(line, "labels ", 7) == 0) {
+            ex->num_labels = nl = strtoul(line + 7, NULL, 10);
+            ex->labels = xcalloc(nl, sizeof(char *));
+        } else if (strncmp(line, "label ", 6) == 0) {
+            if (label >= nl) parse_fail("too many labels");
+            ex->labels[label++] = strdup(line + 6);
+        } else if (strncmp(line, "case ", 5) == 0) {
+            if (ex->n_cases == MAX_CASES) parse_fail("too many cases");
+            c = &ex->cases[ex->n_cases++];
+            unsigned long long seed;
+            if (sscanf(line + 5, "%u %llu %zu", &c->n_samples, &seed, &c->n_texts) != 3)
+                parse_fail(line);
+            c->seed = seed;
+            c->texts = xcalloc(c->n_texts, sizeof(char *));
+            c->n_tokens = xcalloc(c->n_texts, sizeof(size_t));
+            c->stats = xcalloc(c->n_texts * nl, sizeof(EmcoderLabelStats));
+            c->logits = c->n_samples == 0 ? xcalloc(c->n_texts * nl, sizeof(float)) : NULL;
+            text = 0;
+            stat = 0;
+        } else if (strncmp(line, "text ", 5) == 0) {
+            if (!c || text >= c->n_texts) parse_fail("text outside a case");
+            char *hex = NULL;
+            c->n_tokens[text] = strtoul(line + 5, &hex, 10);
+            c->texts[text++] = unhex(hex + 1);
+        } else if (strncmp(line, "stat ", 5) == 0) {
+            if (!c || stat >= text * nl) parse_fail("stat outside a text");
+            EmcoderLabelStats *s = &c->stats[stat++];
+            unsigned predicted;
+            if (sscanf(line + 5, "%f %f %f %f %f %u", &s->mean, &s->std, &s->total_entropy,
+                       &s->aleatoric, &s->epistemic, &predicted) != 6)
+                parse_fail(line);
+            s->predicted = (uint8_t)predicted;
+        } else if (strncmp(line, "logits ", 7) == 0) {
+            if (!c || !c->logits || text == 0) parse_fail("logits outside a deterministic text");
+            char *p = line + 7;
+            for (size_t i = 0; i < nl; i++) c->logits[(text - 1) * nl + i] = strtof(p, &p);
+        }
+    }
+    free(line);
+    fclose(f);
+    if (nl == 0 || ex->n_cases == 0) parse_fail("no labels or no cases");
+}
+
+static void free_expected(Expected *ex) {
+    for (size_t i = 0; i < ex->num_labels; i++) free(ex->labels[i]);
+    free(ex->labels);
+    for (size_t k = 0; k < ex->n_cases; k++) {
+        Case *c = &ex->cases[k];
+        for (size_t i = 0; i < c->n_texts; i++) free(c->texts[i]);
+        free(c->texts);
+        free(c->n_tokens);
+        free(c->stats);
+        free(c->logits);
+    }
+}
+
+/* ---- Comparisons ---- */
+
+/* Both sides run the same code; only a different summation order could move a last bit. */
+static const float TOL = 1e-6f;
+static _Thread_local float max_diff = 0.0f; /* per thread: workers must not race on it */
+
+static int close_to(float got, float want) {
+    float d = fabsf(got - want);
+    if (d > max_diff) max_diff = d;
+    return d <= TOL;
+}
+
+static int stats_equal(const EmcoderLabelStats *a, const EmcoderLabelStats *b, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        int ok = close_to(a[i].mean, b[i].mean) & close_to(a[i].std, b[i].std) &
+                 close_to(a[i].total_entropy, b[i].total_entropy) &
+                 close_to(a[i].aleatoric, b[i].aleatoric) &
+                 close_to(a[i].epistemic, b[i].epistemic) && a[i].predicted == b[i].predicted;
+        if (!ok) {
+            fprintf(stderr, "  label %zu: got mean %.9g std %.9g predicted %u, want %.9g %.9g %u\n",
+                    i, a[i].mean, a[i].std, a[i].predicted, b[i].mean, b[i].std, b[i].predicted);
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static EmcoderPredictOptions case_options(const Case *c) {
+    EmcoderPredictOptions o = emcoder_predict_default_options();
+    o.n_samples = c->n_samples;
+    o.seed = c->seed;
+    return o;
+}
+
+/* Predicts a case and compares every number with the Rust API; returns 1 when all agree. */
+static int run_case(const EmcoderModel *m, const Case *c, size_t nl) {
+    EmcoderPredictOptions o = case_options(c);
+    EmcoderPrediction *p = NULL;
+    EmcoderError *err = NULL;
+    int32_t code = emcoder_predict(m, (const char *const *)c->texts, c->n_texts, &o, &p, &err);
+    if (code != EMCODER_OK) {
+        fprintf(stderr, "predict failed: %s\n", emcoder_error_message(err));
+        emcoder_error_free(err);
+        return 0;
+    }
+    int ok = err == NULL && emcoder_prediction_num_texts(p) == c->n_texts &&
+             emcoder_prediction_num_labels(p) == nl;
+    for (size_t i = 0; i < c->n_texts; i++) {
+        ok &= emcoder_prediction_n_tokens(p, i) == c->n_tokens[i];
+        ok &= emcoder_prediction_n_samples(p, i) == c->n_samples;
+        const EmcoderLabelStats *s = emcoder_prediction_labels(p, i);
+        ok &= s != NULL && stats_equal(s, &c->stats[i * nl], nl);
+        const float *z = emcoder_prediction_logits(p, i);
+        if (c->logits) {
+            ok &= z != NULL;
+            for (size_t j = 0; z && j < nl; j++) ok &= close_to(z[j], c->logits[i * nl + j]);
+        } else {
+            ok &= z == NULL;
+        }
+    }
+    ok &= emcoder_prediction_labels(p, c->n_texts) == NULL;
+    ok &= emcoder_prediction_logits(p, c->n_texts) == NULL;
+    ok &= emcoder_prediction_n_tokens(p, c->n_texts) == 0;
+    ok &= emcoder_prediction_n_samples(p, c->n_texts) == 0;
+    ok &= emcoder_prediction_labels(p, SIZE_MAX) == NULL;
+    emcoder_prediction_free(p);
+    return ok;
+}
+
+/* ---- Tests ---- */
+
+static void test_version_and_defaults(void) {
+    CHECK(emcoder_abi_version() == EMCODER_ABI_VERSION);
+    CHECK(emcoder_version() != NULL && strlen(emcoder_version()) > 0);
+    EmcoderModelParams mp = emcoder_model_default_params();
+    CHECK(mp.tokenizer_path == NULL && mp.n_threads == 0 && mp.device == EMCODER_DEVICE_CPU);
+    CHECK(mp.max_tokens == 4096 && mp.max_rows > 0);
+    EmcoderPredictOptions po = emcoder_predict_default_options();
+    CHECK(po.n_samples == EMCODER_DEFAULT_SAMPLES && po.n_samples == 50);
+    CHECK(po.seed == EMCODER_DEFAULT_SEED && po.truncate == 0);
+    CHECK(strcmp(emcoder_error_code_name(EMCODER_ERR_IO), "EMCODER_ERR_IO") == 0);
+    CHECK(strcmp(emcoder_error_code_name(EMCODER_OK), "EMCODER_OK") == 0);
+    CHECK(strcmp(emcoder_error_code_name(-1000), "EMCODER_ERR_UNKNOWN") == 0);
+}
+
+static void test_null_handles(void) {
+    emcoder_model_free(NULL);
+    emcoder_prediction_free(NULL);
+    emcoder_error_free(NULL);
+    CHECK(emcoder_model_num_labels(NULL) == 0);
+    CHECK(emcoder_model_label(NULL, 0) == NULL);
+    CHECK(emcoder_model_n_threads(NULL) == 0);
+    CHECK(emcoder_prediction_num_texts(NULL) == 0);
+    CHECK(emcoder_prediction_num_labels(NULL) == 0);
+    CHECK(emcoder_prediction_n_samples(NULL, 0) == 0);
+    CHECK(emcoder_prediction_n_tokens(NULL, 0) == 0);
+    CHECK(emcoder_prediction_labels(NULL, 0) == NULL);
+    CHECK(emcoder_prediction_logits(NULL, 0) == NULL);
+    CHECK(emcoder_error_code(NULL) == EMCODER_OK);
+    CHECK(emcoder_error_message(NULL) != NULL && emcoder_error_message(NULL)[0] == '\0');
+}
+
+static void test_panic_guard(void) {
+    fprintf(stderr, "test_panic_guard: the next two panic messages on stderr are expected\n");
+    EmcoderError *err = NULL;
+    int32_t code = emcoder_debug_panic(&err);
+    CHECK(code == EMCODER_ERR_INTERNAL && emcoder_error_code(err) == EMCODER_ERR_INTERNAL);
+    CHECK(strstr(emcoder_error_message(err), "deliberate panic") != NULL);
+    emcoder_error_free(err);
+    CHECK(emcoder_debug_panic(NULL) == EMCODER_ERR_INTERNAL);
+    /* The library is still usable after a panic. */
+    CHECK(emcoder_abi_version() == EMCODER_ABI_VERSION);
+}
+
+/* A directory whose config.json is not JSON: EMCODER_ERR_BAD_MODEL. */
+static void make_bad_model_dir(char *dir) {
+    if (!mkdtemp(dir)) {
+        perror("mkdtemp");
+        exit(2);
+    }
+    char path[512];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    FILE *f = fopen(path, "w");
+    fputs("{ this is not json", f);
+    fclose(f);
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    f = fopen(path, "w");
+    fputs("garbage", f);
+    fclose(f);
+}
+
+static void remove_bad_model_dir(const char *dir) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    unlink(path);
+    rmdir(dir);
+}
+
+static void test_load_errors(const char *model_dir) {
+    EmcoderModel *m = (EmcoderModel *)&m; /* not NULL: the call must reset it */
+    EmcoderError *err = NULL;
+
+    CHECK_ERR(emcoder_model_load(NULL, NULL, &m, &err), EMCODER_ERR_INVALID_ARGUMENT, err);
+    CHECK(m == NULL);
+    CHECK_ERR(emcoder_model_load(model_dir, NULL, NULL, &err), EMCODER_ERR_INVALID_ARGUMENT, err);
+
+    err = NULL;
+    m = (EmcoderModel *)&m;
+    int32_t code = emcoder_model_load("/nonexistent/emcoder-model", NULL, &m, &err);
+    CHECK(m == NULL);
+    CHECK(err && strstr(emcoder_error_message(err), "/nonexistent/emcoder-model") != NULL);
+    CHECK_ERR(code, EMCODER_ERR_IO, err);
+    /* err may be NULL: the code still tells what happened. */
+    CHECK(emcoder_model_load("/nonexistent/emcoder-model", NULL, &m, NULL) == EMCODER_ERR_IO);
+    CHECK(m == NULL);
+
+    char bad[] = "/tmp/emcoder-bad-model-XXXXXX";
+    make_bad_model_dir(bad);
+    CHECK_ERR(emcoder_model_load(bad, NULL, &m, &err), EMCODER_ERR_BAD_MODEL, err);
+    CHECK(m == NULL);
+    remove_bad_model_dir(bad);
+
+    EmcoderModelParams p = emcoder_model_default_params();
+    p.device = 1;
+    err = NULL;
+    code = emcoder_model_load(model_dir, &p, &m, &err);
+    CHECK(err && strstr(emcoder_error_message(err), "CUDA") != NULL);
+    CHECK_ERR(code, EMCODER_ERR_INVALID_ARGUMENT, err);
+
+    p = emcoder_model_default_params();
+    CHECK(p.precision == EMCODER_PRECISION_F32);
+    p.precision = 7;
+    CHECK_ERR(emcoder_model_load(model_dir, &p, &m, &err), EMCODER_ERR_INVALID_ARGUMENT, err);
+    CHECK(m == NULL);
+
+    /* bf16 precision loads and predicts means within 0.01 of f32. */
+    p = emcoder_model_default_params();
+    p.precision = EMCODER_PRECISION_BF16;
+    EmcoderModel *bf = NULL, *f32m = NULL;
+    CHECK(emcoder_model_load(model_dir, &p, &bf, NULL) == EMCODER_OK);
+    CHECK(emcoder_model_load(model_dir, NULL, &f32m, NULL) == EMCODER_OK);
+    {
+        const char *t[] = {"I am so happy you are here!"};
+        EmcoderPrediction *a = NULL, *b = NULL;
+        CHECK(emcoder_predict(f32m, t, 1, NULL, &a, NULL) == EMCODER_OK);
+        CHECK(emcoder_predict(bf, t, 1, NULL, &b, NULL) == EMCODER_OK);
+        const EmcoderLabelStats *sa = emcoder_prediction_labels(a, 0), *sb = emcoder_prediction_labels(b, 0);
+        float worst = 0;
+        for (size_t i = 0; sa && sb && i < emcoder_model_num_labels(f32m); i++) {
+            float d = sa[i].mean > sb[i].mean ? sa[i].mean - sb[i].mean : sb[i].mean - sa[i].mean;
+            if (d > worst) worst = d;
+        }
+        CHECK(sa && sb && worst <= 0.01f);
+        emcoder_prediction_free(a);
+        emcoder_prediction_free(b);
+
+        /* Adaptive sampling: a loose tolerance stops after the first block of 10 samples. */
+        EmcoderPredictOptions o = emcoder_predict_default_options();
+        CHECK(o.tolerance == 0.0f);
+        o.tolerance = 1.0f;
+        CHECK(emcoder_predict(f32m, t, 1, &o, &a, NULL) == EMCODER_OK);
+        CHECK(emcoder_prediction_n_samples(a, 0) == 10);
+        emcoder_prediction_free(a);
+        o.tolerance = -1.0f;
+        CHECK_ERR(emcoder_predict(f32m, t, 1, &o, &a, &err), EMCODER_ERR_INVALID_ARGUMENT, err);
+    }
+    emcoder_model_free(bf);
+    emcoder_model_free(f32m);
+
+    p = emcoder_model_default_params();
+    p.tokenizer_path = "/nonexistent/tokenizer.json";
+    CHECK_ERR(emcoder_model_load(model_dir, &p, &m, &err), EMCODER_ERR_IO, err);
+    CHECK(m == NULL);
+}
+
+static void test_labels(const EmcoderModel *m, const Expected *ex) {
+    CHECK(emcoder_model_num_labels(m) == ex->num_labels);
+    for (size_t i = 0; i < ex->num_labels; i++) {
+        const char *l = emcoder_model_label(m, i);
+        CHECK(l != NULL && strcmp(l, ex->labels[i]) == 0);
+    }
+    CHECK(emcoder_model_label(m, ex->num_labels) == NULL);
+    CHECK(emcoder_model_label(m, SIZE_MAX) == NULL);
+    CHECK(emcoder_model_n_threads(m) == 2);
+}
+
+static void test_predict_errors(const EmcoderModel *m) {
+    const char *texts[] = {"fine", NULL};
+    EmcoderPrediction *p = (EmcoderPrediction *)&p;
+    EmcoderError *err = NULL;
+
+    CHECK_ERR(emcoder_predict(NULL, texts, 1, NULL, &p, &err), EMCODER_ERR_INVALID_ARGUMENT, err);
+    CHECK(p == NULL);
+    CHECK_ERR(emcoder_predict(m, NULL, 1, NULL, &p, &err), EMCODER_ERR_INVALID_ARGUMENT, err);
+    CHECK_ERR(emcoder_predict(m, texts, 0, NULL, &p, &err), EMCODER_ERR_INVALID_ARGUMENT, err);
+    CHECK_ERR(emcoder_predict(m, texts, 2, NULL, &p, &err), EMCODER_ERR_INVALID_ARGUMENT, err);
+    CHECK_ERR(emcoder_predict(m, texts, 1, NULL, NULL, &err), EMCODER_ERR_INVALID_ARGUMENT, err);
+    CHECK(emcoder_predict(m, texts, 0, NULL, &p, NULL) == EMCODER_ERR_INVALID_ARGUMENT);
+    CHECK(p == NULL);
+
+    /* Invalid UTF-8: a lone continuation byte, a truncated sequence, an overlong encoding. */
+    const char *bad_utf8[] = {"ok", "bad \x80 byte", "caf\xc3", "\xc0\xaf"};
+    for (size_t i = 1; i < 4; i++) {
+        const char *pair[] = {bad_utf8[0], bad_utf8[i]};
+        err = NULL;
+        int32_t code = emcoder_predict(m, pair, 2, NULL, &p, &err);
+        CHECK(err && strstr(emcoder_error_message(err), "texts[1]") != NULL);
+        CHECK_ERR(code, EMCODER_ERR_INVALID_UTF8, err);
+        CHECK(p == NULL);
+    }
+
+    /* Longer than max_tokens (4096): an error, unless truncating. */
+    size_t words = 5000;
+    char *long_text = xcalloc(words * 2 + 1, 1);
+    for (size_t i = 0; i < words; i++) memcpy(long_text + 2 * i, "a ", 2);
+    const char *one[] = {long_text};
+    EmcoderPredictOptions o = emcoder_predict_default_options();
+    o.n_samples = 0;
+    err = NULL;
+    int32_t code = emcoder_predict(m, one, 1, &o, &p, &err);
+    CHECK(err && strstr(emcoder_error_message(err), "4096") != NULL);
+    CHECK_ERR(code, EMCODER_ERR_INVALID_ARGUMENT, err);
+    o.truncate = 1;
+    CHECK_ERR(emcoder_predict(m, one, 1, &o, &p, &err), EMCODER_OK, err);
+    CHECK(emcoder_prediction_n_tokens(p, 0) == 4096);
+    emcoder_prediction_free(p);
+    free(long_text);
+
+    /* Out of memory: the logits of 2000 texts x 2^32-1 samples (~870 TiB) cannot exist. */
+    size_t n_many = 2000;
+    const char **many = xcalloc(n_many, sizeof(char *));
+    for (size_t i = 0; i < n_many; i++) many[i] = "ok";
+    o = emcoder_predict_default_options();
+    o.n_samples = UINT32_MAX;
+    CHECK_ERR(emcoder_predict(m, many, n_many, &o, &p, &err), EMCODER_ERR_OUT_OF_MEMORY, err);
+    CHECK(p == NULL);
+    free(many);
+
+    /* NULL options: the defaults (50 samples). */
+    CHECK_ERR(emcoder_predict(m, texts, 1, NULL, &p, &err), EMCODER_OK, err);
+    CHECK(emcoder_prediction_n_samples(p, 0) == EMCODER_DEFAULT_SAMPLES);
+    CHECK(emcoder_prediction_logits(p, 0) == NULL);
+    emcoder_prediction_free(p);
+}
+
+/* Each text alone gives the same numbers as in the batch. */
+static void test_batch_invariance(const EmcoderModel *m, const Case *c, size_t nl) {
+    EmcoderPredictOptions o = case_options(c);
+    for (size_t i = 0; i < c->n_texts; i++) {
+        EmcoderPrediction *p = NULL;
+        const char *one[] = {c->texts[i]};
+        CHECK(emcoder_predict(m, one, 1, &o, &p, NULL) == EMCODER_OK);
+        const EmcoderLabelStats *s = emcoder_prediction_labels(p, 0);
+        CHECK(s && stats_equal(s, &c->stats[i * nl], nl));
+        emcoder_prediction_free(p);
+    }
+}
+
+typedef struct {
+    const EmcoderModel *model;
+    const Case *c;
+    size_t num_labels;
+    int ok;
+} Worker;
+
+static void *worker_main(void *arg) {
+    Worker *w = arg;
+    w->ok = 1;
+    for (int round = 0; round < 2; round++) w->ok &= run_case(w->model, w->c, w->num_labels);
+    return NULL;
+}
+
+/* Several threads predict at once on one model; every result equals the Rust API's. */
+static void test_threads(const EmcoderModel *m, const Case *c, size_t nl) {
+    enum { N = 4 };
+    pthread_t threads[N];
+    Worker workers[N];
+    for (int i = 0; i < N; i++) {
+        workers[i] = (Worker){m, c, nl, 0};
+        CHECK(pthread_create(&threads[i], NULL, worker_main, &workers[i]) == 0);
+    }
+    for (int i = 0; i < N; i++) {
+        pthread_join(threads[i], NULL);
+        CHECK(workers[i].ok);
+    }
+}
+
+int main(int argc, char **argv) {
+    if (argc != 3) {
+        fprintf(stderr, "usage: %s <model_dir> <expected_file>\n", argv[0]);
+        return 2;
+    }
+    const char *model_dir = argv[1];
+    Expected ex;
+    read_expected(argv[2], &ex);
+    printf("libemcoder %s, ABI %u\n", emcoder_version(), emcoder_abi_version());
+
+    test_version_and_defaults();
+    test_null_handles();
+    test_panic_guard();
+    test_load_errors(model_dir);
+
+    EmcoderModelParams params = emcoder_model_default_params();
+    params.n_threads = 2;
+    EmcoderModel *m = NULL;
+    EmcoderError *err = NULL;
+    if (emcoder_model_load(model_dir, &params, &m, &err) != EMCODER_OK) {
+        fprintf(stderr, "cannot load %s: %s\n", model_dir, emcoder_error_message(err));
+        emcoder_error_free(err);
+        return 1;
+    }
+    CHECK(err == NULL);
+    test_labels(m, &ex);
+    for (size_t k = 0; k < ex.n_cases; k++) {
+        int ok = run_case(m, &ex.cases[k], ex.num_labels);
+        if (!ok) fprintf(stderr, "case %zu (n_samples %u) differs from the Rust API\n", k, ex.cases[k].n_samples);
+        CHECK(ok);
+    }
+    test_batch_invariance(m, &ex.cases[0], ex.num_labels);
+    test_predict_errors(m);
+    test_threads(m, &ex.cases[0], ex.num_labels);
+
+    /* A prediction owns its data: it outlives the model. */
+    EmcoderPrediction *p = NULL;
+    const Case *c = &ex.cases[0];
+    EmcoderPredictOptions o = case_options(c);
+    CHECK(emcoder_predict(m, (const char *const *)c->texts, c->n_texts, &o, &p, NULL) == EMCODER_OK);
+    emcoder_model_free(m);
+    const EmcoderLabelStats *s = emcoder_prediction_labels(p, 0);
+    CHECK(s && stats_equal(s, c->stats, ex.num_labels));
+    emcoder_prediction_free(p);
+
+    free_expected(&ex);
+    printf("%d checks, %d failed; max |C - Rust| = %g\n", checks, failures, (double)max_diff);
+    return failures == 0 ? 0 : 1;
+}
