@@ -308,6 +308,7 @@ fn eval_cmd(a: EvalArgs) -> CliResult {
                 "speedup": fixed.seconds / e.seconds.max(1e-9),
                 "decision_agreement": same as f64 / e.decisions.len().max(1) as f64,
                 "fixed_macro_f1": fixed.thresholded.macro_avg.f1,
+                "fixed": eval::to_json(&fixed, model.labels(), serde_json::json!({"n_samples": a.samples, "seed": a.seed})),
             }))
         }
         _ => None,
