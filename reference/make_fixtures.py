@@ -113,6 +113,19 @@ def goldens(model: EmCoder, seqs, thresholds) -> tuple[dict, dict]:
     return t, meta
 
 
+def stable_header(path: str):
+    """save_file orders __metadata__ keys at random; rewrite the header (same length)
+    with sorted metadata keys so that regenerating gives identical bytes."""
+    with open(path, "r+b") as f:
+        n = int.from_bytes(f.read(8), "little")
+        h = json.loads(f.read(n))
+        h["__metadata__"] = dict(sorted(h["__metadata__"].items()))
+        new = json.dumps(h, separators=(",", ":")).encode()
+        assert len(new) <= n
+        f.seek(8)
+        f.write(new + b" " * (n - len(new)))
+
+
 def write_fixture(name, model, cfg, seqs, thresholds, dtype, variant, family, notes,
                   texts=None):
     d = os.path.join(OUT, name)
@@ -122,6 +135,7 @@ def write_fixture(name, model, cfg, seqs, thresholds, dtype, variant, family, no
     model.eval()
     t, meta = goldens(model, seqs, thresholds)
     save_file(t, os.path.join(d, "golden.safetensors"), metadata=meta)
+    stable_header(os.path.join(d, "golden.safetensors"))
     info = {"fixture": name, "variant": variant, "dtype": dtype, "config_family": family,
             "notes": notes, "token_ids": seqs, **meta}
     if texts is not None:

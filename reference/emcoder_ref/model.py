@@ -187,17 +187,30 @@ class EmCoder(nn.Module):
             return x
         if mode == "torch":
             return F.dropout(x, p=module.p, training=True)  # the module's p, torch RNG
-        # philox: keep bits from the counter-based generator
+        # philox: keep bits from the counter-based generator. A bit depends on
+        # (seed, sample, site, pos, channel) only, not on the text, so a table
+        # (samples, positions, width) per site is computed once and indexed.
         B = x.shape[0]
-        smp = np.asarray(samples, dtype=np.int64).reshape(B, 1)
-        if x.dim() == 3:
-            pos = np.arange(x.shape[1], dtype=np.int64)[None, :]  # (1, T)
-        else:
-            pos = np.zeros((1, 1), dtype=np.int64)
-        keep = masks.keep_mask(seed, p, smp, site, pos, x.shape[-1])  # (B, T|1, w)
-        keep = torch.from_numpy(keep).to(x.device).reshape(x.shape)
+        smp = torch.as_tensor(np.asarray(samples, dtype=np.int64).reshape(B))
+        T = x.shape[1] if x.dim() == 3 else 1  # the classifier site uses pos 0
+        table = self._mask_table(seed, p, site, x.shape[-1], int(smp.max()) + 1, T)
+        keep = table[smp, :T].reshape(x.shape)  # (B, T, w) or (B, w)
         scale = np.float32(1.0) / (np.float32(1.0) - np.float32(p))
-        return x * keep.to(x.dtype) * float(scale)
+        return x * keep.to(x.device, x.dtype) * float(scale)
+
+    def _mask_table(self, seed, p, site, width, n_samples, T) -> torch.Tensor:
+        """Cached keep bits (S >= n_samples, P >= T, width) for one site."""
+        cache = self.__dict__.setdefault("_mask_cache", {})
+        key = (seed, p, site, width)
+        t = cache.get(key)
+        if t is None or t.shape[0] < n_samples or t.shape[1] < T:
+            S, P = (0, 64) if t is None else t.shape[:2]
+            S = max(S, n_samples)
+            P = P if T <= P else max(T, 2 * P)
+            k = masks.keep_mask(seed, p, np.arange(S)[:, None], site, np.arange(P)[None, :],
+                                width)  # (S, P, width) bool
+            t = cache[key] = torch.from_numpy(k)
+        return t
 
     # ---- forward --------------------------------------------------------------
     def forward_debug(self, input_ids, attention_mask, mode: str = "off", seed: int = 0,
