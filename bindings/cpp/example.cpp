@@ -3,7 +3,7 @@
 //   make lib
 //   c++ -std=c++20 -Iinclude -Ibindings/cpp bindings/cpp/example.cpp -o example
 //       -Ltarget/release -lemcoder -Wl,-rpath,$PWD/target/release      (one command line)
-//   ./example tests/fixtures/tiny-vocab-bf16 "I am so happy you are here!" "This is awful."
+//   ./example models/emcoder-mini "I am so happy you are here!" "This is awful."
 #include "emcoder.hpp"
 
 #include <algorithm>

@@ -1,6 +1,6 @@
 // Command emcoder-server is an example HTTP service over the Go binding: JSON in, JSON out.
 //
-//	go run ./cmd/emcoder-server -model ../../tests/fixtures/tiny-vocab-bf16 -addr 127.0.0.1:8080
+//	go run ./cmd/emcoder-server -model ../../models/emcoder-mini -addr 127.0.0.1:8080
 //	curl -s localhost:8080/predict -d '{"texts": ["I am so happy you are here!"], "samples": 20}'
 //
 // Endpoints:
