@@ -42,19 +42,17 @@ fn json_of(out: &Output) -> Value {
 #[test]
 fn predict_json_has_exactly_the_documented_shape() {
     let m = model();
-    let out = emcoder(
-        &[
-            "predict",
-            "--model",
-            &m,
-            "--samples",
-            "7",
-            "--json",
-            "I am so happy!",
-            "",
-        ],
-        None,
-    );
+    let args = [
+        "predict",
+        "--model",
+        &m,
+        "--samples",
+        "7",
+        "--json",
+        "I am so happy!",
+        "",
+    ];
+    let out = emcoder(&args, None);
     let v = json_of(&out);
     let results = v["results"].as_array().unwrap();
     assert_eq!(v.as_object().unwrap().len(), 1);
@@ -99,19 +97,7 @@ fn predict_json_has_exactly_the_documented_shape() {
         assert!((t - a - e).abs() < 1e-5 || e == 0.0, "{l}");
     }
     // Same seed, same numbers; the default seed is fixed.
-    let again = json_of(&emcoder(
-        &[
-            "predict",
-            "--model",
-            &m,
-            "--samples",
-            "7",
-            "--json",
-            "I am so happy!",
-            "",
-        ],
-        None,
-    ));
+    let again = json_of(&emcoder(&args, None));
     assert_eq!(again, v);
 }
 

@@ -106,5 +106,7 @@ fn mc_eval_matches_the_reference_with_the_same_masks() {
     // most uncertain decisions are rejected: see models/emcoder-mini/README.md.)
     let c = got["rejection_curve"].as_array().unwrap();
     assert_eq!(c.len(), 10);
-    assert!((c[0]["macro_f1"].as_f64().unwrap() - got["macro"]["f1"].as_f64().unwrap()).abs() < 1e-12);
+    assert!(
+        (c[0]["macro_f1"].as_f64().unwrap() - got["macro"]["f1"].as_f64().unwrap()).abs() < 1e-12
+    );
 }
