@@ -418,7 +418,9 @@ def render(res: dict) -> str:
     L.append(f"- machine: {ctx['cpu']}, {ctx['logical_cpus']} logical CPUs "
              f"({', '.join(ctx['cpu_flags'])}); threads = {ctx['threads']} for every engine")
     L.append(f"- software: torch {ctx['torch']}, onnxruntime {ctx['onnxruntime']}, "
-             f"python {ctx['python']}; emcoder binary built {ctx['emcoder_binary_mtime']}")
+             f"python {ctx['python']}; emcoder binary built {ctx['emcoder_binary_mtime']}"
+             + (f" (REBUILT during the run: {ctx['emcoder_binary_changed']})"
+                if ctx.get("emcoder_binary_changed") else ""))
     L.append(f"- iterations: {res['args']['iters']} timed after 1 warm-up "
              f"(case c: {res['args']['iters_c']}); cells are median ms (p10-p90)")
     L.append(f"- load average before / after: {load[0]['loadavg']} / {load[1]['loadavg']}; "
@@ -633,6 +635,11 @@ def main():
         log(f"  {res['numbers']}")
 
     res["load_after"] = load_snapshot()
+    mtime = datetime.datetime.fromtimestamp(os.path.getmtime(args.emcoder)).isoformat(
+        timespec="seconds") if os.path.exists(args.emcoder) else None
+    if mtime != res["context"]["emcoder_binary_mtime"]:
+        res["context"]["emcoder_binary_changed"] = mtime
+        log(f"[context] WARNING: {args.emcoder} was rebuilt during the run ({mtime})")
     res["foreign_max"] = max([r.get("foreign_cores", 0.0) for cr in res["cases"].values()
                               for r in cr.values() if isinstance(r, dict)] or [0.0])
     res["under_load"] = bool(res["load_before"]["competing"] or res["load_after"]["competing"]
