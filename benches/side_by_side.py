@@ -354,6 +354,22 @@ def measured(fn):
     return r
 
 
+def torch_gemm_gflops(size: int = 2048, reps: int = 5) -> dict:
+    """A second opinion on the machine's peak: GFLOP/s of one size^3 product in PyTorch
+    (MKL / oneDNN) on the same threads, f32 and bf16 (median of reps)."""
+    out = {}
+    for name, dt in (("f32", torch.float32), ("bf16", torch.bfloat16)):
+        a, b = torch.randn(size, size).to(dt), torch.randn(size, size).to(dt)
+        a @ b
+        ts = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            a @ b
+            ts.append(time.perf_counter() - t)
+        out[name] = 2.0 * size ** 3 / sorted(ts)[len(ts) // 2] / 1e9
+    return out
+
+
 # ---------------------------------------------------------------------------- numbers check
 def numbers_check(model, sess_mc, exe, model_dir, threads, max_batch) -> dict:
     """Mean probabilities over N=50 of one real text: emcoder predict (philox masks,
@@ -421,6 +437,10 @@ def render(res: dict) -> str:
              f"python {ctx['python']}; emcoder binary built {ctx['emcoder_binary_mtime']}"
              + (f" (REBUILT during the run: {ctx['emcoder_binary_changed']})"
                 if ctx.get("emcoder_binary_changed") else ""))
+    g = ctx.get("torch_gemm_2048_gflops")
+    if g:
+        L.append(f"- PyTorch (MKL/oneDNN) 2048^3 GEMM on the same threads: f32 {g['f32']:.0f} "
+                 f"GFLOP/s, bf16 {g['bf16']:.0f} GFLOP/s (compare emcoder's peak below)")
     L.append(f"- iterations: {res['args']['iters']} timed after 1 warm-up "
              f"(case c: {res['args']['iters_c']}); cells are median ms (p10-p90)")
     L.append(f"- load average before / after: {load[0]['loadavg']} / {load[1]['loadavg']}; "
@@ -545,6 +565,8 @@ def main():
         f"{res['context']['commit']}, load {res['load_before']['loadavg']}, "
         f"competing {len(res['load_before']['competing'])}")
 
+    res["context"]["torch_gemm_2048_gflops"] = g = torch_gemm_gflops()
+    log(f"[context] PyTorch 2048^3 GEMM: f32 {g['f32']:.0f}, bf16 {g['bf16']:.0f} GFLOP/s")
     t0 = time.perf_counter()
     model, cfg, _ = load_model_dir(args.model)
     log(f"[load] reference model {time.perf_counter() - t0:.1f} s "
