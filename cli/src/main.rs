@@ -82,29 +82,65 @@ struct ModelArgs {
     precision: String,
 }
 
-#[derive(Args)]
-struct PredictArgs {
-    #[command(flatten)]
-    model: ModelArgs,
+/// How predictions sample (shared by `predict` and `eval`).
+#[derive(Args, Clone)]
+struct SamplingArgs {
     /// MC-dropout samples per text.
     #[arg(long, short = 'n', default_value_t = emcoder::DEFAULT_SAMPLES)]
     samples: u32,
     /// Seed of the dropout masks.
     #[arg(long, default_value_t = emcoder::DEFAULT_SEED)]
     seed: u64,
-    /// One pass with dropout off (prints logits with --json).
+    /// One pass with dropout off (predict --json then prints the logits).
     #[arg(long)]
     deterministic: bool,
+    /// Adaptive sampling: stop a text once every label's mean has a standard error below E
+    /// (samples drawn in blocks of 10, at most --samples).
+    #[arg(long, value_name = "E")]
+    tolerance: Option<f32>,
+}
+
+impl SamplingArgs {
+    fn options(&self, truncate: bool) -> PredictOptions {
+        PredictOptions {
+            samples: self.samples,
+            seed: self.seed,
+            deterministic: self.deterministic,
+            truncate,
+            tolerance: self.tolerance,
+        }
+    }
+
+    /// Adaptive sampling is on (it is ignored in deterministic mode).
+    fn adaptive(&self) -> bool {
+        self.tolerance.is_some() && !self.deterministic
+    }
+
+    /// The sampling mode in words.
+    fn describe(&self) -> String {
+        match (self.deterministic, self.tolerance) {
+            (true, _) => "deterministic".to_string(),
+            (false, None) => format!("MC N={} seed={}", self.samples, self.seed),
+            (false, Some(t)) => format!(
+                "adaptive MC N<={} tolerance={t} seed={}",
+                self.samples, self.seed
+            ),
+        }
+    }
+}
+
+#[derive(Args)]
+struct PredictArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    sampling: SamplingArgs,
     /// Truncate texts longer than --max-tokens instead of failing.
     #[arg(long)]
     truncate: bool,
     /// Print JSON instead of tables.
     #[arg(long)]
     json: bool,
-    /// Adaptive sampling: stop a text once every label's mean has a standard error below E
-    /// (samples drawn in blocks of 10, at most --samples).
-    #[arg(long, value_name = "E")]
-    tolerance: Option<f32>,
     /// Labels per table (0 = all).
     #[arg(long, default_value_t = 10)]
     top: usize,
@@ -119,18 +155,8 @@ struct EvalArgs {
     /// GoEmotions-style TSV: text, comma-separated label ids, id.
     #[arg(long)]
     data: PathBuf,
-    /// MC-dropout samples per text.
-    #[arg(long, short = 'n', default_value_t = emcoder::DEFAULT_SAMPLES)]
-    samples: u32,
-    /// Seed of the dropout masks.
-    #[arg(long, default_value_t = emcoder::DEFAULT_SEED)]
-    seed: u64,
-    /// One pass with dropout off.
-    #[arg(long)]
-    deterministic: bool,
-    /// Adaptive sampling with this standard-error tolerance (see predict --tolerance).
-    #[arg(long, value_name = "E")]
-    tolerance: Option<f32>,
+    #[command(flatten)]
+    sampling: SamplingArgs,
     /// Evaluate only the first K texts.
     #[arg(long)]
     limit: Option<usize>,
@@ -238,23 +264,12 @@ fn predict(a: PredictArgs) -> CliResult {
         a.texts.clone()
     };
     let model = load(&a.model)?;
-    let opts = PredictOptions {
-        samples: a.samples,
-        seed: a.seed,
-        deterministic: a.deterministic,
-        truncate: a.truncate,
-        tolerance: a.tolerance,
-    };
+    let opts = a.sampling.options(a.truncate);
     let preds = model.predict(&texts, &opts)?;
     if a.json {
         println!(
             "{}",
-            output::predictions_json(
-                &model,
-                &texts,
-                &preds,
-                a.tolerance.is_some() && !a.deterministic
-            )
+            output::predictions_json(&model, &texts, &preds, a.sampling.adaptive())
         );
     } else {
         print!(
@@ -274,50 +289,40 @@ fn eval_cmd(a: EvalArgs) -> CliResult {
     if examples.is_empty() {
         return Err(format!("{} holds no examples", a.data.display()).into());
     }
-    let opts = PredictOptions {
-        samples: a.samples,
-        seed: a.seed,
-        deterministic: a.deterministic,
-        truncate: true,
-        tolerance: a.tolerance,
-    };
+    let opts = a.sampling.options(true);
+    let sp = &a.sampling;
     let e = eval::evaluate(&model, &examples, &opts, a.batch)?;
     // With a tolerance, also run the fixed-N evaluation: speedup and agreement of decisions.
-    let versus_fixed = match (a.tolerance, a.deterministic) {
-        (Some(_), false) => {
-            let fixed = eval::evaluate(
-                &model,
-                &examples,
-                &PredictOptions {
-                    tolerance: None,
-                    ..opts.clone()
-                },
-                a.batch,
-            )?;
-            let same = e
-                .decisions
-                .iter()
-                .zip(&fixed.decisions)
-                .filter(|(x, y)| x == y)
-                .count();
-            Some(serde_json::json!({
-                "fixed_samples": a.samples,
-                "mean_samples": e.mean_samples,
-                "fixed_seconds": fixed.seconds,
-                "adaptive_seconds": e.seconds,
-                "speedup": fixed.seconds / e.seconds.max(1e-9),
-                "decision_agreement": same as f64 / e.decisions.len().max(1) as f64,
-                "fixed_macro_f1": fixed.thresholded.macro_avg.f1,
-                "fixed": eval::to_json(&fixed, model.labels(), serde_json::json!({"n_samples": a.samples, "seed": a.seed})),
-            }))
-        }
-        _ => None,
+    let versus_fixed = if sp.adaptive() {
+        let fixed = eval::evaluate(
+            &model,
+            &examples,
+            &PredictOptions {
+                tolerance: None,
+                ..opts.clone()
+            },
+            a.batch,
+        )?;
+        let same = e
+            .decisions
+            .iter()
+            .zip(&fixed.decisions)
+            .filter(|(x, y)| x == y)
+            .count();
+        Some(serde_json::json!({
+            "fixed_samples": sp.samples,
+            "mean_samples": e.mean_samples,
+            "fixed_seconds": fixed.seconds,
+            "adaptive_seconds": e.seconds,
+            "speedup": fixed.seconds / e.seconds.max(1e-9),
+            "decision_agreement": same as f64 / e.decisions.len().max(1) as f64,
+            "fixed_macro_f1": fixed.thresholded.macro_avg.f1,
+            "fixed": eval::to_json(&fixed, model.labels(), serde_json::json!({"n_samples": sp.samples, "seed": sp.seed})),
+        }))
+    } else {
+        None
     };
-    let mode = match (a.deterministic, a.tolerance) {
-        (true, _) => "deterministic".to_string(),
-        (false, None) => format!("MC N={} seed={}", a.samples, a.seed),
-        (false, Some(t)) => format!("adaptive MC N<={} tolerance={t} seed={}", a.samples, a.seed),
-    };
+    let mode = sp.describe();
     let setup = format!(
         "model {} | data {} | {mode}",
         model.files().dir.display(),
@@ -328,8 +333,8 @@ fn eval_cmd(a: EvalArgs) -> CliResult {
     }
     if a.json {
         let s = serde_json::json!({"model": model.files().dir.display().to_string(), "data": a.data.display().to_string(),
-            "n_samples": if a.deterministic { 1 } else { a.samples }, "seed": a.seed, "deterministic": a.deterministic,
-            "tolerance": a.tolerance});
+            "n_samples": if sp.deterministic { 1 } else { sp.samples }, "seed": sp.seed, "deterministic": sp.deterministic,
+            "tolerance": sp.tolerance});
         let mut v = eval::to_json(&e, model.labels(), s);
         if let Some(vf) = versus_fixed {
             v["adaptive_vs_fixed"] = vf;
@@ -340,7 +345,7 @@ fn eval_cmd(a: EvalArgs) -> CliResult {
         if let Some(vf) = versus_fixed {
             println!(
                 "\nAdaptive vs fixed N={}: {:.1} samples per text on average, {:.2}x faster ({:.1} s vs {:.1} s), {:.2}% of the thresholded decisions equal, fixed-N macro F1 {:.4}",
-                a.samples,
+                sp.samples,
                 vf["mean_samples"].as_f64().unwrap_or(0.0),
                 vf["speedup"].as_f64().unwrap_or(0.0),
                 vf["adaptive_seconds"].as_f64().unwrap_or(0.0),
