@@ -286,12 +286,7 @@ impl Model {
         seed: u64,
         tolerance: f32,
     ) -> Result<Vec<Vec<f32>>> {
-        if max_samples == 0 {
-            return Err(Error::Input(
-                "the number of MC samples must be at least 1 (or ask for deterministic mode)"
-                    .into(),
-            ));
-        }
+        check_samples(max_samples)?;
         if !(tolerance > 0.0 && tolerance.is_finite()) {
             return Err(Error::Input(format!(
                 "tolerance {tolerance} must be a positive number"
@@ -332,12 +327,7 @@ impl Model {
 
     /// Logits of `n_samples` MC samples: (texts, n_samples, num_labels), text-major.
     pub fn sample_logits(&self, ids: &[Vec<u32>], n_samples: u32, seed: u64) -> Result<Vec<f32>> {
-        if n_samples == 0 {
-            return Err(Error::Input(
-                "the number of MC samples must be at least 1 (or ask for deterministic mode)"
-                    .into(),
-            ));
-        }
+        check_samples(n_samples)?;
         self.validate(ids)?;
         let dropout = Dropout {
             seed,
@@ -396,6 +386,16 @@ impl Model {
         }
         Ok(())
     }
+}
+
+/// MC sampling needs at least one sample.
+fn check_samples(n: u32) -> Result<()> {
+    if n == 0 {
+        return Err(Error::Input(
+            "the number of MC samples must be at least 1 (or ask for deterministic mode)".into(),
+        ));
+    }
+    Ok(())
 }
 
 fn at_text(i: usize, e: Error) -> Error {

@@ -28,6 +28,17 @@ pub fn bernoulli_entropy(p: f64) -> f64 {
     term(p) + term(1.0 - p)
 }
 
+/// Mean and unbiased (N-1) standard deviation of sample probabilities; std 0 for one sample.
+fn mean_std(p: &[f64]) -> (f64, f64) {
+    let n = p.len() as f64;
+    let mean = p.iter().sum::<f64>() / n;
+    if p.len() < 2 {
+        return (mean, 0.0);
+    }
+    let var = p.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / (n - 1.0);
+    (mean, var.sqrt())
+}
+
 /// Statistics of every label from `logits`, (n_samples, num_labels) row-major.
 pub fn label_stats(logits: &[f32], num_labels: usize, thresholds: &[Threshold]) -> Vec<LabelStats> {
     let n = logits.len() / num_labels;
@@ -36,12 +47,7 @@ pub fn label_stats(logits: &[f32], num_labels: usize, thresholds: &[Threshold]) 
             let probs: Vec<f64> = (0..n)
                 .map(|s| sigmoid(logits[s * num_labels + c]) as f64)
                 .collect();
-            let mean = probs.iter().sum::<f64>() / n as f64;
-            let std = if n > 1 {
-                (probs.iter().map(|p| (p - mean) * (p - mean)).sum::<f64>() / (n - 1) as f64).sqrt()
-            } else {
-                0.0
-            };
+            let (mean, std) = mean_std(&probs);
             let total = bernoulli_entropy(mean);
             let aleatoric = probs.iter().map(|&p| bernoulli_entropy(p)).sum::<f64>() / n as f64;
             let epistemic = if n > 1 {
@@ -74,9 +80,7 @@ pub fn max_standard_error(logits: &[f32], num_labels: usize) -> f64 {
             let p: Vec<f64> = (0..n)
                 .map(|s| sigmoid(logits[s * num_labels + c]) as f64)
                 .collect();
-            let m = p.iter().sum::<f64>() / n as f64;
-            let var = p.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (n - 1) as f64;
-            (var / n as f64).sqrt()
+            mean_std(&p).1 / (n as f64).sqrt()
         })
         .fold(0.0, f64::max)
 }
