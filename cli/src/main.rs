@@ -368,15 +368,17 @@ fn bench_cmd(a: BenchArgs) -> CliResult {
     v["load_ms"] = serde_json::json!(load_ms);
     v["precision"] = serde_json::json!(a.model.precision);
     v["max_rss_mb"] = serde_json::json!(bench::max_rss_mb());
+    v["scratch_mb"] = serde_json::json!(model.scratch_bytes() as f64 / 1e6);
     if a.json {
         println!("{v}");
     } else {
         println!(
-            "{} text(s) x {} tokens, N={} samples, {} threads, {}: median {:.2} ms (p10 {:.2}, p90 {:.2}), {:.1} texts/s, {:.1} GFLOP/s = {:.0}% of the {:.1} GFLOP/s GEMM peak; load {:.0} ms; max RSS {:.0} MB",
+            "{} text(s) x {} tokens, N={} samples, {} threads, {}: median {:.2} ms (p10 {:.2}, p90 {:.2}), {:.1} texts/s, {:.1} GFLOP/s = {:.0}% of the {:.1} GFLOP/s GEMM peak; load {:.0} ms; max RSS {:.0} MB (scratch arena {:.1} MB)",
             a.batch, if a.mixed { "8..64".to_string() } else { a.tokens.to_string() }, a.samples, model.threads(), a.model.precision,
             v["median_ms"].as_f64().unwrap_or(0.0), v["p10_ms"].as_f64().unwrap_or(0.0), v["p90_ms"].as_f64().unwrap_or(0.0),
             v["texts_per_s"].as_f64().unwrap_or(0.0), v["gflops"].as_f64().unwrap_or(0.0),
-            100.0 * v["fraction_of_peak"].as_f64().unwrap_or(0.0), peak, load_ms, v["max_rss_mb"].as_f64().unwrap_or(0.0)
+            100.0 * v["fraction_of_peak"].as_f64().unwrap_or(0.0), peak, load_ms, v["max_rss_mb"].as_f64().unwrap_or(0.0),
+            v["scratch_mb"].as_f64().unwrap_or(0.0)
         );
     }
     Ok(())

@@ -25,7 +25,7 @@ pub use error::{Error, Result};
 pub use model::{Config, ModelFiles, Placement, Threshold, TokenizerChoice};
 
 use emcoder_kernels::gemm_bf16::Bf16Isa;
-use engine::forward::{Dropout, Forward};
+use engine::forward::{Dropout, Forward, Scratch};
 use std::path::Path;
 
 /// The default seed of MC sampling (any fixed value; results are a pure function of it).
@@ -138,6 +138,8 @@ pub struct Model {
     threads: usize,
     opts: LoadOptions,
     bf16_isa: Bf16Isa,
+    /// Scratch arenas of finished calls, reused by later ones (one per concurrent call).
+    scratch: std::sync::Mutex<Vec<Scratch>>,
 }
 
 impl Model {
@@ -182,6 +184,7 @@ impl Model {
             threads,
             opts: opts.clone(),
             bf16_isa: Bf16Isa::detect(),
+            scratch: Default::default(),
         })
     }
 
@@ -304,9 +307,7 @@ impl Model {
         while !active.is_empty() && s0 < max_samples {
             let s1 = (s0 + ADAPTIVE_BLOCK).min(max_samples);
             let batch: Vec<Vec<u32>> = active.iter().map(|&i| ids[i].clone()).collect();
-            let z = self
-                .pool
-                .install(|| self.forward().run(&batch, s0..s1, Some(dropout), None));
+            let z = self.run(&batch, s0..s1, Some(dropout), None);
             let per = (s1 - s0) as usize * nl;
             for (&i, zt) in active.iter().zip(z.chunks_exact(per)) {
                 out[i].extend_from_slice(zt);
@@ -320,9 +321,7 @@ impl Model {
     /// Logits of the deterministic pass (dropout off): (texts, num_labels).
     pub fn logits(&self, ids: &[Vec<u32>]) -> Result<Vec<f32>> {
         self.validate(ids)?;
-        Ok(self
-            .pool
-            .install(|| self.forward().run(ids, 0..1, None, None)))
+        Ok(self.run(ids, 0..1, None, None))
     }
 
     /// Logits of `n_samples` MC samples: (texts, n_samples, num_labels), text-major.
@@ -333,30 +332,54 @@ impl Model {
             seed,
             p: self.config().dropout,
         };
-        Ok(self
-            .pool
-            .install(|| self.forward().run(ids, 0..n_samples, Some(dropout), None)))
+        Ok(self.run(ids, 0..n_samples, Some(dropout), None))
     }
 
     /// The deterministic pass with its hidden states (for golden tests and debugging).
     pub fn trace(&self, ids: &[Vec<u32>]) -> Result<(Trace, Vec<f32>)> {
         self.validate(ids)?;
         let mut tr = Trace::default();
-        let mut fw = self.forward();
-        fw.max_rows = usize::MAX;
-        let z = self.pool.install(|| fw.run(ids, 0..1, None, Some(&mut tr)));
+        let z = self.run(ids, 0..1, None, Some(&mut tr));
         Ok((tr, z))
     }
 
-    fn forward(&self) -> Forward<'_> {
-        Forward {
+    /// Bytes held by the scratch arenas (buffers reused across calls; one arena per call
+    /// that ran concurrently with others).
+    pub fn scratch_bytes(&self) -> usize {
+        let pool = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
+        pool.iter().map(Scratch::bytes).sum()
+    }
+
+    /// Runs the forward on this model's pool with a scratch arena from the free list.
+    /// A trace keeps all rows in one chunk.
+    fn run(
+        &self,
+        ids: &[Vec<u32>],
+        samples: std::ops::Range<u32>,
+        dropout: Option<Dropout>,
+        trace: Option<&mut Trace>,
+    ) -> Vec<f32> {
+        let fw = Forward {
             cfg: &self.files.config,
             w: &self.files.weights,
             threads: self.threads,
-            max_rows: self.opts.max_rows,
+            max_rows: if trace.is_some() {
+                usize::MAX
+            } else {
+                self.opts.max_rows
+            },
             bf16_isa: self.bf16_isa,
-            xp: Default::default(),
-        }
+        };
+        let take = || self.scratch.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut sc = take().unwrap_or_default();
+        let z = self
+            .pool
+            .install(|| fw.run(&mut sc, ids, samples, dropout, trace));
+        self.scratch
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(sc);
+        z
     }
 
     fn validate(&self, ids: &[Vec<u32>]) -> Result<()> {

@@ -237,3 +237,33 @@ fn identical_alone_and_in_a_batch_of_real_texts() {
         );
     }
 }
+
+/// The scratch arena is reused across calls: a call's result does not depend on what an
+/// earlier call (larger, smaller, deterministic or sampled, concurrent) left in it.
+#[test]
+fn identical_whatever_ran_before_on_the_same_model() {
+    let ids = texts();
+    let fresh = load("tiny-f32", 2);
+    let want_small = fresh.sample_logits(&ids[..1], 7, 3).unwrap();
+    let fresh = load("tiny-f32", 2);
+    let want_det = fresh.logits(&ids).unwrap();
+
+    let model = load("tiny-f32", 2);
+    assert_eq!(model.scratch_bytes(), 0, "no arena before the first call");
+    model.sample_logits(&ids, 20, 11).unwrap(); // grows the arena
+    let grown = model.scratch_bytes();
+    assert!(grown > 0);
+    assert!(model.sample_logits(&ids[..1], 7, 3).unwrap() == want_small);
+    assert!(model.logits(&ids).unwrap() == want_det);
+    // No call needed more than the largest one: the arena did not grow.
+    assert_eq!(model.scratch_bytes(), grown);
+    // Concurrent calls each take an arena of their own.
+    std::thread::scope(|s| {
+        let hs: Vec<_> = (0..3)
+            .map(|_| s.spawn(|| model.sample_logits(&ids[..1], 7, 3).unwrap()))
+            .collect();
+        for h in hs {
+            assert!(h.join().unwrap() == want_small);
+        }
+    });
+}

@@ -18,6 +18,11 @@ use emcoder_kernels::philox::{dropout_inplace, dropout_residual_add, DropoutSite
 use emcoder_kernels::rope::{rope_apply, rope_tables};
 use rayon::prelude::*;
 
+thread_local! {
+    /// Attention scores of the current task, per worker thread (grown, never freed).
+    static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Rows per parallel task of the row-wise kernels.
 const ROW_BLOCK: usize = 16;
 /// Query rows per attention task.
@@ -57,8 +62,56 @@ pub struct Forward<'a> {
     pub max_rows: usize,
     /// Kernel of the bf16 products (used by linears that carry packed bf16 weights).
     pub bf16_isa: Bf16Isa,
-    /// Scratch of the bf16 activations.
-    pub xp: std::sync::Mutex<Vec<u32>>,
+}
+
+/// Every buffer of a forward pass, reused across calls: a call only grows what it needs
+/// (no allocation per layer, none at all once warm) and never relies on contents.
+#[derive(Default)]
+pub struct Scratch {
+    h0: Vec<f32>,
+    a0: Vec<f32>,
+    h: Vec<f32>,
+    a: Vec<f32>,
+    pooled: Vec<f32>,
+    z1: Vec<f32>,
+    z: Vec<f32>,
+    attn: AttnScratch,
+    ffn: FfnScratch,
+    /// bf16 activations of the packed products.
+    xp: Vec<u32>,
+}
+
+impl Scratch {
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        let f = [
+            &self.h0,
+            &self.a0,
+            &self.h,
+            &self.a,
+            &self.pooled,
+            &self.z1,
+            &self.z,
+            &self.attn.x,
+            &self.attn.q,
+            &self.attn.k,
+            &self.attn.v,
+            &self.attn.cos,
+            &self.attn.sin,
+            &self.ffn.x,
+            &self.ffn.g,
+            &self.ffn.u,
+        ];
+        f.iter().map(|v| v.capacity() * 4).sum::<usize>() + self.xp.capacity() * 4
+    }
+}
+
+/// The first `n` elements of `v`, growing it when shorter (new elements 0, old ones kept).
+fn grow<T: Copy + Default>(v: &mut Vec<T>, n: usize) -> &mut [T] {
+    if v.len() < n {
+        v.resize(n, T::default());
+    }
+    &mut v[..n]
 }
 
 impl Forward<'_> {
@@ -72,12 +125,17 @@ impl Forward<'_> {
 
     /// Several products of the same input (q, k, v; gate, up): in bf16 the input is
     /// rounded and packed once for all of them.
-    fn linears<const N: usize>(&self, x: &[f32], m: usize, outs: [(&Linear, &mut Vec<f32>); N]) {
+    fn linears<const N: usize>(
+        &self,
+        xp: &mut Vec<u32>,
+        x: &[f32],
+        m: usize,
+        outs: [(&Linear, &mut [f32]); N],
+    ) {
         if outs.iter().all(|(l, _)| l.packed.is_some()) {
             let k = outs[0].0.in_dim;
-            let mut xp = self.xp.lock().unwrap_or_else(|e| e.into_inner());
-            pack_activations(&mut xp, x, m, k, self.bf16_isa);
-            let a = PackedActivations::new(&xp, m, k);
+            pack_activations(xp, x, m, k, self.bf16_isa);
+            let a = PackedActivations::new(xp, m, k);
             for (lin, out) in outs {
                 if let Some(p) = &lin.packed {
                     linear_bf16_packed(out, &a, p, lin.b.as_ref().map(|b| b.data()), self.bf16_isa);
@@ -85,18 +143,15 @@ impl Forward<'_> {
             }
         } else {
             for (lin, out) in outs {
-                self.linear(out, x, lin, m);
+                self.linear(xp, out, x, lin, m);
             }
         }
     }
 
-    fn linear(&self, out: &mut [f32], x: &[f32], lin: &Linear, m: usize) {
+    fn linear(&self, xp: &mut Vec<u32>, out: &mut [f32], x: &[f32], lin: &Linear, m: usize) {
         let b = lin.b.as_ref().map(|b| b.data());
         match &lin.packed {
-            Some(p) => {
-                let mut xp = self.xp.lock().unwrap_or_else(|e| e.into_inner());
-                linear_bf16(out, x, p, b, m, &mut xp, self.bf16_isa)
-            }
+            Some(p) => linear_bf16(out, x, p, b, m, xp, self.bf16_isa),
             None => matmul::linear(
                 out,
                 x,
@@ -115,6 +170,7 @@ impl Forward<'_> {
     /// Token ids must already be validated (< vocab_size, non-empty).
     pub fn run(
         &self,
+        sc: &mut Scratch,
         texts: &[Vec<u32>],
         samples: std::ops::Range<u32>,
         dropout: Option<Dropout>,
@@ -134,14 +190,14 @@ impl Forward<'_> {
         // Stage A: per text, up to layer 0's attention output.
         let pack_a = Packing::new(lens.iter().enumerate().map(|(t, &l)| (t, 0, l)));
         let ra = pack_a.rows();
-        let mut h0 = vec![0.0f32; ra * d];
-        self.embed(&mut h0, texts);
+        let h0 = grow(&mut sc.h0, ra * d);
+        self.embed(h0, texts);
         if let Some(tr) = trace.as_deref_mut() {
-            tr.embed = h0.clone();
+            tr.embed = h0.to_vec();
         }
-        let mut a0 = vec![0.0f32; ra * d];
-        let mut attn = AttnScratch::default();
-        self.attention(&mut a0, &h0, &self.w.layers[0], &pack_a, &mut attn);
+        let a0 = grow(&mut sc.a0, ra * d);
+        self.attention(a0, h0, &self.w.layers[0], &pack_a, &mut sc.attn, &mut sc.xp);
+        let (h0, a0) = (&sc.h0[..ra * d], &sc.a0[..ra * d]);
 
         let n_samples = samples.len();
         let mut logits = vec![0.0f32; texts.len() * n_samples * nl];
@@ -150,7 +206,7 @@ impl Forward<'_> {
             let pack = Packing::new(chunk);
             let rows = pack.rows();
             // Layer 0 residual: h = h0 + dropout(a0), per (text, sample) sequence.
-            let mut h = vec![0.0f32; rows * d];
+            let h = grow(&mut sc.h, rows * d);
             h.par_chunks_mut(d).enumerate().for_each(|(r, hr)| {
                 let s = &pack.seqs[pack.row_seq[r] as usize];
                 let pos = pack.row_pos[r];
@@ -158,24 +214,24 @@ impl Forward<'_> {
                 hr.copy_from_slice(&h0[src..src + d]);
                 dropout_residual_add(hr, &a0[src..src + d], site(s.sample, 0).as_ref(), pos);
             });
-            let mut a = vec![0.0f32; rows * d];
-            let mut ffn = FfnScratch::default();
+            let a = grow(&mut sc.a, rows * d);
             for (l, layer) in self.w.layers.iter().enumerate() {
                 let l = l as u32;
                 if l > 0 {
-                    self.attention(&mut a, &h, layer, &pack, &mut attn);
-                    self.residual(&mut h, &a, &pack, |s| site(s, 2 * l));
+                    self.attention(a, h, layer, &pack, &mut sc.attn, &mut sc.xp);
+                    self.residual(h, a, &pack, |s| site(s, 2 * l));
                 }
-                self.ffn(&mut a, &h, layer, rows, &mut ffn);
-                self.residual(&mut h, &a, &pack, |s| site(s, 2 * l + 1));
+                self.ffn(a, h, layer, rows, &mut sc.ffn, &mut sc.xp);
+                self.residual(h, a, &pack, |s| site(s, 2 * l + 1));
                 if let Some(tr) = trace.as_deref_mut() {
-                    tr.layers.push(h.clone());
+                    tr.layers.push(h.to_vec());
                 }
             }
             // Final norm, masked mean pooling per sequence.
-            rmsnorm_inplace(&mut h, self.w.final_norm.data(), rows, d, self.cfg.norm_eps);
+            rmsnorm_inplace(h, self.w.final_norm.data(), rows, d, self.cfg.norm_eps);
+            let h = &*h;
             let ns = pack.seqs.len();
-            let mut pooled = vec![0.0f32; ns * d];
+            let pooled = grow(&mut sc.pooled, ns * d);
             pooled.par_chunks_mut(d).zip(&pack.seqs).for_each(|(p, s)| {
                 let mut acc = vec![0.0f64; d];
                 for r in s.row0..s.row0 + s.len {
@@ -189,20 +245,20 @@ impl Forward<'_> {
                 }
             });
             if let Some(tr) = trace.as_deref_mut() {
-                tr.final_norm = h.clone();
-                tr.pooled = pooled.clone();
+                tr.final_norm = h.to_vec();
+                tr.pooled = pooled.to_vec();
             }
             // Head: Linear -> GELU -> Dropout (site 2L, position 0) -> Linear.
-            let mut z1 = vec![0.0f32; ns * d];
-            self.linear(&mut z1, &pooled, &self.w.head1, ns);
+            let z1 = grow(&mut sc.z1, ns * d);
+            self.linear(&mut sc.xp, z1, pooled, &self.w.head1, ns);
             z1.par_chunks_mut(d).zip(&pack.seqs).for_each(|(z, s)| {
                 z.iter_mut().for_each(|v| *v = gelu(*v));
                 if let Some(st) = site(s.sample, 2 * n_layers) {
                     dropout_inplace(z, &st, 0);
                 }
             });
-            let mut z = vec![0.0f32; ns * nl];
-            self.linear(&mut z, &z1, &self.w.head2, ns);
+            let z = grow(&mut sc.z, ns * nl);
+            self.linear(&mut sc.xp, z, z1, &self.w.head2, ns);
             for (zs, s) in z.chunks_exact(nl).zip(&pack.seqs) {
                 let at = (s.text * n_samples + (s.sample - samples.start) as usize) * nl;
                 logits[at..at + nl].copy_from_slice(zs);
@@ -250,51 +306,49 @@ impl Forward<'_> {
         layer: &Layer,
         pack: &Packing,
         s: &mut AttnScratch,
+        xp: &mut Vec<u32>,
     ) {
         let cfg = self.cfg;
         let (d, rows) = (cfg.d_model, pack.rows());
-        s.resize(rows * d);
-        rows_par(&mut s.x[..rows * d], h, d, |xo, xi| {
+        let n = rows * d;
+        let (x, q, k, v) = (
+            grow(&mut s.x, n),
+            grow(&mut s.q, n),
+            grow(&mut s.k, n),
+            grow(&mut s.v, n),
+        );
+        rows_par(x, h, d, |xo, xi| {
             rmsnorm(xo, xi, layer.ln1.data(), xi.len() / d, d, cfg.norm_eps)
         });
-        self.linears(
-            &s.x,
-            rows,
-            [
-                (&layer.q, &mut s.q),
-                (&layer.k, &mut s.k),
-                (&layer.v, &mut s.v),
-            ],
-        );
+        self.linears(xp, x, rows, [(&layer.q, q), (&layer.k, k), (&layer.v, v)]);
 
         // RoPE on q and k at each row's position inside its own sequence.
         let freqs = layer.freqs.data();
         let half = freqs.len();
         let t_max = pack.max_len();
-        s.cos.resize(t_max * half, 0.0);
-        s.sin.resize(t_max * half, 0.0);
-        rope_tables(&mut s.cos, &mut s.sin, freqs, t_max);
+        let (cos, sin) = (
+            grow(&mut s.cos, t_max * half),
+            grow(&mut s.sin, t_max * half),
+        );
+        rope_tables(cos, sin, freqs, t_max);
         let hd = cfg.head_dim();
-        let (cos, sin) = (&s.cos, &s.sin);
-        for m in [&mut s.q, &mut s.k] {
-            m[..rows * d]
-                .par_chunks_mut(d)
-                .enumerate()
-                .for_each(|(r, row)| {
-                    let t = pack.row_pos[r] as usize;
-                    let (c, sn) = (
-                        &cos[t * half..(t + 1) * half],
-                        &sin[t * half..(t + 1) * half],
-                    );
-                    for head in row.chunks_exact_mut(hd) {
-                        rope_apply(&mut head[..2 * half], c, sn);
-                    }
-                });
+        let (cos, sin) = (&*cos, &*sin);
+        for m in [&mut s.q[..n], &mut s.k[..n]] {
+            m.par_chunks_mut(d).enumerate().for_each(|(r, row)| {
+                let t = pack.row_pos[r] as usize;
+                let (c, sn) = (
+                    &cos[t * half..(t + 1) * half],
+                    &sin[t * half..(t + 1) * half],
+                );
+                for head in row.chunks_exact_mut(hd) {
+                    rope_apply(&mut head[..2 * half], c, sn);
+                }
+            });
         }
 
         // Attention: tasks of up to ATT_BLOCK query rows, never crossing a sequence.
         let mut tasks = Vec::new();
-        let mut rest = &mut s.x[..rows * d];
+        let mut rest = &mut s.x[..n];
         for sq in &pack.seqs {
             let mut r0 = 0;
             while r0 < sq.len {
@@ -305,41 +359,52 @@ impl Forward<'_> {
                 r0 += n;
             }
         }
-        let (q, k, v) = (&s.q, &s.k, &s.v);
+        let (q, k, v) = (&s.q[..n], &s.k[..n], &s.v[..n]);
         tasks.into_par_iter().for_each(|(sq, r0, blk)| {
-            let mut scores = vec![0.0f32; sq.len];
-            let span = sq.row0 * d..(sq.row0 + sq.len) * d;
-            attention_rows(
-                blk,
-                &q[span.clone()],
-                &k[span.clone()],
-                &v[span],
-                sq.len,
-                d,
-                cfg.n_head,
-                r0,
-                &mut scores,
-            );
+            SCORES.with_borrow_mut(|scores| {
+                let scores = grow(scores, sq.len);
+                let span = sq.row0 * d..(sq.row0 + sq.len) * d;
+                attention_rows(
+                    blk,
+                    &q[span.clone()],
+                    &k[span.clone()],
+                    &v[span],
+                    sq.len,
+                    d,
+                    cfg.n_head,
+                    r0,
+                    scores,
+                );
+            })
         });
-        self.linear(out, &s.x, &layer.o, rows);
+        self.linear(xp, out, &s.x[..n], &layer.o, rows);
     }
 
     /// `out = down(silu(gate(x)) * up(x))` with `x = rmsnorm_2(h)`.
-    fn ffn(&self, out: &mut [f32], h: &[f32], layer: &Layer, rows: usize, s: &mut FfnScratch) {
+    fn ffn(
+        &self,
+        out: &mut [f32],
+        h: &[f32],
+        layer: &Layer,
+        rows: usize,
+        s: &mut FfnScratch,
+        xp: &mut Vec<u32>,
+    ) {
         let (d, f) = (self.cfg.d_model, self.cfg.d_ffn);
-        s.x.resize(rows * d, 0.0);
-        s.g.resize(rows * f, 0.0);
-        s.u.resize(rows * f, 0.0);
+        let (x, g, u) = (
+            grow(&mut s.x, rows * d),
+            grow(&mut s.g, rows * f),
+            grow(&mut s.u, rows * f),
+        );
         let eps = self.cfg.norm_eps;
-        rows_par(&mut s.x[..rows * d], h, d, |xo, xi| {
+        rows_par(x, h, d, |xo, xi| {
             rmsnorm(xo, xi, layer.ln2.data(), xi.len() / d, d, eps)
         });
-        self.linears(&s.x, rows, [(&layer.gate, &mut s.g), (&layer.up, &mut s.u)]);
-        s.g[..rows * f]
-            .par_chunks_mut(ROW_BLOCK * f)
-            .zip(s.u.par_chunks(ROW_BLOCK * f))
+        self.linears(xp, x, rows, [(&layer.gate, &mut *g), (&layer.up, &mut *u)]);
+        g.par_chunks_mut(ROW_BLOCK * f)
+            .zip(u.par_chunks(ROW_BLOCK * f))
             .for_each(|(g, u)| swiglu(g, u));
-        self.linear(out, &s.g, &layer.down, rows);
+        self.linear(xp, out, g, &layer.down, rows);
     }
 }
 
@@ -359,14 +424,6 @@ struct AttnScratch {
     v: Vec<f32>,
     cos: Vec<f32>,
     sin: Vec<f32>,
-}
-
-impl AttnScratch {
-    fn resize(&mut self, n: usize) {
-        for b in [&mut self.x, &mut self.q, &mut self.k, &mut self.v] {
-            b.resize(n, 0.0);
-        }
-    }
 }
 
 /// Reused buffers of the feed-forward block.
