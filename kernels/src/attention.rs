@@ -30,12 +30,7 @@ pub fn attention_rows(
                 *s = dot(qh, kh) * scale;
                 max = max.max(*s);
             }
-            let mut sum = 0.0f32;
-            for s in scores.iter_mut() {
-                *s = (*s - max).exp();
-                sum += *s;
-            }
-            let inv = 1.0 / sum;
+            let inv = 1.0 / crate::activation::exp_sub_sum(scores, max);
             let oh = &mut orow[h * hd..(h + 1) * hd];
             oh.fill(0.0);
             for (j, s) in scores.iter().enumerate() {
