@@ -12,7 +12,10 @@ pub fn exp(x: f32) -> f32 {
     const C2: f32 = -2.121_944_4e-4; // ln 2 - C1
     const ROUND: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer
     let x = x.clamp(-87.3, 88.3);
-    let n = (x * LOG2E + ROUND) - ROUND;
+    let t = x * LOG2E + ROUND;
+    let n = t - ROUND;
+    // The low mantissa bits of t hold n (two's complement): 2^n's exponent field, no cast.
+    let scale = f32::from_bits(t.to_bits().wrapping_sub(0x4B40_0000 - 127) << 23);
     let r = n.mul_add(-C1, x);
     let r = n.mul_add(-C2, r);
     let mut p = 1.987_569_1e-4f32;
@@ -22,7 +25,7 @@ pub fn exp(x: f32) -> f32 {
     p = p.mul_add(r, 1.666_666_5e-1);
     p = p.mul_add(r, 5.000_000_1e-1);
     let e = (p * r).mul_add(r, r) + 1.0;
-    e * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    e * scale
 }
 
 /// `silu(x) = x * sigmoid(x) = x / (1 + e^-x)`.
