@@ -4,7 +4,7 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use emcoder_kernels::activation::swiglu;
-use emcoder_kernels::attention::attention_rows;
+use emcoder_kernels::attention::{attention_rows, scratch_len};
 use emcoder_kernels::gemm_bf16::{linear_bf16, Bf16Isa, PackedBf16};
 use emcoder_kernels::matmul::{linear, Parallelism};
 use emcoder_kernels::norm::rmsnorm;
@@ -103,7 +103,7 @@ fn attention(c: &mut Criterion) {
     for t in [8usize, 16, 64, 128, 512] {
         let (q, k, v) = (data(t * D), data(t * D), data(t * D));
         let mut out = vec![0.0; t * D];
-        let mut scores = vec![0.0; t];
+        let mut scores = vec![0.0; scratch_len(t, D / H)];
         g.throughput(Throughput::Elements((4 * t * t * D) as u64));
         g.bench_function(BenchmarkId::new("T", t), |b| {
             b.iter(|| attention_rows(&mut out, black_box(&q), &k, &v, t, D, H, 0, &mut scores))

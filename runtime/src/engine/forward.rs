@@ -8,7 +8,7 @@
 use super::batch::{chunks, Packing};
 use crate::model::{Config, Layer, Linear, Weights};
 use emcoder_kernels::activation::{gelu, swiglu};
-use emcoder_kernels::attention::attention_rows;
+use emcoder_kernels::attention::{self, attention_rows};
 use emcoder_kernels::gemm_bf16::{
     linear_bf16, linear_bf16_packed, pack_activations, Bf16Isa, PackedActivations,
 };
@@ -362,7 +362,7 @@ impl Forward<'_> {
         let (q, k, v) = (&s.q[..n], &s.k[..n], &s.v[..n]);
         tasks.into_par_iter().for_each(|(sq, r0, blk)| {
             SCORES.with_borrow_mut(|scores| {
-                let scores = grow(scores, sq.len);
+                let scores = grow(scores, attention::scratch_len(sq.len, cfg.head_dim()));
                 let span = sq.row0 * d..(sq.row0 + sq.len) * d;
                 attention_rows(
                     blk,
