@@ -163,7 +163,10 @@ mod tests {
         assert_eq!(g, want);
         for (i, (o, (x, u))) in g.iter().zip(g0.iter().zip(&up)).enumerate() {
             let r = (*x as f64) / (1.0 + (-*x as f64).exp()) * *u as f64;
-            assert!((*o as f64 - r).abs() <= 1e-6 * r.abs().max(1e-3), "{i}: {o} vs {r}");
+            assert!(
+                (*o as f64 - r).abs() <= 1e-6 * r.abs().max(1e-3),
+                "{i}: {o} vs {r}"
+            );
         }
         for n in [1usize, 7, 8, 9, 16, 100] {
             let mut a: Vec<f32> = (0..n).map(|i| -(i as f32) * 0.3).collect();
