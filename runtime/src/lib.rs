@@ -171,11 +171,10 @@ impl Model {
             .map_err(|e| Error::Input(format!("cannot start {threads} worker threads: {e}")))?;
         if opts.precision == Precision::Bf16 {
             pool.install(|| {
-                files
-                    .weights
-                    .linears_mut()
-                    .into_iter()
-                    .for_each(|l| l.pack_bf16())
+                let w = &mut files.weights;
+                w.layers.iter_mut().for_each(|l| l.pack_bf16());
+                w.head1.pack_bf16();
+                w.head2.pack_bf16();
             });
         }
         Ok(Model {
@@ -428,5 +427,60 @@ fn at_text(i: usize, e: Error) -> Error {
         }
         Error::Tokenizer(m) => Error::Tokenizer(format!("text {i}: {m}")),
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures")
+            .join(name)
+    }
+
+    /// The fused bf16 products (q|k|v with RoPE in the epilogue, gate|up) give the bits of
+    /// separate products followed by a separate RoPE pass, on full and partial rotation.
+    #[test]
+    fn fused_bf16_products_equal_separate_ones() {
+        for name in ["tiny-f32", "tiny-rot-partial", "tiny-fused-bias"] {
+            let bf16 = LoadOptions {
+                n_threads: 2,
+                precision: Precision::Bf16,
+                tokenizer: TokenizerChoice::None,
+                ..Default::default()
+            };
+            let fused = Model::load(&fixture(name), &bf16).unwrap();
+            assert!(fused.files.weights.layers[0].qkv.is_some());
+            // The same weights packed one linear at a time, no fused products.
+            let mut files = ModelFiles::load(&fixture(name), &TokenizerChoice::None).unwrap();
+            for l in &mut files.weights.layers {
+                for lin in [
+                    &mut l.q,
+                    &mut l.k,
+                    &mut l.v,
+                    &mut l.o,
+                    &mut l.gate,
+                    &mut l.up,
+                    &mut l.down,
+                ] {
+                    lin.pack_bf16();
+                }
+            }
+            files.weights.head1.pack_bf16();
+            files.weights.head2.pack_bf16();
+            let f32_opts = LoadOptions {
+                n_threads: 2,
+                tokenizer: TokenizerChoice::None,
+                ..Default::default()
+            };
+            let separate = Model::from_files(files, &f32_opts).unwrap();
+            assert!(separate.files.weights.layers[0].qkv.is_none());
+            let ids = vec![vec![1, 5, 9, 2], vec![1, 7, 3, 8, 11, 13, 4, 2]];
+            let a = fused.sample_logits(&ids, 5, 3).unwrap();
+            let b = separate.sample_logits(&ids, 5, 3).unwrap();
+            assert!(a == b, "{name}: fused and separate bf16 products differ");
+        }
     }
 }

@@ -10,7 +10,8 @@ use crate::model::{Config, Layer, Linear, Weights};
 use emcoder_kernels::activation::{gelu, swiglu};
 use emcoder_kernels::attention::{self, attention_rows};
 use emcoder_kernels::gemm_bf16::{
-    linear_bf16, linear_bf16_packed, pack_activations, Bf16Isa, PackedActivations,
+    linear_bf16, linear_bf16_packed, linear_bf16_packed_into, pack_activations, Bf16Isa,
+    PackedActivations,
 };
 use emcoder_kernels::matmul::{self, Parallelism};
 use emcoder_kernels::norm::{rmsnorm, rmsnorm_inplace};
@@ -320,9 +321,7 @@ impl Forward<'_> {
         rows_par(x, h, d, |xo, xi| {
             rmsnorm(xo, xi, layer.ln1.data(), xi.len() / d, d, cfg.norm_eps)
         });
-        self.linears(xp, x, rows, [(&layer.q, q), (&layer.k, k), (&layer.v, v)]);
-
-        // RoPE on q and k at each row's position inside its own sequence.
+        // RoPE tables: q and k rotate at each row's position inside its own sequence.
         let freqs = layer.freqs.data();
         let half = freqs.len();
         let t_max = pack.max_len();
@@ -333,17 +332,61 @@ impl Forward<'_> {
         rope_tables(cos, sin, freqs, t_max);
         let hd = cfg.head_dim();
         let (cos, sin) = (&*cos, &*sin);
-        for m in [&mut s.q[..n], &mut s.k[..n]] {
-            m.par_chunks_mut(d).enumerate().for_each(|(r, row)| {
-                let t = pack.row_pos[r] as usize;
-                let (c, sn) = (
-                    &cos[t * half..(t + 1) * half],
-                    &sin[t * half..(t + 1) * half],
+        let rope_at = |r: usize| {
+            let t = pack.row_pos[r] as usize;
+            (
+                &cos[t * half..(t + 1) * half],
+                &sin[t * half..(t + 1) * half],
+            )
+        };
+
+        // Fused, RoPE pairs never straddle the kernel's even column pieces when hd is even.
+        let roped = match &layer.qkv {
+            Some(f) => {
+                // One product for q|k|v; RoPE runs in its epilogue on each finished piece of a
+                // row (columns 0..2d are q then k), while the piece is still in cache.
+                let epilogue = |r: usize, c0: usize, vals: &mut [f32]| {
+                    let (cs, sn) = rope_at(r);
+                    let end = (c0 + vals.len()).min(2 * d);
+                    let mut c = c0;
+                    while c < end {
+                        // The head containing column c, and its rotated channels.
+                        let head0 = c - c % hd;
+                        let lo = c.max(head0);
+                        let hi = end.min(head0 + 2 * half);
+                        if lo < hi {
+                            let p0 = (lo - head0) / 2;
+                            rope_apply(&mut vals[lo - c0..hi - c0], &cs[p0..], &sn[p0..]);
+                        }
+                        c = head0 + hd;
+                    }
+                };
+                pack_activations(xp, x, rows, d, self.bf16_isa);
+                let a = PackedActivations::new(xp, rows, d);
+                linear_bf16_packed_into(
+                    &mut [q, k, v],
+                    &a,
+                    &f.packed,
+                    f.bias.as_deref(),
+                    (hd % 2 == 0).then_some(&epilogue as _),
+                    self.bf16_isa,
                 );
-                for head in row.chunks_exact_mut(hd) {
-                    rope_apply(&mut head[..2 * half], c, sn);
-                }
-            });
+                hd % 2 == 0
+            }
+            None => {
+                self.linears(xp, x, rows, [(&layer.q, q), (&layer.k, k), (&layer.v, v)]);
+                false
+            }
+        };
+        if !roped {
+            for m in [&mut s.q[..n], &mut s.k[..n]] {
+                m.par_chunks_mut(d).enumerate().for_each(|(r, row)| {
+                    let (c, sn) = rope_at(r);
+                    for head in row.chunks_exact_mut(hd) {
+                        rope_apply(&mut head[..2 * half], c, sn);
+                    }
+                });
+            }
         }
 
         // Attention: tasks of up to ATT_BLOCK query rows, never crossing a sequence.
@@ -400,7 +443,21 @@ impl Forward<'_> {
         rows_par(x, h, d, |xo, xi| {
             rmsnorm(xo, xi, layer.ln2.data(), xi.len() / d, d, eps)
         });
-        self.linears(xp, x, rows, [(&layer.gate, &mut *g), (&layer.up, &mut *u)]);
+        match &layer.gate_up {
+            Some(fu) => {
+                pack_activations(xp, x, rows, d, self.bf16_isa);
+                let a = PackedActivations::new(xp, rows, d);
+                linear_bf16_packed_into(
+                    &mut [&mut *g, &mut *u],
+                    &a,
+                    &fu.packed,
+                    fu.bias.as_deref(),
+                    None,
+                    self.bf16_isa,
+                );
+            }
+            None => self.linears(xp, x, rows, [(&layer.gate, &mut *g), (&layer.up, &mut *u)]),
+        }
         g.par_chunks_mut(ROW_BLOCK * f)
             .zip(u.par_chunks(ROW_BLOCK * f))
             .for_each(|(g, u)| swiglu(g, u));

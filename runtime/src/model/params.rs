@@ -88,6 +88,35 @@ impl Linear {
     }
 }
 
+/// Several linear layers of one input packed as a single bf16 product (q|k|v, gate|up).
+#[derive(Clone, Debug)]
+pub struct FusedBf16 {
+    /// The stacked weights.
+    pub packed: Arc<PackedBf16>,
+    /// The stacked biases (zeros for parts without one), when any part has a bias.
+    pub bias: Option<Vec<f32>>,
+}
+
+impl FusedBf16 {
+    fn new(parts: &[&Linear]) -> Self {
+        let k = parts[0].in_dim;
+        let ws: Vec<(&[f32], usize)> = parts.iter().map(|l| (l.w.data(), l.out_dim)).collect();
+        let bias = parts.iter().any(|l| l.b.is_some()).then(|| {
+            parts
+                .iter()
+                .flat_map(|l| match &l.b {
+                    Some(b) => b.data().to_vec(),
+                    None => vec![0.0; l.out_dim],
+                })
+                .collect()
+        });
+        FusedBf16 {
+            packed: Arc::new(PackedBf16::pack_parts(&ws, k)),
+            bias,
+        }
+    }
+}
+
 /// One encoder layer.
 #[derive(Clone, Debug)]
 pub struct Layer {
@@ -111,26 +140,19 @@ pub struct Layer {
     pub up: Linear,
     /// SwiGLU down f -> d.
     pub down: Linear,
+    /// q, k and v as one bf16 product (bf16 precision).
+    pub qkv: Option<FusedBf16>,
+    /// gate and up as one bf16 product (bf16 precision).
+    pub gate_up: Option<FusedBf16>,
 }
 
-impl Weights {
-    /// Every linear layer, for whole-model transformations (bf16 packing).
-    pub fn linears_mut(&mut self) -> Vec<&mut Linear> {
-        let mut v: Vec<&mut Linear> = Vec::new();
-        for l in &mut self.layers {
-            v.extend([
-                &mut l.q,
-                &mut l.k,
-                &mut l.v,
-                &mut l.o,
-                &mut l.gate,
-                &mut l.up,
-                &mut l.down,
-            ]);
-        }
-        v.push(&mut self.head1);
-        v.push(&mut self.head2);
-        v
+impl Layer {
+    /// Packs the layer for bf16 products: q|k|v and gate|up fused, o and down alone.
+    pub fn pack_bf16(&mut self) {
+        self.qkv = Some(FusedBf16::new(&[&self.q, &self.k, &self.v]));
+        self.gate_up = Some(FusedBf16::new(&[&self.gate, &self.up]));
+        self.o.pack_bf16();
+        self.down.pack_bf16();
     }
 }
 

@@ -298,6 +298,8 @@ pub fn resolve(file: &TensorFile, cfg: &Config) -> Result<(Weights, Vec<Placemen
             gate,
             up,
             down,
+            qkv: None,
+            gate_up: None,
         });
     }
     let (head1, head2) = r.head(&found.head, d, nl)?;
