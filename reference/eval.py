@@ -113,8 +113,8 @@ def main():
         a, b = with_thr[avg], at_half[avg]
         print(f"{avg + ' avg':15s} {a['precision']:6.3f} {a['recall']:6.3f} {a['f1']:6.3f}"
               f" | {b['precision']:6.3f} {b['recall']:6.3f} {b['f1']:6.3f}")
-    print("\nrejection curve (epistemic, per (text,label) pair), macro F1:")
-    print("  " + "  ".join(f"{r['reject_fraction']:.0%}:{r['macro_f1']:.3f}"
+    print("\nrejection curve (epistemic, per (text,label) pair), macro F1 / micro F1:")
+    print("  " + "  ".join(f"{r['reject_fraction']:.0%}:{r['macro_f1']:.3f}/{r['micro_f1']:.3f}"
                            for r in report["rejection_curve"]))
 
 

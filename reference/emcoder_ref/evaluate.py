@@ -79,7 +79,7 @@ def rejection_curve(y, pred, epistemic, steps: int = 10) -> list:
     pairs, k = 0..steps-1, P = n_texts * C. Pairs are ranked by epistemic descending,
     ties broken by the flat index i*C + c ascending; TP/FP/FN per label are counted
     over the remaining pairs; a label with 2TP+FP+FN = 0 scores F1 0; macro = mean
-    over all C labels."""
+    over all C labels. Also micro F1 (from the counts summed over labels)."""
     n, C = y.shape
     P = n * C
     e = np.asarray(epistemic, dtype=np.float64).reshape(P)
@@ -89,8 +89,11 @@ def rejection_curve(y, pred, epistemic, steps: int = 10) -> list:
         r = (k * P) // steps
         keep = np.ones(P, dtype=bool)
         keep[rank[:r]] = False
-        _, _, f = prf(*counts(y, pred, keep.reshape(n, C)))
-        out.append({"reject_fraction": k / steps, "macro_f1": float(f.mean())})
+        tp, fp, fn = counts(y, pred, keep.reshape(n, C))
+        _, _, f = prf(tp, fp, fn)
+        _, _, micro = prf(tp.sum(), fp.sum(), fn.sum())
+        out.append({"reject_fraction": k / steps, "macro_f1": float(f.mean()),
+                    "micro_f1": float(micro)})
     return out
 
 

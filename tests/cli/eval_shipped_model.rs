@@ -79,6 +79,11 @@ fn compare(got: &Value, want: &Value, tol: f64) {
             &g["macro_f1"],
             &w["macro_f1"],
         );
+        check(
+            format!("rejection {} micro", g["reject_fraction"]),
+            &g["micro_f1"],
+            &w["micro_f1"],
+        );
     }
     eprintln!("largest difference: {} = {:e}", worst.0, worst.1);
 }

@@ -137,6 +137,8 @@ pub struct RejectionPoint {
     pub reject_fraction: f64,
     /// Macro F1 over the decisions kept.
     pub macro_f1: f64,
+    /// Micro F1 over the decisions kept (from the counts summed over labels).
+    pub micro_f1: f64,
 }
 
 /// Macro F1 after rejecting the `k/10` most uncertain decisions, k = 0..9. Decisions are
@@ -168,9 +170,13 @@ pub fn rejection_curve(
                 .map(|&(tp, fp, fn_)| Prf::from_counts(tp, fp, fn_).f1)
                 .sum::<f64>()
                 / c as f64;
+            let (tp, fp, fn_) = counts
+                .iter()
+                .fold((0, 0, 0), |a, k| (a.0 + k.0, a.1 + k.1, a.2 + k.2));
             RejectionPoint {
                 reject_fraction: k as f64 / 10.0,
                 macro_f1: f1,
+                micro_f1: Prf::from_counts(tp, fp, fn_).f1,
             }
         })
         .collect()
@@ -256,8 +262,26 @@ mod tests {
         let c = rejection_curve(&gold, &pred, &unc, 1);
         assert!((c[0].macro_f1 - 18.0 / 19.0).abs() < 1e-12);
         assert_eq!(c[1].macro_f1, 1.0);
+        assert_eq!(c[0].micro_f1, c[0].macro_f1); // one label: micro = macro
+        assert_eq!(c[1].micro_f1, 1.0);
         assert_eq!(c.len(), 10);
         assert_eq!(c[9].reject_fraction, 0.9);
+    }
+
+    #[test]
+    fn micro_and_macro_differ_when_a_label_loses_its_decisions() {
+        // Two labels, 4 texts. Label 0: all correct positives, certain. Label 1: one
+        // correct positive that is the most uncertain decision, the rest true negatives.
+        let gold = [true, true, true, false, true, false, true, false];
+        let pred = gold;
+        let mut unc = [0.0f32; 8];
+        unc[1] = 1.0;
+        let c = rejection_curve(&gold, &pred, &unc, 2);
+        assert_eq!((c[0].macro_f1, c[0].micro_f1), (1.0, 1.0));
+        // Rejecting 1 of 8 decisions (k=1 -> floor(8/10) = 0: none); k=2 rejects 1.
+        assert_eq!(c[1].macro_f1, 1.0);
+        assert_eq!(c[2].macro_f1, 0.5); // label 1 has nothing left: F1 0
+        assert_eq!(c[2].micro_f1, 1.0);
     }
 
     #[test]

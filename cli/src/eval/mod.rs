@@ -153,9 +153,15 @@ pub fn to_text(e: &Evaluation, labels: &[String], setup: &str) -> String {
         s,
         "\nF1-rejection curve (reject the most uncertain decisions by epistemic uncertainty):"
     );
-    let _ = writeln!(s, "{:>8} {:>9}", "rejected", "macro F1");
+    let _ = writeln!(s, "{:>8} {:>9} {:>9}", "rejected", "macro F1", "micro F1");
     for p in &e.rejection {
-        let _ = writeln!(s, "{:>7.0}% {:>9.4}", p.reject_fraction * 100.0, p.macro_f1);
+        let _ = writeln!(
+            s,
+            "{:>7.0}% {:>9.4} {:>9.4}",
+            p.reject_fraction * 100.0,
+            p.macro_f1,
+            p.micro_f1
+        );
     }
     let _ = writeln!(
         s,

@@ -29,7 +29,7 @@ pub fn rejection_png(path: &Path, curve: &[RejectionPoint], title: &str) -> Resu
     root.fill(&WHITE).map_err(err)?;
     let ymax = curve
         .iter()
-        .map(|p| p.macro_f1)
+        .map(|p| p.macro_f1.max(p.micro_f1))
         .fold(0.0, f64::max)
         .max(0.1)
         * 1.1;
@@ -43,18 +43,29 @@ pub fn rejection_png(path: &Path, curve: &[RejectionPoint], title: &str) -> Resu
     chart
         .configure_mesh()
         .x_desc("fraction of (text, label) decisions rejected (highest epistemic first)")
-        .y_desc("macro F1 of the rest")
+        .y_desc("F1 of the rest")
         .draw()
         .map_err(err)?;
-    let pts: Vec<(f64, f64)> = curve
-        .iter()
-        .map(|p| (p.reject_fraction, p.macro_f1))
-        .collect();
+    let series: [(&str, RGBColor, fn(&RejectionPoint) -> f64); 2] = [
+        ("macro F1", BLUE, |p| p.macro_f1),
+        ("micro F1", RED, |p| p.micro_f1),
+    ];
+    for (name, color, f) in series {
+        let pts: Vec<(f64, f64)> = curve.iter().map(|p| (p.reject_fraction, f(p))).collect();
+        chart
+            .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
+            .map_err(err)?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+        chart
+            .draw_series(pts.iter().map(|&p| Circle::new(p, 4, color.filled())))
+            .map_err(err)?;
+    }
     chart
-        .draw_series(LineSeries::new(pts.clone(), BLUE.stroke_width(2)))
-        .map_err(err)?;
-    chart
-        .draw_series(pts.iter().map(|&p| Circle::new(p, 4, BLUE.filled())))
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
         .map_err(err)?;
     root.present().map_err(err)
 }
