@@ -84,10 +84,16 @@ pub struct PackedBf16 {
     data: Vec<u32>,
 }
 
-/// Round-to-nearest-even f32 -> bf16 bits.
+/// Round-to-nearest-even f32 -> bf16 bits (NaN stays NaN, quiet), the same bits as
+/// `half::bf16::from_f32` with plain integer arithmetic (tested).
 #[inline]
 fn to_bits(x: f32) -> u32 {
-    bf16::from_f32(x).to_bits() as u32
+    let b = x.to_bits();
+    if x.is_nan() {
+        (b >> 16) | 0x40
+    } else {
+        (b + 0x7fff + ((b >> 16) & 1)) >> 16
+    }
 }
 
 /// Packs a pair of f32 values into one u32 of two bf16 (`lo` = even channel).
@@ -125,16 +131,15 @@ impl PackedBf16 {
         data.par_chunks_mut(kp * NR)
             .enumerate()
             .for_each(|(pi, panel)| {
-                for j in 0..NR {
-                    let col = pi * NR + j;
-                    if col >= n {
-                        break;
-                    }
-                    let row = row_of(col);
-                    for p in 0..k.div_ceil(2) {
-                        let lo = row[2 * p];
+                // Pair-major so the writes are sequential; the panel's rows are read in
+                // step (64 cache lines in flight).
+                let cols = NR.min(n - pi * NR);
+                let rows: Vec<&[f32]> = (0..cols).map(|j| row_of(pi * NR + j)).collect();
+                for p in 0..k.div_ceil(2) {
+                    let out = &mut panel[p * NR..p * NR + cols];
+                    for (o, row) in out.iter_mut().zip(&rows) {
                         let hi = if 2 * p + 1 < k { row[2 * p + 1] } else { 0.0 };
-                        panel[p * NR + j] = pair(lo, hi);
+                        *o = pair(row[2 * p], hi);
                     }
                 }
             });
@@ -722,6 +727,40 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    #[test]
+    fn bf16_rounding_matches_half() {
+        let mut vals: Vec<f32> = vec![
+            0.0,
+            -0.0,
+            1.0,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            -f32::NAN,
+            f32::MAX,
+            f32::MIN_POSITIVE,
+            1e-40,
+            f32::from_bits(0x3f80_8000), // a tie: rounds to even
+            f32::from_bits(0x3f81_8000), // a tie: rounds up to even
+            f32::from_bits(0x7f7f_ffff),
+        ];
+        let mut x = 0x1234_5678u32;
+        for _ in 0..100_000 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            vals.push(f32::from_bits(x));
+        }
+        for v in vals {
+            assert_eq!(
+                to_bits(v),
+                bf16::from_f32(v).to_bits() as u32,
+                "{v:e} {:#x}",
+                v.to_bits()
+            );
         }
     }
 
