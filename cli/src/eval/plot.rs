@@ -46,7 +46,8 @@ pub fn rejection_png(path: &Path, curve: &[RejectionPoint], title: &str) -> Resu
         .y_desc("F1 of the rest")
         .draw()
         .map_err(err)?;
-    let series: [(&str, RGBColor, fn(&RejectionPoint) -> f64); 2] = [
+    type Series = (&'static str, RGBColor, fn(&RejectionPoint) -> f64);
+    let series: [Series; 2] = [
         ("macro F1", BLUE, |p| p.macro_f1),
         ("micro F1", RED, |p| p.micro_f1),
     ];
