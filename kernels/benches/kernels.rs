@@ -6,6 +6,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use emcoder_kernels::activation::swiglu;
 use emcoder_kernels::attention::{attention_rows, scratch_len};
 use emcoder_kernels::gemm_bf16::{linear_bf16, Bf16Isa, PackedBf16};
+use emcoder_kernels::gemm_f32::{linear_f32, F32Isa};
 use emcoder_kernels::matmul::{linear, Parallelism};
 use emcoder_kernels::norm::rmsnorm;
 use emcoder_kernels::philox::{dropout_residual_add, DropoutSite};
@@ -50,6 +51,58 @@ fn gemm(c: &mut Criterion) {
             BenchmarkId::new(format!("bf16-{isa:?}"), format!("{m}x{k}x{n}")),
             |b| b.iter(|| linear_bf16(&mut out, black_box(&x), &p, None, m, &mut xp, isa)),
         );
+    }
+    // The hand-written f32 kernel against the gemm crate, both on the global rayon pool
+    // (`RAYON_NUM_THREADS` sets its size): fused QKV, o, gate+up, down at 800 rows, the
+    // same at 16 rows (one sample), and a square reference.
+    let isa = F32Isa::detect();
+    let threads = rayon::current_num_threads();
+    g.sample_size(20);
+    for (m, k, n) in [
+        (800usize, D, 3 * D),
+        (800, D, D),
+        (800, D, 2 * F),
+        (800, F, D),
+        (16, D, 3 * D),
+        (16, F, D),
+        (2048, 2048, 2048),
+    ] {
+        let (x, w, bias) = (data(m * k), data(n * k), data(n));
+        let mut out = vec![0.0; m * n];
+        let mut scratch = Vec::new();
+        g.throughput(Throughput::Elements((2 * m * k * n) as u64));
+        g.bench_function(
+            BenchmarkId::new("f32-gemm-par", format!("{m}x{k}x{n}")),
+            |b| {
+                b.iter(|| {
+                    linear(
+                        &mut out,
+                        black_box(&x),
+                        &w,
+                        Some(&bias),
+                        m,
+                        k,
+                        n,
+                        Parallelism::Rayon(threads),
+                    )
+                })
+            },
+        );
+        g.bench_function(BenchmarkId::new("f32-own", format!("{m}x{k}x{n}")), |b| {
+            b.iter(|| {
+                linear_f32(
+                    &mut out,
+                    black_box(&x),
+                    &w,
+                    Some(&bias),
+                    m,
+                    k,
+                    n,
+                    &mut scratch,
+                    isa,
+                )
+            })
+        });
     }
     g.finish();
 }

@@ -5,6 +5,7 @@
 pub mod activation;
 pub mod attention;
 pub mod gemm_bf16;
+pub mod gemm_f32;
 pub mod matmul;
 pub mod norm;
 pub mod philox;
