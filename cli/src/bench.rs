@@ -3,7 +3,7 @@
 
 use emcoder::{Model, Precision};
 use emcoder_kernels::gemm_bf16::{linear_bf16, Bf16Isa, PackedBf16};
-use emcoder_kernels::matmul::{linear, Parallelism};
+use emcoder_kernels::gemm_f32::{linear_f32, F32Isa};
 use serde_json::{json, Value};
 use std::time::Instant;
 
@@ -33,24 +33,21 @@ pub fn peak_gflops(model: &Model, size: usize, iters: usize) -> f64 {
     let x = vec![0.5f32; size * size];
     let w = vec![0.25f32; size * size];
     let mut out = vec![0.0f32; size * size];
-    let par = if model.threads() > 1 {
-        Parallelism::Rayon(model.threads())
-    } else {
-        Parallelism::None
-    };
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(model.threads())
         .build()
         .expect("thread pool");
     let packed = (model.precision() == Precision::Bf16).then(|| PackedBf16::pack(&w, size, size));
     let isa = Bf16Isa::detect();
+    let f32_isa = F32Isa::detect();
     let mut xp = Vec::new();
+    let mut fp = Vec::new();
     let mut times: Vec<f64> = (0..iters.max(1) + 1)
         .map(|_| {
             let t = Instant::now();
             pool.install(|| match &packed {
                 Some(p) => linear_bf16(&mut out, &x, p, None, size, &mut xp, isa),
-                None => linear(&mut out, &x, &w, None, size, size, size, par),
+                None => linear_f32(&mut out, &x, &w, None, size, size, size, &mut fp, f32_isa),
             });
             t.elapsed().as_secs_f64()
         })

@@ -25,6 +25,7 @@ pub use error::{Error, Result};
 pub use model::{Config, ModelFiles, Placement, Threshold, TokenizerChoice};
 
 use emcoder_kernels::gemm_bf16::Bf16Isa;
+use emcoder_kernels::gemm_f32::F32Isa;
 use engine::forward::{Dropout, Forward, Scratch};
 use std::path::Path;
 
@@ -138,6 +139,7 @@ pub struct Model {
     threads: usize,
     opts: LoadOptions,
     bf16_isa: Bf16Isa,
+    f32_isa: F32Isa,
     /// Scratch arenas of finished calls, reused by later ones (one per concurrent call).
     scratch: std::sync::Mutex<Vec<Scratch>>,
 }
@@ -183,6 +185,7 @@ impl Model {
             threads,
             opts: opts.clone(),
             bf16_isa: Bf16Isa::detect(),
+            f32_isa: F32Isa::detect(),
             scratch: Default::default(),
         })
     }
@@ -368,6 +371,7 @@ impl Model {
                 self.opts.max_rows
             },
             bf16_isa: self.bf16_isa,
+            f32_isa: self.f32_isa,
         };
         let take = || self.scratch.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let mut sc = take().unwrap_or_default();

@@ -13,7 +13,7 @@ use emcoder_kernels::gemm_bf16::{
     linear_bf16, linear_bf16_packed, linear_bf16_packed_into, pack_activations, Bf16Isa,
     PackedActivations,
 };
-use emcoder_kernels::matmul::{self, Parallelism};
+use emcoder_kernels::gemm_f32::{linear_f32, F32Isa};
 use emcoder_kernels::norm::{rmsnorm, rmsnorm_inplace};
 use emcoder_kernels::philox::{dropout_inplace, dropout_residual_add, DropoutSite};
 use emcoder_kernels::rope::{rope_apply, rope_tables};
@@ -63,6 +63,8 @@ pub struct Forward<'a> {
     pub max_rows: usize,
     /// Kernel of the bf16 products (used by linears that carry packed bf16 weights).
     pub bf16_isa: Bf16Isa,
+    /// Kernel of the f32 products.
+    pub f32_isa: F32Isa,
 }
 
 /// Every buffer of a forward pass, reused across calls: a call only grows what it needs
@@ -78,8 +80,17 @@ pub struct Scratch {
     z: Vec<f32>,
     attn: AttnScratch,
     ffn: FfnScratch,
+    /// Operands of the matrix products.
+    ops: Operands,
+}
+
+/// Per-call operand buffers of the matrix products.
+#[derive(Default)]
+struct Operands {
     /// bf16 activations of the packed products.
     xp: Vec<u32>,
+    /// Transposed f32 activation panels of the f32 products.
+    fp: Vec<f32>,
 }
 
 impl Scratch {
@@ -103,7 +114,9 @@ impl Scratch {
             &self.ffn.g,
             &self.ffn.u,
         ];
-        f.iter().map(|v| v.capacity() * 4).sum::<usize>() + self.xp.capacity() * 4
+        f.iter().map(|v| v.capacity() * 4).sum::<usize>()
+            + self.ops.xp.capacity() * 4
+            + self.ops.fp.capacity() * 4
     }
 }
 
@@ -116,27 +129,19 @@ fn grow<T: Copy + Default>(v: &mut Vec<T>, n: usize) -> &mut [T] {
 }
 
 impl Forward<'_> {
-    fn par(&self) -> Parallelism {
-        if self.threads > 1 {
-            Parallelism::Rayon(self.threads)
-        } else {
-            Parallelism::None
-        }
-    }
-
     /// Several products of the same input (q, k, v; gate, up): in bf16 the input is
     /// rounded and packed once for all of them.
     fn linears<const N: usize>(
         &self,
-        xp: &mut Vec<u32>,
+        ops: &mut Operands,
         x: &[f32],
         m: usize,
         outs: [(&Linear, &mut [f32]); N],
     ) {
         if outs.iter().all(|(l, _)| l.packed.is_some()) {
             let k = outs[0].0.in_dim;
-            pack_activations(xp, x, m, k, self.bf16_isa);
-            let a = PackedActivations::new(xp, m, k);
+            pack_activations(&mut ops.xp, x, m, k, self.bf16_isa);
+            let a = PackedActivations::new(&ops.xp, m, k);
             for (lin, out) in outs {
                 if let Some(p) = &lin.packed {
                     linear_bf16_packed(out, &a, p, lin.b.as_ref().map(|b| b.data()), self.bf16_isa);
@@ -144,16 +149,16 @@ impl Forward<'_> {
             }
         } else {
             for (lin, out) in outs {
-                self.linear(xp, out, x, lin, m);
+                self.linear(ops, out, x, lin, m);
             }
         }
     }
 
-    fn linear(&self, xp: &mut Vec<u32>, out: &mut [f32], x: &[f32], lin: &Linear, m: usize) {
+    fn linear(&self, ops: &mut Operands, out: &mut [f32], x: &[f32], lin: &Linear, m: usize) {
         let b = lin.b.as_ref().map(|b| b.data());
         match &lin.packed {
-            Some(p) => linear_bf16(out, x, p, b, m, xp, self.bf16_isa),
-            None => matmul::linear(
+            Some(p) => linear_bf16(out, x, p, b, m, &mut ops.xp, self.bf16_isa),
+            None => linear_f32(
                 out,
                 x,
                 lin.w.data(),
@@ -161,7 +166,8 @@ impl Forward<'_> {
                 m,
                 lin.in_dim,
                 lin.out_dim,
-                self.par(),
+                &mut ops.fp,
+                self.f32_isa,
             ),
         }
     }
@@ -197,7 +203,14 @@ impl Forward<'_> {
             tr.embed = h0.to_vec();
         }
         let a0 = grow(&mut sc.a0, ra * d);
-        self.attention(a0, h0, &self.w.layers[0], &pack_a, &mut sc.attn, &mut sc.xp);
+        self.attention(
+            a0,
+            h0,
+            &self.w.layers[0],
+            &pack_a,
+            &mut sc.attn,
+            &mut sc.ops,
+        );
         let (h0, a0) = (&sc.h0[..ra * d], &sc.a0[..ra * d]);
 
         let n_samples = samples.len();
@@ -219,10 +232,10 @@ impl Forward<'_> {
             for (l, layer) in self.w.layers.iter().enumerate() {
                 let l = l as u32;
                 if l > 0 {
-                    self.attention(a, h, layer, &pack, &mut sc.attn, &mut sc.xp);
+                    self.attention(a, h, layer, &pack, &mut sc.attn, &mut sc.ops);
                     self.residual(h, a, &pack, |s| site(s, 2 * l));
                 }
-                self.ffn(a, h, layer, rows, &mut sc.ffn, &mut sc.xp);
+                self.ffn(a, h, layer, rows, &mut sc.ffn, &mut sc.ops);
                 self.residual(h, a, &pack, |s| site(s, 2 * l + 1));
                 if let Some(tr) = trace.as_deref_mut() {
                     tr.layers.push(h.to_vec());
@@ -251,7 +264,7 @@ impl Forward<'_> {
             }
             // Head: Linear -> GELU -> Dropout (site 2L, position 0) -> Linear.
             let z1 = grow(&mut sc.z1, ns * d);
-            self.linear(&mut sc.xp, z1, pooled, &self.w.head1, ns);
+            self.linear(&mut sc.ops, z1, pooled, &self.w.head1, ns);
             z1.par_chunks_mut(d).zip(&pack.seqs).for_each(|(z, s)| {
                 z.iter_mut().for_each(|v| *v = gelu(*v));
                 if let Some(st) = site(s.sample, 2 * n_layers) {
@@ -259,7 +272,7 @@ impl Forward<'_> {
                 }
             });
             let z = grow(&mut sc.z, ns * nl);
-            self.linear(&mut sc.xp, z, z1, &self.w.head2, ns);
+            self.linear(&mut sc.ops, z, z1, &self.w.head2, ns);
             for (zs, s) in z.chunks_exact(nl).zip(&pack.seqs) {
                 let at = (s.text * n_samples + (s.sample - samples.start) as usize) * nl;
                 logits[at..at + nl].copy_from_slice(zs);
@@ -307,7 +320,7 @@ impl Forward<'_> {
         layer: &Layer,
         pack: &Packing,
         s: &mut AttnScratch,
-        xp: &mut Vec<u32>,
+        ops: &mut Operands,
     ) {
         let cfg = self.cfg;
         let (d, rows) = (cfg.d_model, pack.rows());
@@ -361,20 +374,20 @@ impl Forward<'_> {
                         c = head0 + hd;
                     }
                 };
-                pack_activations(xp, x, rows, d, self.bf16_isa);
-                let a = PackedActivations::new(xp, rows, d);
+                pack_activations(&mut ops.xp, x, rows, d, self.bf16_isa);
+                let a = PackedActivations::new(&ops.xp, rows, d);
                 linear_bf16_packed_into(
                     &mut [q, k, v],
                     &a,
                     &f.packed,
                     f.bias.as_deref(),
-                    (hd % 2 == 0).then_some(&epilogue as _),
+                    hd.is_multiple_of(2).then_some(&epilogue as _),
                     self.bf16_isa,
                 );
-                hd % 2 == 0
+                hd.is_multiple_of(2)
             }
             None => {
-                self.linears(xp, x, rows, [(&layer.q, q), (&layer.k, k), (&layer.v, v)]);
+                self.linears(ops, x, rows, [(&layer.q, q), (&layer.k, k), (&layer.v, v)]);
                 false
             }
         };
@@ -420,7 +433,7 @@ impl Forward<'_> {
                 );
             })
         });
-        self.linear(xp, out, &s.x[..n], &layer.o, rows);
+        self.linear(ops, out, &s.x[..n], &layer.o, rows);
     }
 
     /// `out = down(silu(gate(x)) * up(x))` with `x = rmsnorm_2(h)`.
@@ -431,7 +444,7 @@ impl Forward<'_> {
         layer: &Layer,
         rows: usize,
         s: &mut FfnScratch,
-        xp: &mut Vec<u32>,
+        ops: &mut Operands,
     ) {
         let (d, f) = (self.cfg.d_model, self.cfg.d_ffn);
         let (x, g, u) = (
@@ -445,8 +458,8 @@ impl Forward<'_> {
         });
         match &layer.gate_up {
             Some(fu) => {
-                pack_activations(xp, x, rows, d, self.bf16_isa);
-                let a = PackedActivations::new(xp, rows, d);
+                pack_activations(&mut ops.xp, x, rows, d, self.bf16_isa);
+                let a = PackedActivations::new(&ops.xp, rows, d);
                 linear_bf16_packed_into(
                     &mut [&mut *g, &mut *u],
                     &a,
@@ -456,12 +469,12 @@ impl Forward<'_> {
                     self.bf16_isa,
                 );
             }
-            None => self.linears(xp, x, rows, [(&layer.gate, &mut *g), (&layer.up, &mut *u)]),
+            None => self.linears(ops, x, rows, [(&layer.gate, &mut *g), (&layer.up, &mut *u)]),
         }
         g.par_chunks_mut(ROW_BLOCK * f)
             .zip(u.par_chunks(ROW_BLOCK * f))
             .for_each(|(g, u)| swiglu(g, u));
-        self.linear(xp, out, g, &layer.down, rows);
+        self.linear(ops, out, g, &layer.down, rows);
     }
 }
 
