@@ -72,6 +72,41 @@ impl Bf16Isa {
     }
 }
 
+/// Words to skip from `p` to the next 64-byte (cache line) boundary.
+fn align_words(p: *const u32) -> usize {
+    ((64 - (p as usize) % 64) % 64) / 4
+}
+
+/// `len` zeroed words starting on a cache line (tiles and vectors never straddle lines).
+#[derive(Debug)]
+struct LineAligned {
+    buf: Vec<u32>,
+    off: usize,
+    len: usize,
+}
+
+impl LineAligned {
+    fn zeroed(len: usize) -> Self {
+        let buf = vec![0u32; len + 16];
+        let off = align_words(buf.as_ptr());
+        LineAligned { buf, off, len }
+    }
+    fn words(&self) -> &[u32] {
+        &self.buf[self.off..self.off + self.len]
+    }
+    fn words_mut(&mut self) -> &mut [u32] {
+        &mut self.buf[self.off..self.off + self.len]
+    }
+}
+
+impl Clone for LineAligned {
+    fn clone(&self) -> Self {
+        let mut c = LineAligned::zeroed(self.len);
+        c.words_mut().copy_from_slice(self.words());
+        c
+    }
+}
+
 /// A (n, k) weight matrix packed for the kernels.
 #[derive(Clone, Debug)]
 pub struct PackedBf16 {
@@ -81,7 +116,16 @@ pub struct PackedBf16 {
     pub k: usize,
     kp: usize,
     panels: usize,
-    data: Vec<u32>,
+    data: LineAligned,
+}
+
+/// Word index of pair `p`, column `c` (< NR) inside a panel. The panel is stored in
+/// 16-pair x 16-column blocks of 1 KB (block (p/16, c/16), pairs-major inside), so that
+/// every AMX B tile is one contiguous block; the AVX-512 kernel reads the 4 column blocks
+/// of a pair row (16 columns each).
+#[inline(always)]
+const fn widx(p: usize, c: usize) -> usize {
+    ((p / 16) * (NR / 16) + c / 16) * 256 + (p % 16) * 16 + c % 16
 }
 
 /// Round-to-nearest-even f32 -> bf16 bits (NaN stays NaN, quiet), the same bits as
@@ -127,8 +171,9 @@ impl PackedBf16 {
         };
         let kp = pairs(k);
         let panels = n.div_ceil(NR);
-        let mut data = vec![0u32; panels * kp * NR];
-        data.par_chunks_mut(kp * NR)
+        let mut data = LineAligned::zeroed(panels * kp * NR);
+        data.words_mut()
+            .par_chunks_mut(kp * NR)
             .enumerate()
             .for_each(|(pi, panel)| {
                 // Pair-major so the writes are sequential; the panel's rows are read in
@@ -136,10 +181,9 @@ impl PackedBf16 {
                 let cols = NR.min(n - pi * NR);
                 let rows: Vec<&[f32]> = (0..cols).map(|j| row_of(pi * NR + j)).collect();
                 for p in 0..k.div_ceil(2) {
-                    let out = &mut panel[p * NR..p * NR + cols];
-                    for (o, row) in out.iter_mut().zip(&rows) {
+                    for (j, row) in rows.iter().enumerate() {
                         let hi = if 2 * p + 1 < k { row[2 * p + 1] } else { 0.0 };
-                        *o = pair(row[2 * p], hi);
+                        panel[widx(p, j)] = pair(row[2 * p], hi);
                     }
                 }
             });
@@ -154,12 +198,12 @@ impl PackedBf16 {
 
     /// Bytes held.
     pub fn bytes(&self) -> usize {
-        self.data.len() * 4
+        self.data.len * 4
     }
 
     /// The weight `w[col][ch]` as the kernels see it (bf16-rounded), for references.
     pub fn get(&self, col: usize, ch: usize) -> f32 {
-        let word = self.data[(col / NR) * self.kp * NR + (ch / 2) * NR + col % NR];
+        let word = self.data.words()[(col / NR) * self.kp * NR + widx(ch / 2, col % NR)];
         let bits = if ch.is_multiple_of(2) {
             word & 0xffff
         } else {
@@ -182,29 +226,61 @@ fn padded_rows(m: usize) -> usize {
 
 /// Rounds activations `x` (m, k) to bf16 pairs `(padded m, pairs(k))` (round to nearest
 /// even; the AVX-512 path converts 32 values per instruction).
+///
+/// Layout: row-major rows of `pairs(k)` words for the AVX-512 and portable kernels. For
+/// AMX (`isa == Amx`) the layout is tiled so that every A tile is one contiguous 1 KB
+/// block: per 32-row block, per step of 16 pairs, the 32 rows' 16 pairs (64 bytes each).
+/// A product must use the `isa` its activations were packed for.
 pub fn pack_activations(xp: &mut Vec<u32>, x: &[f32], m: usize, k: usize, isa: Bf16Isa) {
     let kp = pairs(k);
     let len = padded_rows(m) * kp;
-    if xp.len() < len {
-        xp.resize(len, 0);
+    if xp.len() < len + 16 {
+        xp.resize(len + 16, 0);
+    }
+    // Start on a cache line (PackedActivations::new finds the same offset).
+    let off = align_words(xp.as_ptr());
+    let xp = &mut xp[off..off + len];
+    let convert = |o: &mut [u32], r: &[f32]| {
+        #[allow(unused_mut)]
+        let mut done = 0;
+        #[cfg(target_arch = "x86_64")]
+        if isa != Bf16Isa::Generic {
+            // SAFETY: Avx512Bf16 and Amx are only chosen when the CPU has AVX512_BF16.
+            done = unsafe { avx512::convert_row(o, r) };
+        }
+        let k = r.len();
+        for p in done..k.div_ceil(2) {
+            o[p] = pair(r[2 * p], if 2 * p + 1 < k { r[2 * p + 1] } else { 0.0 });
+        }
+        o[k.div_ceil(2)..].fill(0);
+    };
+    if isa == Bf16Isa::Amx {
+        let steps = kp / 16;
+        xp[..len]
+            .par_chunks_mut(32 * kp)
+            .enumerate()
+            .for_each(|(b, blk)| {
+                for rr in 0..32 {
+                    let row = b * 32 + rr;
+                    for q in 0..steps {
+                        let o = &mut blk[(q * 32 + rr) * 16..(q * 32 + rr + 1) * 16];
+                        if row < m && 32 * q < k {
+                            let r = &x[row * k + 32 * q..row * k + (32 * q + 32).min(k)];
+                            convert(o, r);
+                        } else {
+                            o.fill(0);
+                        }
+                    }
+                }
+            });
+        return;
     }
     // Only the padding must be zero: rows m.. of the last block, pairs ceil(k/2).. of a row.
     xp[m * kp..len].fill(0);
     xp[..m * kp]
         .par_chunks_mut(kp)
         .zip(x.par_chunks(k))
-        .for_each(|(o, r)| {
-            let mut done = 0;
-            #[cfg(target_arch = "x86_64")]
-            if isa != Bf16Isa::Generic {
-                // SAFETY: Avx512Bf16 and Amx are only chosen when the CPU has AVX512_BF16.
-                done = unsafe { avx512::convert_row(o, &r[..k]) };
-            }
-            for p in done..k.div_ceil(2) {
-                o[p] = pair(r[2 * p], if 2 * p + 1 < k { r[2 * p + 1] } else { 0.0 });
-            }
-            o[k.div_ceil(2)..].fill(0);
-        });
+        .for_each(|(o, r)| convert(o, &r[..k]));
 }
 
 /// Activations already packed by [`pack_activations`] (shared by several products of the
@@ -218,11 +294,16 @@ pub struct PackedActivations<'a> {
 impl<'a> PackedActivations<'a> {
     /// Wraps `xp` holding `m` rows of `k` channels.
     pub fn new(xp: &'a [u32], m: usize, k: usize) -> Self {
+        let off = align_words(xp.as_ptr());
         assert!(
-            xp.len() >= padded_rows(m) * pairs(k),
+            xp.len() >= off + padded_rows(m) * pairs(k),
             "PackedActivations: buffer too small"
         );
-        PackedActivations { xp, m, k }
+        PackedActivations {
+            xp: &xp[off..],
+            m,
+            k,
+        }
     }
 }
 
@@ -377,7 +458,7 @@ pub fn linear_bf16_packed_into(
     tasks.into_par_iter().for_each(|(rb, pi)| {
         let r0 = rb * MC;
         let rows = MC.min(m - r0);
-        let panel = &w.data[pi * w.kp * NR..(pi + 1) * w.kp * NR];
+        let panel = &w.data.words()[pi * w.kp * NR..(pi + 1) * w.kp * NR];
         let c0 = pi * NR;
         let cols = NR.min(n - c0);
         let mut bias_p = [0.0f32; NR];
@@ -387,7 +468,6 @@ pub fn linear_bf16_packed_into(
         #[cfg(target_arch = "x86_64")]
         if isa == Bf16Isa::Amx {
             let mut buf = [0.0f32; 32 * NR];
-            let stride = w.kp * 4;
             // SAFETY: `available()` granted the AMX state for this process; the tile config
             // is loaded for this thread and released at the end. xp has whole 32-row blocks
             // (padded rows) of `kp` pairs (a multiple of 16) and the panel `kp` x 64 words.
@@ -395,8 +475,8 @@ pub fn linear_bf16_packed_into(
             let mut r = 0;
             while r < rows {
                 let a = xp[(r0 + r) * w.kp..].as_ptr();
-                // SAFETY: as above; `a` starts a 32-row block inside xp.
-                unsafe { amx::block(&mut buf, a, stride, panel.as_ptr(), w.kp) };
+                // SAFETY: as above; `a` starts a 32-row block of the tiled layout inside xp.
+                unsafe { amx::block(&mut buf, a, panel.as_ptr(), w.kp) };
                 for i in 0..32.min(rows - r) {
                     let src = &mut buf[i * NR..i * NR + cols];
                     for (v, b) in src.iter_mut().zip(&bias_p) {
@@ -476,9 +556,11 @@ fn generic_tile(
         let ar = &a[i * kp..(i + 1) * kp];
         for (p, &av) in ar.iter().enumerate() {
             let (al, ah) = (lo(av), hi(av));
-            let wp = &panel[p * NR..(p + 1) * NR];
-            for (c, &wv) in acc.iter_mut().zip(wp) {
-                *c += al * lo(wv) + ah * hi(wv);
+            for (cb, accb) in acc.chunks_exact_mut(16).enumerate() {
+                let wp = &panel[widx(p, 16 * cb)..widx(p, 16 * cb) + 16];
+                for (c, &wv) in accb.iter_mut().zip(wp) {
+                    *c += al * lo(wv) + ah * hi(wv);
+                }
             }
         }
         *row = acc;
@@ -487,7 +569,7 @@ fn generic_tile(
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{MR, NR};
+    use super::{widx, MR, NR};
     use std::arch::x86_64::*;
 
     /// Converts the leading multiple of 32 values of `r` into `o` (16 pairs per step) with
@@ -541,12 +623,15 @@ mod avx512 {
             }
         }
         let (ap, wp) = (a.as_ptr(), panel.as_ptr());
+        // kp is a multiple of 16: blocks of 16 pair rows; inside a block the 4 column
+        // blocks of a pair row are 256 words apart and consecutive rows 16 words apart.
         for p in 0..kp {
-            let w = wp.add(p * NR);
+            let w = wp.add((p / 16) * 1024 + (p % 16) * 16);
+            debug_assert_eq!(w, wp.add(widx(p, 0)));
             let w0: __m512bh = std::mem::transmute(_mm512_loadu_si512(w as *const _));
-            let w1: __m512bh = std::mem::transmute(_mm512_loadu_si512(w.add(16) as *const _));
-            let w2: __m512bh = std::mem::transmute(_mm512_loadu_si512(w.add(32) as *const _));
-            let w3: __m512bh = std::mem::transmute(_mm512_loadu_si512(w.add(48) as *const _));
+            let w1: __m512bh = std::mem::transmute(_mm512_loadu_si512(w.add(256) as *const _));
+            let w2: __m512bh = std::mem::transmute(_mm512_loadu_si512(w.add(512) as *const _));
+            let w3: __m512bh = std::mem::transmute(_mm512_loadu_si512(w.add(768) as *const _));
             for (i, row) in acc.iter_mut().enumerate() {
                 let x: __m512bh =
                     std::mem::transmute(_mm512_set1_epi32(*ap.add(i * kp + p) as i32));
@@ -608,17 +693,13 @@ mod amx {
         asm!("tilerelease", options(nostack, nomem));
     }
 
-    /// `out (32 x 64) = A (32 rows of kp pairs, row stride `a_stride` bytes) x panel (kp x 64)`.
+    /// `out (32 x 64) = A (32 rows of kp pairs, tiled: per step of 16 pairs, rows 0-15 then
+    /// 16-31, each a contiguous 1 KB tile) x panel (kp x 64)`.
     /// tmm0..3: C (rows 0-15 | 16-31) x (cols 0-15 | 16-31) of one 32-column half;
     /// tmm4/5: A rows 0-15 / 16-31; tmm6/7: B columns 0-15 / 16-31.
-    pub unsafe fn block(
-        out: &mut [f32; 32 * NR],
-        a: *const u32,
-        a_stride: usize,
-        panel: *const u32,
-        kp: usize,
-    ) {
-        let b_stride = NR * 4;
+    pub unsafe fn block(out: &mut [f32; 32 * NR], a: *const u32, panel: *const u32, kp: usize) {
+        let a_stride = 64usize;
+        let b_stride = 64usize; // 16 columns x 4 bytes: B tiles are contiguous
         let c_stride = NR * 4;
         for half in 0..2 {
             asm!(
@@ -630,10 +711,11 @@ mod amx {
             );
             let mut q = 0;
             while q < kp {
-                let a0 = a.add(q);
-                let a1 = (a0 as *const u8).add(16 * a_stride);
-                let b0 = panel.add(q * NR + half * 32);
-                let b1 = b0.add(16);
+                let a0 = a.add(q * 32);
+                let a1 = a0.add(256);
+                // B tiles: contiguous 1 KB blocks (16 pairs x 16 columns).
+                let b0 = panel.add(q * NR + half * 2 * 256);
+                let b1 = b0.add(256);
                 asm!(
                     "tileloadd tmm4, [{a0} + {sa}*1]",
                     "tileloadd tmm5, [{a1} + {sa}*1]",
