@@ -203,15 +203,88 @@ pub fn linear_f32(
             } else {
                 AVX512
             };
-            simd_linear(out, x, w, bias, m, k, n, scratch, g, isa)
+            let part = Part {
+                out: OutPtr(out.as_mut_ptr()),
+                w,
+                bias,
+                n,
+            };
+            simd_linear(&[part], x, m, k, scratch, g, isa)
         }
         #[cfg(target_arch = "x86_64")]
-        F32Isa::Avx2 => simd_linear(out, x, w, bias, m, k, n, scratch, AVX2, isa),
+        F32Isa::Avx2 => {
+            let part = Part {
+                out: OutPtr(out.as_mut_ptr()),
+                w,
+                bias,
+                n,
+            };
+            simd_linear(&[part], x, m, k, scratch, AVX2, isa)
+        }
         _ => {
             let _ = scratch;
             generic_linear(out, x, w, bias, m, k, n)
         }
     }
+}
+
+/// One product of several weights sharing the input `x`: part `i` computes
+/// `outs[i] (m, n_i) = x · w_i^T (+ b_i)` exactly as [`linear_f32`] would (the same bits),
+/// but the activations are packed once and all parts run in one parallel pass (q, k and v
+/// of a layer; gate and up). Each part is `(out, w (n_i, k), bias, n_i)`.
+pub fn linear_f32_parts(
+    parts: &mut [(&mut [f32], &[f32], Option<&[f32]>, usize)],
+    x: &[f32],
+    m: usize,
+    k: usize,
+    scratch: &mut Vec<f32>,
+    isa: F32Isa,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if matches!(isa, F32Isa::Avx512 | F32Isa::Avx2) && m > 0 && k > 0 {
+        assert!(
+            isa.runs_here(),
+            "linear_f32: this CPU cannot run the {isa:?} kernel"
+        );
+        assert!(x.len() >= m * k, "linear_f32_parts: input too small");
+        for (o, w, b, n) in parts.iter() {
+            assert!(
+                o.len() >= m * n && w.len() >= n * k,
+                "linear_f32_parts: buffer too small"
+            );
+            if let Some(b) = b {
+                assert_eq!(b.len(), *n, "linear_f32_parts: bias length");
+            }
+        }
+        let g = match isa {
+            F32Isa::Avx512 if k.is_multiple_of(1024) => AVX512_ALIASED,
+            F32Isa::Avx512 => AVX512,
+            _ => AVX2,
+        };
+        let ps: Vec<Part> = parts
+            .iter_mut()
+            .filter(|p| p.3 > 0)
+            .map(|(o, w, b, n)| Part {
+                out: OutPtr(o.as_mut_ptr()),
+                w,
+                bias: *b,
+                n: *n,
+            })
+            .collect();
+        return simd_linear(&ps, x, m, k, scratch, g, isa);
+    }
+    for (o, w, b, n) in parts.iter_mut() {
+        linear_f32(o, x, w, *b, m, k, *n, scratch, isa);
+    }
+}
+
+/// One weight of a product (see [`linear_f32_parts`]).
+#[cfg(target_arch = "x86_64")]
+struct Part<'a> {
+    out: OutPtr,
+    w: &'a [f32],
+    bias: Option<&'a [f32]>,
+    n: usize,
 }
 
 /// Width of panel `p` (of `m` rows): `nr`, or for the last one its rows rounded up to the
@@ -270,17 +343,14 @@ fn pack_activations(xp: &mut [f32], x: &[f32], m: usize, k: usize, g: Geometry, 
         });
 }
 
-/// The SIMD variants: pack the activations, then tasks of (one panel x column tiles).
-#[allow(clippy::too_many_arguments)]
+/// The SIMD variants: pack the activations once, then tasks of (part, one panel, column
+/// tiles) in one parallel pass.
 #[cfg(target_arch = "x86_64")]
 fn simd_linear(
-    out: &mut [f32],
+    parts: &[Part],
     x: &[f32],
-    w: &[f32],
-    bias: Option<&[f32]>,
     m: usize,
     k: usize,
-    n: usize,
     scratch: &mut Vec<f32>,
     g: Geometry,
     isa: F32Isa,
@@ -294,22 +364,37 @@ fn simd_linear(
     let xp = &*xp;
 
     let panels = m.div_ceil(g.nr);
-    let tiles = n.div_ceil(g.mr);
     let threads = rayon::current_num_threads().max(1);
-    // Column blocks per panel: at most MAX_TILES_PER_TASK tiles each, enough tasks for
-    // every thread; with a single panel (m <= nr) a multiple of the thread count.
-    let mut per_panel = tiles
-        .div_ceil(MAX_TILES_PER_TASK)
-        .max((TASKS_PER_THREAD * threads).div_ceil(panels));
-    if panels == 1 {
-        per_panel = per_panel.next_multiple_of(threads);
-    }
-    let tiles_per_task = tiles.div_ceil(per_panel.min(tiles));
-    let col_blocks = tiles.div_ceil(tiles_per_task);
+    // Per part: column blocks per panel of at most MAX_TILES_PER_TASK tiles each, enough
+    // tasks for every thread; with a single panel (m <= nr) a multiple of the thread count.
+    let layout: Vec<(usize, usize)> = parts
+        .iter()
+        .map(|pt| {
+            let tiles = pt.n.div_ceil(g.mr);
+            let mut per_panel = tiles
+                .div_ceil(MAX_TILES_PER_TASK)
+                .max((TASKS_PER_THREAD * threads).div_ceil(panels));
+            if panels == 1 {
+                per_panel = per_panel.next_multiple_of(threads);
+            }
+            let tiles_per_task = tiles.div_ceil(per_panel.min(tiles));
+            (tiles_per_task, tiles.div_ceil(tiles_per_task))
+        })
+        .collect();
+    let tasks: Vec<(usize, usize, usize)> = parts
+        .iter()
+        .enumerate()
+        .flat_map(|(pi, _)| {
+            let col_blocks = layout[pi].1;
+            (0..panels * col_blocks).map(move |t| (pi, t / col_blocks, t % col_blocks))
+        })
+        .collect();
 
-    let dst = OutPtr(out.as_mut_ptr());
-    (0..panels * col_blocks).into_par_iter().for_each(|task| {
-        let (p, cb) = (task / col_blocks, task % col_blocks);
+    tasks.into_par_iter().for_each(|(pi, p, cb)| {
+        let Part { out, w, bias, n } = &parts[pi];
+        let (n, dst) = (*n, *out);
+        let tiles = n.div_ceil(g.mr);
+        let tiles_per_task = layout[pi].0;
         let r0 = p * g.nr;
         let wd = panel_width(g, m, p);
         let rows = g.nr.min(m - r0);
@@ -328,7 +413,7 @@ fn simd_linear(
                 xp: panel.as_ptr(),
                 w: w[c0 * k..(c0 + width) * k].as_ptr(),
                 k,
-                // SAFETY: row r0 < m and column c0 < n: inside `out`.
+                // SAFETY: row r0 < m and column c0 < n: inside this part's output.
                 out: unsafe { dst.ptr().add(r0 * n + c0) },
                 ldo: n,
                 rows,
@@ -338,7 +423,8 @@ fn simd_linear(
             // SAFETY: `isa` passed `runs_here()`. The tile reads `width` weight rows of
             // `k` at `w[c0 * k..]` (c0 + width <= n), the panel's `wd * k` floats and
             // the bias at c0.., and writes rows r0..r0+rows x columns own..c0+width of
-            // `out`: this task's panel and column tiles, which no other task writes.
+            // this part's output: this task's panel and column tiles, which no other task
+            // writes.
             unsafe {
                 match isa {
                     F32Isa::Avx512 => avx512::tile(&tile, width, wd),
@@ -1052,6 +1138,50 @@ mod tests {
         let v = F32Isa::available();
         eprintln!("f32 kernels tested here: {v:?}");
         v
+    }
+
+    /// Several weights in one pass give each weight's own product, bit for bit.
+    #[test]
+    fn parts_equal_separate_products() {
+        let k = 96;
+        let widths = [40usize, 7, 33, 0, 64];
+        let ws: Vec<Vec<f32>> = widths
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| data(n * k, 31 + 2 * i, 97))
+            .collect();
+        let bs: Vec<Vec<f32>> = widths.iter().map(|&n| data(n, 7, 13)).collect();
+        for isa in isas() {
+            for m in [1usize, 16, 33, 100] {
+                let x = data(m * k, 17, 101);
+                let mut outs: Vec<Vec<f32>> =
+                    widths.iter().map(|n| vec![f32::NAN; m * n]).collect();
+                {
+                    let mut parts: Vec<(&mut [f32], &[f32], Option<&[f32]>, usize)> = outs
+                        .iter_mut()
+                        .zip(&ws)
+                        .zip(&bs)
+                        .zip(widths)
+                        .enumerate()
+                        .map(|(i, (((o, w), b), n))| {
+                            (
+                                o.as_mut_slice(),
+                                w.as_slice(),
+                                (i % 2 == 0).then_some(b.as_slice()),
+                                n,
+                            )
+                        })
+                        .collect();
+                    linear_f32_parts(&mut parts, &x, m, k, &mut Vec::new(), isa);
+                }
+                for (i, &n) in widths.iter().enumerate() {
+                    let mut want = vec![0.0; m * n];
+                    let b = (i % 2 == 0).then_some(bs[i].as_slice());
+                    linear_f32(&mut want, &x, &ws[i], b, m, k, n, &mut Vec::new(), isa);
+                    assert!(outs[i] == want, "{isa:?} m={m} part {i}");
+                }
+            }
+        }
     }
 
     fn data(len: usize, a: usize, b: usize) -> Vec<f32> {

@@ -13,7 +13,7 @@ use emcoder_kernels::gemm_bf16::{
     linear_bf16, linear_bf16_packed, linear_bf16_packed_into, pack_activations, Bf16Isa,
     PackedActivations,
 };
-use emcoder_kernels::gemm_f32::{linear_f32, F32Isa};
+use emcoder_kernels::gemm_f32::{linear_f32, linear_f32_parts, F32Isa};
 use emcoder_kernels::norm::{rmsnorm, rmsnorm_inplace};
 use emcoder_kernels::philox::{dropout_inplace, dropout_residual_add, DropoutSite};
 use emcoder_kernels::rope::{rope_apply, rope_tables};
@@ -147,6 +147,21 @@ impl Forward<'_> {
                     linear_bf16_packed(out, &a, p, lin.b.as_ref().map(|b| b.data()), self.bf16_isa);
                 }
             }
+        } else if outs.iter().all(|(l, _)| l.packed.is_none()) {
+            // f32: the input is packed once and all products run in one parallel pass.
+            let k = outs[0].0.in_dim;
+            let mut parts: Vec<(&mut [f32], &[f32], Option<&[f32]>, usize)> = outs
+                .into_iter()
+                .map(|(lin, out)| {
+                    (
+                        out,
+                        lin.w.data(),
+                        lin.b.as_ref().map(|b| b.data()),
+                        lin.out_dim,
+                    )
+                })
+                .collect();
+            linear_f32_parts(&mut parts, x, m, k, &mut ops.fp, self.f32_isa);
         } else {
             for (lin, out) in outs {
                 self.linear(ops, out, x, lin, m);
