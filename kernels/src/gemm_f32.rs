@@ -228,12 +228,15 @@ pub fn linear_f32(
     }
 }
 
+/// One weight of [`linear_f32_parts`]: `(out (m, n), w (n, k), bias (n), n)`.
+pub type F32Part<'a> = (&'a mut [f32], &'a [f32], Option<&'a [f32]>, usize);
+
 /// One product of several weights sharing the input `x`: part `i` computes
 /// `outs[i] (m, n_i) = x · w_i^T (+ b_i)` exactly as [`linear_f32`] would (the same bits),
 /// but the activations are packed once and all parts run in one parallel pass (q, k and v
 /// of a layer; gate and up). Each part is `(out, w (n_i, k), bias, n_i)`.
 pub fn linear_f32_parts(
-    parts: &mut [(&mut [f32], &[f32], Option<&[f32]>, usize)],
+    parts: &mut [F32Part],
     x: &[f32],
     m: usize,
     k: usize,
@@ -1157,7 +1160,7 @@ mod tests {
                 let mut outs: Vec<Vec<f32>> =
                     widths.iter().map(|n| vec![f32::NAN; m * n]).collect();
                 {
-                    let mut parts: Vec<(&mut [f32], &[f32], Option<&[f32]>, usize)> = outs
+                    let mut parts: Vec<F32Part> = outs
                         .iter_mut()
                         .zip(&ws)
                         .zip(&bs)

@@ -13,7 +13,7 @@ use emcoder_kernels::gemm_bf16::{
     linear_bf16, linear_bf16_packed, linear_bf16_packed_into, pack_activations, Bf16Isa,
     PackedActivations,
 };
-use emcoder_kernels::gemm_f32::{linear_f32, linear_f32_parts, F32Isa};
+use emcoder_kernels::gemm_f32::{linear_f32, linear_f32_parts, F32Isa, F32Part};
 use emcoder_kernels::norm::{rmsnorm, rmsnorm_inplace};
 use emcoder_kernels::philox::{dropout_inplace, dropout_residual_add, DropoutSite};
 use emcoder_kernels::rope::{rope_apply, rope_tables};
@@ -150,7 +150,7 @@ impl Forward<'_> {
         } else if outs.iter().all(|(l, _)| l.packed.is_none()) {
             // f32: the input is packed once and all products run in one parallel pass.
             let k = outs[0].0.in_dim;
-            let mut parts: Vec<(&mut [f32], &[f32], Option<&[f32]>, usize)> = outs
+            let mut parts: Vec<F32Part> = outs
                 .into_iter()
                 .map(|(lin, out)| {
                     (
