@@ -364,7 +364,6 @@ impl Model {
         let fw = Forward {
             cfg: &self.files.config,
             w: &self.files.weights,
-            threads: self.threads,
             max_rows: if trace.is_some() {
                 usize::MAX
             } else {

@@ -57,8 +57,6 @@ pub struct Forward<'a> {
     pub cfg: &'a Config,
     /// Weights by role.
     pub w: &'a Weights,
-    /// Threads for the matrix products (the pool's size).
-    pub threads: usize,
     /// Largest number of rows processed at once (bounds scratch memory).
     pub max_rows: usize,
     /// Kernel of the bf16 products (used by linears that carry packed bf16 weights).
