@@ -348,8 +348,13 @@ impl Model {
     /// Bytes held by the scratch arenas (buffers reused across calls; one arena per call
     /// that ran concurrently with others).
     pub fn scratch_bytes(&self) -> usize {
-        let pool = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
-        pool.iter().map(Scratch::bytes).sum()
+        self.arenas().iter().map(Scratch::bytes).sum()
+    }
+
+    /// The free list of scratch arenas (an arena holds no invariant a panic could break,
+    /// so a poisoned lock is used as is).
+    fn arenas(&self) -> std::sync::MutexGuard<'_, Vec<Scratch>> {
+        self.scratch.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Runs the forward on this model's pool with a scratch arena from the free list.
@@ -372,15 +377,11 @@ impl Model {
             bf16_isa: self.bf16_isa,
             f32_isa: self.f32_isa,
         };
-        let take = || self.scratch.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        let mut sc = take().unwrap_or_default();
+        let mut sc = self.arenas().pop().unwrap_or_default();
         let z = self
             .pool
             .install(|| fw.run(&mut sc, ids, samples, dropout, trace));
-        self.scratch
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(sc);
+        self.arenas().push(sc);
         z
     }
 

@@ -6,11 +6,11 @@
 //! matrix products. Deterministic mode is the same code with one sample and no dropout.
 
 use super::batch::{chunks, Packing};
-use crate::model::{Config, Layer, Linear, Weights};
+use crate::model::{Config, FusedBf16, Layer, Linear, Weights};
 use emcoder_kernels::activation::{gelu, swiglu};
 use emcoder_kernels::attention::{self, attention_rows};
 use emcoder_kernels::gemm_bf16::{
-    linear_bf16, linear_bf16_packed, linear_bf16_packed_into, pack_activations, Bf16Isa,
+    linear_bf16, linear_bf16_packed, linear_bf16_packed_into, pack_activations, Bf16Isa, Epilogue,
     PackedActivations,
 };
 use emcoder_kernels::gemm_f32::{linear_f32, linear_f32_parts, F32Isa, F32Part};
@@ -165,6 +165,24 @@ impl Forward<'_> {
                 self.linear(ops, out, x, lin, m);
             }
         }
+    }
+
+    /// One fused bf16 product (q|k|v, gate|up) of `x` (m rows) into `outs`, with an
+    /// optional epilogue on each finished piece of a row.
+    fn fused(
+        &self,
+        ops: &mut Operands,
+        x: &[f32],
+        m: usize,
+        f: &FusedBf16,
+        outs: &mut [&mut [f32]],
+        epilogue: Option<Epilogue>,
+    ) {
+        let k = f.packed.k;
+        pack_activations(&mut ops.xp, x, m, k, self.bf16_isa);
+        let a = PackedActivations::new(&ops.xp, m, k);
+        let b = f.bias.as_deref();
+        linear_bf16_packed_into(outs, &a, &f.packed, b, epilogue, self.bf16_isa);
     }
 
     fn linear(&self, ops: &mut Operands, out: &mut [f32], x: &[f32], lin: &Linear, m: usize) {
@@ -378,26 +396,17 @@ impl Forward<'_> {
                     while c < end {
                         // The head containing column c, and its rotated channels.
                         let head0 = c - c % hd;
-                        let lo = c.max(head0);
                         let hi = end.min(head0 + 2 * half);
-                        if lo < hi {
-                            let p0 = (lo - head0) / 2;
-                            rope_apply(&mut vals[lo - c0..hi - c0], &cs[p0..], &sn[p0..]);
+                        if c < hi {
+                            let p0 = (c - head0) / 2;
+                            rope_apply(&mut vals[c - c0..hi - c0], &cs[p0..], &sn[p0..]);
                         }
                         c = head0 + hd;
                     }
                 };
-                pack_activations(&mut ops.xp, x, rows, d, self.bf16_isa);
-                let a = PackedActivations::new(&ops.xp, rows, d);
-                linear_bf16_packed_into(
-                    &mut [q, k, v],
-                    &a,
-                    &f.packed,
-                    f.bias.as_deref(),
-                    hd.is_multiple_of(2).then_some(&epilogue as _),
-                    self.bf16_isa,
-                );
-                hd.is_multiple_of(2)
+                let epilogue = hd.is_multiple_of(2).then_some(&epilogue as _);
+                self.fused(ops, x, rows, f, &mut [q, k, v], epilogue);
+                epilogue.is_some()
             }
             None => {
                 self.linears(ops, x, rows, [(&layer.q, q), (&layer.k, k), (&layer.v, v)]);
@@ -470,18 +479,7 @@ impl Forward<'_> {
             rmsnorm(xo, xi, layer.ln2.data(), xi.len() / d, d, eps)
         });
         match &layer.gate_up {
-            Some(fu) => {
-                pack_activations(&mut ops.xp, x, rows, d, self.bf16_isa);
-                let a = PackedActivations::new(&ops.xp, rows, d);
-                linear_bf16_packed_into(
-                    &mut [&mut *g, &mut *u],
-                    &a,
-                    &fu.packed,
-                    fu.bias.as_deref(),
-                    None,
-                    self.bf16_isa,
-                );
-            }
+            Some(fu) => self.fused(ops, x, rows, fu, &mut [&mut *g, &mut *u], None),
             None => self.linears(ops, x, rows, [(&layer.gate, &mut *g), (&layer.up, &mut *u)]),
         }
         g.par_chunks_mut(ROW_BLOCK * f)
