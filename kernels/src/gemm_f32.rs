@@ -135,6 +135,12 @@ const AVX2: Geometry = Geometry {
     lanes: 8,
 };
 
+// The epilogue's pieces start at multiples of the tile width: it must be even (RoPE pairs).
+#[cfg(target_arch = "x86_64")]
+const _: () = assert!(
+    AVX512.mr.is_multiple_of(2) && AVX512_ALIASED.mr.is_multiple_of(2) && AVX2.mr.is_multiple_of(2)
+);
+
 /// Most column tiles per task.
 #[cfg(target_arch = "x86_64")]
 const MAX_TILES_PER_TASK: usize = 16;
@@ -221,8 +227,9 @@ pub fn linear_f32(
                 w,
                 bias,
                 n,
+                index: 0,
             };
-            simd_linear(&[part], x, m, k, scratch, g, isa)
+            simd_linear(&[part], x, m, k, scratch, g, isa, None)
         }
         #[cfg(target_arch = "x86_64")]
         F32Isa::Avx2 => {
@@ -231,8 +238,9 @@ pub fn linear_f32(
                 w,
                 bias,
                 n,
+                index: 0,
             };
-            simd_linear(&[part], x, m, k, scratch, AVX2, isa)
+            simd_linear(&[part], x, m, k, scratch, AVX2, isa, None)
         }
         _ => {
             let _ = scratch;
@@ -244,10 +252,18 @@ pub fn linear_f32(
 /// One weight of [`linear_f32_parts`]: `(out (m, n), w (n, k), bias (n), n)`.
 pub type F32Part<'a> = (&'a mut [f32], &'a [f32], Option<&'a [f32]>, usize);
 
+/// Runs on each finished piece of an output row of [`linear_f32_parts`]:
+/// `(part, row, first column, values)`; the values are columns `first..first + len` of that
+/// row of that part. The pieces of a row cover it once, each starts at an even column, and
+/// the call comes right after the piece was written (still in cache), on the worker that
+/// wrote it: RoPE on q and k runs here.
+pub type F32Epilogue<'a> = &'a (dyn Fn(usize, usize, usize, &mut [f32]) + Sync);
+
 /// One product of several weights sharing the input `x`: part `i` computes
 /// `outs[i] (m, n_i) = x · w_i^T (+ b_i)` exactly as [`linear_f32`] would (the same bits),
 /// but the activations are packed once and all parts run in one parallel pass (q, k and v
-/// of a layer; gate and up). Each part is `(out, w (n_i, k), bias, n_i)`.
+/// of a layer; gate and up). Each part is `(out, w (n_i, k), bias, n_i)`. With an
+/// `epilogue`, it then transforms every output element exactly once (see [`F32Epilogue`]).
 pub fn linear_f32_parts(
     parts: &mut [F32Part],
     x: &[f32],
@@ -255,6 +271,7 @@ pub fn linear_f32_parts(
     k: usize,
     scratch: &mut Vec<f32>,
     isa: F32Isa,
+    epilogue: Option<F32Epilogue>,
 ) {
     #[cfg(target_arch = "x86_64")]
     if matches!(isa, F32Isa::Avx512 | F32Isa::Avx2) && m > 0 && k > 0 {
@@ -279,18 +296,25 @@ pub fn linear_f32_parts(
         };
         let ps: Vec<Part> = parts
             .iter_mut()
-            .filter(|p| p.3 > 0)
-            .map(|(o, w, b, n)| Part {
+            .enumerate()
+            .filter(|(_, p)| p.3 > 0)
+            .map(|(index, (o, w, b, n))| Part {
                 out: OutPtr(o.as_mut_ptr()),
                 w,
                 bias: *b,
                 n: *n,
+                index,
             })
             .collect();
-        return simd_linear(&ps, x, m, k, scratch, g, isa);
+        return simd_linear(&ps, x, m, k, scratch, g, isa, epilogue);
     }
-    for (o, w, b, n) in parts.iter_mut() {
+    for (pi, (o, w, b, n)) in parts.iter_mut().enumerate() {
         linear_f32(o, x, w, *b, m, k, *n, scratch, isa);
+        if let (Some(ep), true) = (epilogue, *n > 0) {
+            for (r, row) in o[..m * *n].chunks_exact_mut(*n).enumerate() {
+                ep(pi, r, 0, row);
+            }
+        }
     }
 }
 
@@ -301,6 +325,8 @@ struct Part<'a> {
     w: &'a [f32],
     bias: Option<&'a [f32]>,
     n: usize,
+    /// Index among the caller's parts (for the epilogue).
+    index: usize,
 }
 
 /// Width of panel `p` (of `m` rows): `nr`, or for the last one its rows rounded up to the
@@ -362,6 +388,7 @@ fn pack_activations(xp: &mut [f32], x: &[f32], m: usize, k: usize, g: Geometry, 
 /// The SIMD variants: pack the activations once, then tasks of (part, one panel, column
 /// tiles) in one parallel pass.
 #[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
 fn simd_linear(
     parts: &[Part],
     x: &[f32],
@@ -370,6 +397,7 @@ fn simd_linear(
     scratch: &mut Vec<f32>,
     g: Geometry,
     isa: F32Isa,
+    epilogue: Option<F32Epilogue>,
 ) {
     let len = packed_len(g, m, k);
     if scratch.len() < len {
@@ -407,7 +435,13 @@ fn simd_linear(
         .collect();
 
     tasks.into_par_iter().for_each(|(pi, p, cb)| {
-        let Part { out, w, bias, n } = &parts[pi];
+        let Part {
+            out,
+            w,
+            bias,
+            n,
+            index,
+        } = &parts[pi];
         let (n, dst) = (*n, *out);
         let tiles = n.div_ceil(g.mr);
         let tiles_per_task = layout[pi].0;
@@ -446,6 +480,19 @@ fn simd_linear(
                     F32Isa::Avx512 => avx512::tile(&tile, width, wd),
                     _ => avx2::tile(&tile, width, wd),
                 }
+            }
+        }
+        if let Some(ep) = epilogue {
+            // This task's columns: whole tiles from a multiple of mr (even), up to n.
+            let c_lo = cb * tiles_per_task * g.mr;
+            let c_hi = ((cb + 1) * tiles_per_task * g.mr).min(n);
+            for r in r0..r0 + rows {
+                // SAFETY: row r of this panel, columns c_lo..c_hi < n: only this task writes
+                // them, and its tiles above have finished writing them.
+                let vals = unsafe {
+                    std::slice::from_raw_parts_mut(dst.ptr().add(r * n + c_lo), c_hi - c_lo)
+                };
+                ep(*index, r, c_lo, vals);
             }
         }
     });
@@ -811,6 +858,7 @@ unsafe fn asm_14x32(acc: &mut [[f32; 32]; 14], xp: *const f32, w: *const f32, k:
         "vpxord zmm27, zmm27, zmm27",
         "test {n4}, {n4}",
         "jz 3f",
+        ".p2align 6",
         "2:",
         pf14!(),
         step32!("0", "64", "0"),
@@ -905,6 +953,7 @@ unsafe fn asm_10x32(acc: &mut [[f32; 32]; 14], xp: *const f32, w: *const f32, k:
         "vpxord zmm18, zmm18, zmm18", "vpxord zmm19, zmm19, zmm19",
         "test {n4}, {n4}",
         "jz 3f",
+        ".p2align 6",
         "2:",
         pf10!(),
         step32_10!("0", "64", "0"),
@@ -987,6 +1036,7 @@ unsafe fn asm_14x16(acc: &mut [[f32; 32]; 14], xp: *const f32, w: *const f32, k:
         "vpxord zmm12, zmm12, zmm12", "vpxord zmm13, zmm13, zmm13",
         "test {n4}, {n4}",
         "jz 3f",
+        ".p2align 6",
         "2:",
         pf14!(),
         step16!("0", "0"),
@@ -1066,6 +1116,7 @@ unsafe fn asm_10x16(acc: &mut [[f32; 32]; 14], xp: *const f32, w: *const f32, k:
         "vpxord zmm9, zmm9, zmm9",
         "test {n4}, {n4}",
         "jz 3f",
+        ".p2align 6",
         "2:",
         pf10!(),
         step16_10!("0", "0"),
@@ -1272,12 +1323,67 @@ mod tests {
                             )
                         })
                         .collect();
-                    linear_f32_parts(&mut parts, &x, m, k, &mut Vec::new(), isa);
+                    linear_f32_parts(&mut parts, &x, m, k, &mut Vec::new(), isa, None);
                 }
                 for (i, &n) in widths.iter().enumerate() {
                     let mut want = vec![0.0; m * n];
                     let b = (i % 2 == 0).then_some(bs[i].as_slice());
                     linear_f32(&mut want, &x, &ws[i], b, m, k, n, &mut Vec::new(), isa);
+                    assert!(outs[i] == want, "{isa:?} m={m} part {i}");
+                }
+            }
+        }
+    }
+
+    /// The epilogue sees every output element exactly once, in pieces that start at even
+    /// columns, with the right part, row and column: `v -> 2 v + part + column / 8 + row`
+    /// applied twice or not at all gives other values.
+    #[test]
+    fn epilogue_sees_every_element_once() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let k = 80;
+        // 500 columns: several tasks per panel (at most 16 tiles each).
+        let widths = [500usize, 7, 0, 64];
+        let ws: Vec<Vec<f32>> = widths
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| data(n * k, 29 + 2 * i, 89))
+            .collect();
+        let f = |part: usize, row: usize, col: usize, v: f32| {
+            2.0 * v + part as f32 + (col / 8) as f32 + row as f32
+        };
+        for isa in isas() {
+            for m in [1usize, 16, 33, 100] {
+                let x = data(m * k, 19, 103);
+                let odd = AtomicBool::new(false);
+                let ep = |part: usize, row: usize, c0: usize, vals: &mut [f32]| {
+                    if c0 % 2 == 1 {
+                        odd.store(true, Ordering::Relaxed);
+                    }
+                    for (j, v) in vals.iter_mut().enumerate() {
+                        *v = f(part, row, c0 + j, *v);
+                    }
+                };
+                let mut outs: Vec<Vec<f32>> = widths.iter().map(|n| vec![0.0; m * n]).collect();
+                {
+                    let mut parts: Vec<F32Part> = outs
+                        .iter_mut()
+                        .zip(&ws)
+                        .zip(widths)
+                        .map(|((o, w), n)| (o.as_mut_slice(), w.as_slice(), None, n))
+                        .collect();
+                    linear_f32_parts(&mut parts, &x, m, k, &mut Vec::new(), isa, Some(&ep));
+                }
+                assert!(
+                    !odd.load(Ordering::Relaxed),
+                    "{isa:?} m={m}: odd first column"
+                );
+                for (i, &n) in widths.iter().enumerate() {
+                    let mut want = vec![0.0; m * n];
+                    linear_f32(&mut want, &x, &ws[i], None, m, k, n, &mut Vec::new(), isa);
+                    for (e, v) in want.iter_mut().enumerate() {
+                        *v = f(i, e / n, e % n, *v);
+                    }
                     assert!(outs[i] == want, "{isa:?} m={m} part {i}");
                 }
             }

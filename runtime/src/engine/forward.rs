@@ -13,7 +13,7 @@ use emcoder_kernels::gemm_bf16::{
     linear_bf16, linear_bf16_packed, linear_bf16_packed_into, pack_activations, Bf16Isa, Epilogue,
     PackedActivations,
 };
-use emcoder_kernels::gemm_f32::{linear_f32, linear_f32_parts, F32Isa, F32Part};
+use emcoder_kernels::gemm_f32::{linear_f32, linear_f32_parts, F32Epilogue, F32Isa, F32Part};
 use emcoder_kernels::norm::{rmsnorm, rmsnorm_inplace};
 use emcoder_kernels::philox::{dropout_inplace, dropout_residual_add, DropoutSite};
 use emcoder_kernels::rope::{rope_apply, rope_tables};
@@ -128,14 +128,17 @@ fn grow<T: Copy + Default>(v: &mut Vec<T>, n: usize) -> &mut [T] {
 
 impl Forward<'_> {
     /// Several products of the same input (q, k, v; gate, up): in bf16 the input is
-    /// rounded and packed once for all of them.
+    /// rounded and packed once for all of them. In f32 they run as one pass, and
+    /// `epilogue` (if any) runs on each finished piece of an output row; returns whether
+    /// it ran (otherwise the caller applies it afterwards).
     fn linears<const N: usize>(
         &self,
         ops: &mut Operands,
         x: &[f32],
         m: usize,
         outs: [(&Linear, &mut [f32]); N],
-    ) {
+        epilogue: Option<F32Epilogue>,
+    ) -> bool {
         if outs.iter().all(|(l, _)| l.packed.is_some()) {
             let k = outs[0].0.in_dim;
             pack_activations(&mut ops.xp, x, m, k, self.bf16_isa);
@@ -159,12 +162,14 @@ impl Forward<'_> {
                     )
                 })
                 .collect();
-            linear_f32_parts(&mut parts, x, m, k, &mut ops.fp, self.f32_isa);
+            linear_f32_parts(&mut parts, x, m, k, &mut ops.fp, self.f32_isa, epilogue);
+            return epilogue.is_some();
         } else {
             for (lin, out) in outs {
                 self.linear(ops, out, x, lin, m);
             }
         }
+        false
     }
 
     /// One fused bf16 product (q|k|v, gate|up) of `x` (m rows) into `outs`, with an
@@ -384,33 +389,42 @@ impl Forward<'_> {
             )
         };
 
-        // Fused, RoPE pairs never straddle the kernel's even column pieces when hd is even.
+        // RoPE on a finished piece of row r of q|k (columns c0.. of the q|k|v column space,
+        // 0..2d are q then k), while the piece is still in cache. Pieces start at even
+        // columns, so RoPE pairs never straddle two of them when hd is even.
+        let rope_piece = |r: usize, c0: usize, vals: &mut [f32]| {
+            let (cs, sn) = rope_at(r);
+            let end = (c0 + vals.len()).min(2 * d);
+            let mut c = c0;
+            while c < end {
+                // The head containing column c, and its rotated channels.
+                let head0 = c - c % hd;
+                let hi = end.min(head0 + 2 * half);
+                if c < hi {
+                    let p0 = (c - head0) / 2;
+                    rope_apply(&mut vals[c - c0..hi - c0], &cs[p0..], &sn[p0..]);
+                }
+                c = head0 + hd;
+            }
+        };
         let roped = match &layer.qkv {
             Some(f) => {
-                // One product for q|k|v; RoPE runs in its epilogue on each finished piece of a
-                // row (columns 0..2d are q then k), while the piece is still in cache.
-                let epilogue = |r: usize, c0: usize, vals: &mut [f32]| {
-                    let (cs, sn) = rope_at(r);
-                    let end = (c0 + vals.len()).min(2 * d);
-                    let mut c = c0;
-                    while c < end {
-                        // The head containing column c, and its rotated channels.
-                        let head0 = c - c % hd;
-                        let hi = end.min(head0 + 2 * half);
-                        if c < hi {
-                            let p0 = (c - head0) / 2;
-                            rope_apply(&mut vals[c - c0..hi - c0], &cs[p0..], &sn[p0..]);
-                        }
-                        c = head0 + hd;
-                    }
-                };
-                let epilogue = hd.is_multiple_of(2).then_some(&epilogue as _);
+                // One bf16 product for q|k|v, RoPE in its epilogue.
+                let epilogue = hd.is_multiple_of(2).then_some(&rope_piece as _);
                 self.fused(ops, x, rows, f, &mut [q, k, v], epilogue);
                 epilogue.is_some()
             }
             None => {
-                self.linears(ops, x, rows, [(&layer.q, q), (&layer.k, k), (&layer.v, v)]);
-                false
+                // f32 (or unfused bf16): q, k and v as parts of one pass; in f32 RoPE runs
+                // in its epilogue (part 0 is q, 1 is k, 2 is v: untouched).
+                let epilogue = |part: usize, r: usize, c0: usize, vals: &mut [f32]| {
+                    if part < 2 {
+                        rope_piece(r, part * d + c0, vals)
+                    }
+                };
+                let epilogue = hd.is_multiple_of(2).then_some(&epilogue as F32Epilogue);
+                let parts = [(&layer.q, q), (&layer.k, k), (&layer.v, v)];
+                self.linears(ops, x, rows, parts, epilogue)
             }
         };
         if !roped {
@@ -480,7 +494,10 @@ impl Forward<'_> {
         });
         match &layer.gate_up {
             Some(fu) => self.fused(ops, x, rows, fu, &mut [&mut *g, &mut *u], None),
-            None => self.linears(ops, x, rows, [(&layer.gate, &mut *g), (&layer.up, &mut *u)]),
+            None => {
+                let parts = [(&layer.gate, &mut *g), (&layer.up, &mut *u)];
+                self.linears(ops, x, rows, parts, None);
+            }
         }
         g.par_chunks_mut(ROW_BLOCK * f)
             .zip(u.par_chunks(ROW_BLOCK * f))
