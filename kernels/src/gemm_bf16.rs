@@ -155,6 +155,16 @@ impl PackedBf16 {
     /// Packs several weights of the same input width stacked by output rows, e.g. q, k
     /// and v into one (3d, d) product: `parts` are `(weight (n_i, k) row-major, n_i)`.
     pub fn pack_parts(parts: &[(&[f32], usize)], k: usize) -> Self {
+        #[cfg(target_arch = "x86_64")]
+        let simd = is_x86_feature_detected!("avx512f");
+        #[cfg(not(target_arch = "x86_64"))]
+        let simd = false;
+        Self::pack_parts_with(parts, k, simd)
+    }
+
+    /// [`Self::pack_parts`], with the AVX-512 block conversion or only the scalar loop
+    /// (the same bits; `simd` only where the CPU has AVX-512F).
+    fn pack_parts_with(parts: &[(&[f32], usize)], k: usize, simd: bool) -> Self {
         for (w, n) in parts {
             assert!(w.len() >= n * k, "PackedBf16::pack: weight too small");
         }
@@ -176,12 +186,28 @@ impl PackedBf16 {
             .par_chunks_mut(kp * NR)
             .enumerate()
             .for_each(|(pi, panel)| {
-                // Pair-major so the writes are sequential; the panel's rows are read in
-                // step (64 cache lines in flight).
                 let cols = NR.min(n - pi * NR);
                 let rows: Vec<&[f32]> = (0..cols).map(|j| row_of(pi * NR + j)).collect();
+                // AVX-512: whole blocks of 16 columns x 16 pairs (32 values of each row),
+                // converted 16 at a time and transposed in registers (the load time of a
+                // bf16 model is mostly this loop).
+                let (vec_cols, vec_pairs) = if simd {
+                    (cols / 16 * 16, k / 32 * 16)
+                } else {
+                    (0, 0)
+                };
+                #[cfg(target_arch = "x86_64")]
+                if vec_cols > 0 && vec_pairs > 0 {
+                    // SAFETY: `simd` only when the CPU has AVX-512F; the rows hold k >=
+                    // 2 * vec_pairs values; the blocks written are inside this panel
+                    // (pairs < vec_pairs <= kp, columns < vec_cols <= NR).
+                    unsafe { avx512::pack_weight_blocks(panel, &rows[..vec_cols], vec_pairs) };
+                }
+                // The rest (all of it without AVX-512): pair-major so the writes are
+                // sequential; the panel's rows are read in step.
                 for p in 0..k.div_ceil(2) {
-                    for (j, row) in rows.iter().enumerate() {
+                    let j0 = if p < vec_pairs { vec_cols } else { 0 };
+                    for (j, row) in rows.iter().enumerate().skip(j0) {
                         let hi = if 2 * p + 1 < k { row[2 * p + 1] } else { 0.0 };
                         panel[widx(p, j)] = pair(row[2 * p], hi);
                     }
@@ -572,6 +598,49 @@ mod avx512 {
     use super::{widx, MR, NR};
     use std::arch::x86_64::*;
 
+    /// `to_bits` of 16 values, in 32-bit lanes (round to nearest even, NaN quiet).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn to_bits16(x: __m512) -> __m512i {
+        let b = _mm512_castps_si512(x);
+        let lsb = _mm512_and_si512(_mm512_srli_epi32::<16>(b), _mm512_set1_epi32(1));
+        let sum = _mm512_add_epi32(_mm512_add_epi32(b, _mm512_set1_epi32(0x7fff)), lsb);
+        let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x);
+        let quiet = _mm512_or_si512(_mm512_srli_epi32::<16>(b), _mm512_set1_epi32(0x40));
+        _mm512_mask_blend_epi32(nan, _mm512_srli_epi32::<16>(sum), quiet)
+    }
+
+    /// Packs whole 16-pair x 16-column blocks of a weight panel: column `c < rows.len()`
+    /// (a multiple of 16) is `rows[c]`, pairs `0..pairs` (a multiple of 16). Per block,
+    /// each column's 32 values become 16 pairs in one vector, and the 16 vectors are
+    /// transposed so that each pair's 16 columns are stored contiguously (`widx`).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; every row has at least `2 * pairs` values; `panel` holds
+    /// `widx(pairs - 1, rows.len() - 1) + 1` words.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn pack_weight_blocks(panel: &mut [u32], rows: &[&[f32]], pairs: usize) {
+        debug_assert!(rows.len() % 16 == 0 && pairs % 16 == 0);
+        debug_assert!(panel.len() > widx(pairs - 1, rows.len() - 1));
+        for cg in 0..rows.len() / 16 {
+            for pb in 0..pairs / 16 {
+                let mut v = [_mm512_setzero_ps(); 16];
+                for (c, vc) in v.iter_mut().enumerate() {
+                    let r = rows[cg * 16 + c].as_ptr().add(32 * pb);
+                    let lo = _mm512_cvtepi32_epi16(to_bits16(_mm512_loadu_ps(r)));
+                    let hi = _mm512_cvtepi32_epi16(to_bits16(_mm512_loadu_ps(r.add(16))));
+                    let w = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
+                    *vc = _mm512_castsi512_ps(w);
+                }
+                crate::gemm_f32::transpose16(&mut v);
+                for (p, vp) in v.iter().enumerate() {
+                    let o = panel.as_mut_ptr().add(widx(pb * 16 + p, cg * 16));
+                    _mm512_storeu_ps(o as *mut f32, *vp);
+                }
+            }
+        }
+    }
+
     /// Converts the leading multiple of 32 values of `r` into `o` (16 pairs per step) with
     /// `vcvtne2ps2bf16`; returns the pairs written.
     #[target_feature(enable = "avx512f,avx512bf16")]
@@ -809,6 +878,51 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    /// The AVX-512 block packing gives the scalar loop's words, for NaN, infinities,
+    /// subnormals, ties and shapes with partial blocks (columns and pairs), and fused parts.
+    #[test]
+    fn simd_packing_equals_scalar_packing() {
+        #[cfg(target_arch = "x86_64")]
+        if !is_x86_feature_detected!("avx512f") {
+            eprintln!("no AVX-512F: only the scalar packing exists here");
+            return;
+        }
+        let mut x = 0x9e37_79b9u32;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            match x % 16 {
+                0 => f32::NAN,
+                1 => f32::NEG_INFINITY,
+                2 => f32::from_bits(x % 0x0080_0000), // subnormal
+                3 => f32::from_bits((x & 0xffff_0000) | 0x8000), // a tie
+                _ => f32::from_bits(x) % 1e6,
+            }
+        };
+        for (k, widths) in [
+            (768usize, vec![64usize]),
+            (64, vec![16, 48]),
+            (96, vec![40, 70, 64]),
+            (65, vec![33]),
+            (31, vec![64]),
+            (800, vec![130]),
+        ] {
+            let ws: Vec<Vec<f32>> = widths
+                .iter()
+                .map(|n| (0..n * k).map(|_| next()).collect())
+                .collect();
+            let parts: Vec<(&[f32], usize)> = ws
+                .iter()
+                .zip(&widths)
+                .map(|(w, &n)| (w.as_slice(), n))
+                .collect();
+            let a = PackedBf16::pack_parts_with(&parts, k, true);
+            let b = PackedBf16::pack_parts_with(&parts, k, false);
+            assert!(a.data.words() == b.data.words(), "k {k} widths {widths:?}");
         }
     }
 

@@ -538,6 +538,9 @@ impl Tile {
 }
 
 #[cfg(target_arch = "x86_64")]
+pub(crate) use avx512::transpose16;
+
+#[cfg(target_arch = "x86_64")]
 mod avx512 {
     use super::{asm_10x16, asm_10x32, asm_14x16, asm_14x32, Tile};
     use std::arch::x86_64::*;
