@@ -620,7 +620,7 @@ mod avx512 {
     /// `widx(pairs - 1, rows.len() - 1) + 1` words.
     #[target_feature(enable = "avx512f")]
     pub unsafe fn pack_weight_blocks(panel: &mut [u32], rows: &[&[f32]], pairs: usize) {
-        debug_assert!(rows.len() % 16 == 0 && pairs % 16 == 0);
+        debug_assert!(rows.len().is_multiple_of(16) && pairs.is_multiple_of(16));
         debug_assert!(panel.len() > widx(pairs - 1, rows.len() - 1));
         for cg in 0..rows.len() / 16 {
             for pb in 0..pairs / 16 {
