@@ -1,9 +1,12 @@
 //! Bidirectional multi-head attention over one packed sequence (no padding inside it):
 //! `softmax(q k^T / sqrt(head_dim)) v` per head, softmax in f32.
 
+/// Query rows the AVX-512 path computes together (scores and outputs in registers).
+const QR: usize = 4;
+
 /// Scratch floats [`attention_rows`] needs for a sequence of `t` tokens and head size `hd`.
 pub fn scratch_len(t: usize, hd: usize) -> usize {
-    t.div_ceil(16) * 16 * (hd + 1)
+    t.div_ceil(16) * 16 * (hd + QR)
 }
 
 /// Computes output rows `row0..row0+rows` of one sequence of length `t`.
@@ -15,8 +18,10 @@ pub fn scratch_len(t: usize, hd: usize) -> usize {
 /// Built for the short sequences of this model (tens of tokens): per head, the keys are
 /// transposed once into a zero-padded `head_dim x t16` block, so a query's scores are
 /// `head_dim` vector multiply-adds across 16 keys at a time, and the output is `t` vector
-/// multiply-adds across the head's channels. Vectorized for AVX-512 / AVX2 where present;
-/// every path gives the same bits (no fused operations, same order).
+/// multiply-adds across the head's channels. With AVX-512 (and `head_dim` a multiple of 16)
+/// the transposition runs in 16 x 16 register blocks and 4 query rows go together, their
+/// scores (up to 64 keys at a time) and outputs (up to 64 channels) held in registers.
+/// Every path gives the same bits (no fused operations; each sum in the same order).
 #[allow(clippy::too_many_arguments)]
 pub fn attention_rows(
     out: &mut [f32],
@@ -57,7 +62,178 @@ unsafe fn rows_avx512(
     row0: usize,
     scratch: &mut [f32],
 ) {
-    rows_generic(out, q, k, v, t, d, n_head, row0, scratch)
+    use std::arch::x86_64::*;
+    let hd = d / n_head;
+    if !hd.is_multiple_of(16) || t == 0 {
+        return rows_generic(out, q, k, v, t, d, n_head, row0, scratch);
+    }
+    let tp = t.div_ceil(16) * 16;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let rows = out.len() / d;
+    assert!(
+        scratch.len() >= tp * (hd + QR) && k.len() >= t * d && v.len() >= t * d,
+        "attention: scratch or keys/values too small"
+    );
+    assert!(q.len() >= (row0 + rows) * d, "attention: queries too small");
+    let (scores, kt) = scratch[..tp * (hd + QR)].split_at_mut(tp * QR);
+    for h in 0..n_head {
+        // kt[c][j] = k[j][h*hd + c], zero for the padding keys j >= t: 16 x 16 blocks.
+        for jb in 0..tp / 16 {
+            for cb in 0..hd / 16 {
+                let mut blk = [_mm512_setzero_ps(); 16];
+                for (r, b) in blk.iter_mut().enumerate() {
+                    let j = jb * 16 + r;
+                    if j < t {
+                        // SAFETY: j < t and h*hd + cb*16 + 16 <= d: inside k.
+                        *b = _mm512_loadu_ps(k.as_ptr().add(j * d + h * hd + cb * 16));
+                    }
+                }
+                crate::gemm_f32::transpose16(&mut blk);
+                for (c, b) in blk.iter().enumerate() {
+                    // SAFETY: row cb*16 + c < hd of kt, columns jb*16.. < tp.
+                    _mm512_storeu_ps(kt.as_mut_ptr().add((cb * 16 + c) * tp + jb * 16), *b);
+                }
+            }
+        }
+        for r0 in (0..rows).step_by(QR) {
+            let nr = QR.min(rows - r0);
+            let qrow = |r: usize| q.as_ptr().add((row0 + r0 + r) * d + h * hd);
+            // Scores: rows r0.. x keys, 64 keys (4 vectors) per pass.
+            for kc in (0..tp).step_by(64) {
+                let nv = ((tp - kc) / 16).min(4);
+                let sc = scores.as_mut_ptr().add(kc);
+                let ktc = kt.as_ptr().add(kc);
+                // SAFETY: nr query rows exist; kt holds hd x tp; scores QR x tp.
+                match (nr, nv) {
+                    (4, 4) => qk::<4, 4>(qrow, ktc, tp, hd, sc),
+                    (4, 3) => qk::<4, 3>(qrow, ktc, tp, hd, sc),
+                    (4, 2) => qk::<4, 2>(qrow, ktc, tp, hd, sc),
+                    (4, _) => qk::<4, 1>(qrow, ktc, tp, hd, sc),
+                    (3, 4) => qk::<3, 4>(qrow, ktc, tp, hd, sc),
+                    (3, 3) => qk::<3, 3>(qrow, ktc, tp, hd, sc),
+                    (3, 2) => qk::<3, 2>(qrow, ktc, tp, hd, sc),
+                    (3, _) => qk::<3, 1>(qrow, ktc, tp, hd, sc),
+                    (2, 4) => qk::<2, 4>(qrow, ktc, tp, hd, sc),
+                    (2, 3) => qk::<2, 3>(qrow, ktc, tp, hd, sc),
+                    (2, 2) => qk::<2, 2>(qrow, ktc, tp, hd, sc),
+                    (2, _) => qk::<2, 1>(qrow, ktc, tp, hd, sc),
+                    (_, 4) => qk::<1, 4>(qrow, ktc, tp, hd, sc),
+                    (_, 3) => qk::<1, 3>(qrow, ktc, tp, hd, sc),
+                    (_, 2) => qk::<1, 2>(qrow, ktc, tp, hd, sc),
+                    _ => qk::<1, 1>(qrow, ktc, tp, hd, sc),
+                }
+            }
+            // Softmax per row, as the generic path; the row becomes the probabilities.
+            for r in 0..nr {
+                let sc = &mut scores[r * tp..r * tp + t];
+                let mut max = f32::NEG_INFINITY;
+                for s in sc.iter_mut() {
+                    *s *= scale;
+                    max = max.max(*s);
+                }
+                let inv = 1.0 / crate::activation::exp_sub_sum(sc, max);
+                for s in sc.iter_mut() {
+                    *s *= inv;
+                }
+            }
+            // Outputs: rows r0.. x the head's channels, 64 (4 vectors) per pass.
+            for cc in (0..hd).step_by(64) {
+                let nv = ((hd - cc) / 16).min(4);
+                let vb = v.as_ptr().add(h * hd + cc);
+                let ob = out.as_mut_ptr().add(r0 * d + h * hd + cc);
+                let p = scores.as_ptr();
+                // SAFETY: v holds t rows of d; out holds rows x d; p QR x tp.
+                match (nr, nv) {
+                    (4, 4) => pv::<4, 4>(p, tp, vb, d, t, ob),
+                    (4, 3) => pv::<4, 3>(p, tp, vb, d, t, ob),
+                    (4, 2) => pv::<4, 2>(p, tp, vb, d, t, ob),
+                    (4, _) => pv::<4, 1>(p, tp, vb, d, t, ob),
+                    (3, 4) => pv::<3, 4>(p, tp, vb, d, t, ob),
+                    (3, 3) => pv::<3, 3>(p, tp, vb, d, t, ob),
+                    (3, 2) => pv::<3, 2>(p, tp, vb, d, t, ob),
+                    (3, _) => pv::<3, 1>(p, tp, vb, d, t, ob),
+                    (2, 4) => pv::<2, 4>(p, tp, vb, d, t, ob),
+                    (2, 3) => pv::<2, 3>(p, tp, vb, d, t, ob),
+                    (2, 2) => pv::<2, 2>(p, tp, vb, d, t, ob),
+                    (2, _) => pv::<2, 1>(p, tp, vb, d, t, ob),
+                    (_, 4) => pv::<1, 4>(p, tp, vb, d, t, ob),
+                    (_, 3) => pv::<1, 3>(p, tp, vb, d, t, ob),
+                    (_, 2) => pv::<1, 2>(p, tp, vb, d, t, ob),
+                    _ => pv::<1, 1>(p, tp, vb, d, t, ob),
+                }
+            }
+        }
+    }
+}
+
+/// Scores of `R` query rows against `16 V` keys: `sc[r * tp + j] = sum_c q_r[c] kt[c][j]`,
+/// summed in channel order from 0 with separate multiplies and adds (the generic bits).
+///
+/// # Safety
+/// The CPU has AVX-512F; `q(r)` points at `hd` floats for `r < R`; `kt` at an `hd x tp`
+/// block (offset to the first key); `sc` at `R` rows of `tp` (offset likewise).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn qk<const R: usize, const V: usize>(
+    q: impl Fn(usize) -> *const f32,
+    kt: *const f32,
+    tp: usize,
+    hd: usize,
+    sc: *mut f32,
+) {
+    use std::arch::x86_64::*;
+    let mut acc = [[_mm512_setzero_ps(); V]; R];
+    let qp: [*const f32; R] = std::array::from_fn(&q);
+    for c in 0..hd {
+        let kv: [__m512; V] = std::array::from_fn(|u| _mm512_loadu_ps(kt.add(c * tp + 16 * u)));
+        for (r, ar) in acc.iter_mut().enumerate() {
+            let qb = _mm512_set1_ps(*qp[r].add(c));
+            for (a, k) in ar.iter_mut().zip(&kv) {
+                *a = _mm512_add_ps(*a, _mm512_mul_ps(qb, *k));
+            }
+        }
+    }
+    for (r, ar) in acc.iter().enumerate() {
+        for (u, a) in ar.iter().enumerate() {
+            _mm512_storeu_ps(sc.add(r * tp + 16 * u), *a);
+        }
+    }
+}
+
+/// Outputs of `R` rows over `16 V` channels: `o[r * d + c] = sum_j p[r * tp + j] v[j * d + c]`,
+/// summed in key order from 0 with separate multiplies and adds (the generic bits).
+///
+/// # Safety
+/// The CPU has AVX-512F; `p` holds `R` rows of `tp >= t`; `v` `t` rows of stride `d` with
+/// `16 V` channels from it; `o` `R` rows of stride `d` likewise.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn pv<const R: usize, const V: usize>(
+    p: *const f32,
+    tp: usize,
+    v: *const f32,
+    d: usize,
+    t: usize,
+    o: *mut f32,
+) {
+    use std::arch::x86_64::*;
+    let mut acc = [[_mm512_setzero_ps(); V]; R];
+    for j in 0..t {
+        let vv: [__m512; V] = std::array::from_fn(|u| _mm512_loadu_ps(v.add(j * d + 16 * u)));
+        for (r, ar) in acc.iter_mut().enumerate() {
+            let pb = _mm512_set1_ps(*p.add(r * tp + j));
+            for (a, x) in ar.iter_mut().zip(&vv) {
+                *a = _mm512_add_ps(*a, _mm512_mul_ps(pb, *x));
+            }
+        }
+    }
+    for (r, ar) in acc.iter().enumerate() {
+        for (u, a) in ar.iter().enumerate() {
+            _mm512_storeu_ps(o.add(r * d + 16 * u), *a);
+        }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -177,6 +353,9 @@ mod tests {
             (16, 128, 2),
             (33, 64, 4),
             (100, 96, 3),
+            (64, 768, 12),
+            (130, 256, 2),
+            (5, 80, 1),
         ] {
             let gen = |s: usize| -> Vec<f32> {
                 (0..t * d)
