@@ -48,6 +48,32 @@ pub fn attention_rows(
     rows_generic(out, q, k, v, t, d, n_head, row0, scratch)
 }
 
+/// Calls `$f::<R, V>(args)` for the block shape `(R, V)` = `($r, $v)`, each 1..=4 (rows of
+/// a query block, vectors of 16 keys or channels).
+#[cfg(target_arch = "x86_64")]
+macro_rules! by_shape {
+    ($r:expr, $v:expr, $f:ident($($a:expr),*)) => {
+        match ($r, $v) {
+            (4, 4) => $f::<4, 4>($($a),*),
+            (4, 3) => $f::<4, 3>($($a),*),
+            (4, 2) => $f::<4, 2>($($a),*),
+            (4, _) => $f::<4, 1>($($a),*),
+            (3, 4) => $f::<3, 4>($($a),*),
+            (3, 3) => $f::<3, 3>($($a),*),
+            (3, 2) => $f::<3, 2>($($a),*),
+            (3, _) => $f::<3, 1>($($a),*),
+            (2, 4) => $f::<2, 4>($($a),*),
+            (2, 3) => $f::<2, 3>($($a),*),
+            (2, 2) => $f::<2, 2>($($a),*),
+            (2, _) => $f::<2, 1>($($a),*),
+            (_, 4) => $f::<1, 4>($($a),*),
+            (_, 3) => $f::<1, 3>($($a),*),
+            (_, 2) => $f::<1, 2>($($a),*),
+            _ => $f::<1, 1>($($a),*),
+        }
+    };
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
@@ -104,24 +130,7 @@ unsafe fn rows_avx512(
                 let sc = scores.as_mut_ptr().add(kc);
                 let ktc = kt.as_ptr().add(kc);
                 // SAFETY: nr query rows exist; kt holds hd x tp; scores QR x tp.
-                match (nr, nv) {
-                    (4, 4) => qk::<4, 4>(qrow, ktc, tp, hd, sc),
-                    (4, 3) => qk::<4, 3>(qrow, ktc, tp, hd, sc),
-                    (4, 2) => qk::<4, 2>(qrow, ktc, tp, hd, sc),
-                    (4, _) => qk::<4, 1>(qrow, ktc, tp, hd, sc),
-                    (3, 4) => qk::<3, 4>(qrow, ktc, tp, hd, sc),
-                    (3, 3) => qk::<3, 3>(qrow, ktc, tp, hd, sc),
-                    (3, 2) => qk::<3, 2>(qrow, ktc, tp, hd, sc),
-                    (3, _) => qk::<3, 1>(qrow, ktc, tp, hd, sc),
-                    (2, 4) => qk::<2, 4>(qrow, ktc, tp, hd, sc),
-                    (2, 3) => qk::<2, 3>(qrow, ktc, tp, hd, sc),
-                    (2, 2) => qk::<2, 2>(qrow, ktc, tp, hd, sc),
-                    (2, _) => qk::<2, 1>(qrow, ktc, tp, hd, sc),
-                    (_, 4) => qk::<1, 4>(qrow, ktc, tp, hd, sc),
-                    (_, 3) => qk::<1, 3>(qrow, ktc, tp, hd, sc),
-                    (_, 2) => qk::<1, 2>(qrow, ktc, tp, hd, sc),
-                    _ => qk::<1, 1>(qrow, ktc, tp, hd, sc),
-                }
+                by_shape!(nr, nv, qk(qrow, ktc, tp, hd, sc));
             }
             // Softmax per row, as the generic path; the row becomes the probabilities.
             for r in 0..nr {
@@ -143,24 +152,7 @@ unsafe fn rows_avx512(
                 let ob = out.as_mut_ptr().add(r0 * d + h * hd + cc);
                 let p = scores.as_ptr();
                 // SAFETY: v holds t rows of d; out holds rows x d; p QR x tp.
-                match (nr, nv) {
-                    (4, 4) => pv::<4, 4>(p, tp, vb, d, t, ob),
-                    (4, 3) => pv::<4, 3>(p, tp, vb, d, t, ob),
-                    (4, 2) => pv::<4, 2>(p, tp, vb, d, t, ob),
-                    (4, _) => pv::<4, 1>(p, tp, vb, d, t, ob),
-                    (3, 4) => pv::<3, 4>(p, tp, vb, d, t, ob),
-                    (3, 3) => pv::<3, 3>(p, tp, vb, d, t, ob),
-                    (3, 2) => pv::<3, 2>(p, tp, vb, d, t, ob),
-                    (3, _) => pv::<3, 1>(p, tp, vb, d, t, ob),
-                    (2, 4) => pv::<2, 4>(p, tp, vb, d, t, ob),
-                    (2, 3) => pv::<2, 3>(p, tp, vb, d, t, ob),
-                    (2, 2) => pv::<2, 2>(p, tp, vb, d, t, ob),
-                    (2, _) => pv::<2, 1>(p, tp, vb, d, t, ob),
-                    (_, 4) => pv::<1, 4>(p, tp, vb, d, t, ob),
-                    (_, 3) => pv::<1, 3>(p, tp, vb, d, t, ob),
-                    (_, 2) => pv::<1, 2>(p, tp, vb, d, t, ob),
-                    _ => pv::<1, 1>(p, tp, vb, d, t, ob),
-                }
+                by_shape!(nr, nv, pv(p, tp, vb, d, t, ob));
             }
         }
     }

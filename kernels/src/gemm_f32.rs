@@ -832,7 +832,55 @@ mod asm_text {
             )
         };
     }
-    pub(super) use {bc2, eb, pf10, pf14, step16, step16_10, step32, step32_10};
+    /// The 16 channels of one iteration of a 32-row kernel: `$step` at panel byte offsets
+    /// 128 i and 128 i + 64 and weight byte offset 4 i, i = 0..16.
+    macro_rules! x16_w32 {
+        ($step:ident) => {
+            concat!(
+                $step!("0", "64", "0"),
+                $step!("128", "192", "4"),
+                $step!("256", "320", "8"),
+                $step!("384", "448", "12"),
+                $step!("512", "576", "16"),
+                $step!("640", "704", "20"),
+                $step!("768", "832", "24"),
+                $step!("896", "960", "28"),
+                $step!("1024", "1088", "32"),
+                $step!("1152", "1216", "36"),
+                $step!("1280", "1344", "40"),
+                $step!("1408", "1472", "44"),
+                $step!("1536", "1600", "48"),
+                $step!("1664", "1728", "52"),
+                $step!("1792", "1856", "56"),
+                $step!("1920", "1984", "60"),
+            )
+        };
+    }
+    /// The 16 channels of one iteration of a 16-row kernel: `$step` at panel byte offset
+    /// 64 i and weight byte offset 4 i, i = 0..16.
+    macro_rules! x16_w16 {
+        ($step:ident) => {
+            concat!(
+                $step!("0", "0"),
+                $step!("64", "4"),
+                $step!("128", "8"),
+                $step!("192", "12"),
+                $step!("256", "16"),
+                $step!("320", "20"),
+                $step!("384", "24"),
+                $step!("448", "28"),
+                $step!("512", "32"),
+                $step!("576", "36"),
+                $step!("640", "40"),
+                $step!("704", "44"),
+                $step!("768", "48"),
+                $step!("832", "52"),
+                $step!("896", "56"),
+                $step!("960", "60"),
+            )
+        };
+    }
+    pub(super) use {bc2, eb, pf10, pf14, step16, step16_10, step32, step32_10, x16_w16, x16_w32};
 }
 
 /// 14 weight rows from `w` (row stride `k`) x a 32-row panel `xp`, over `k` channels:
@@ -845,7 +893,7 @@ mod asm_text {
 #[target_feature(enable = "avx512f")]
 #[rustfmt::skip]
 unsafe fn asm_14x32(acc: &mut [[f32; 32]; 14], xp: *const f32, w: *const f32, k: usize) {
-    use asm_text::{bc2, pf14, step32};
+    use asm_text::{bc2, pf14, step32, x16_w32};
     // SAFETY (caller): the loop reads 14 x k weights and 32 x k panel floats and writes
     // the 14 x 32 accumulators to `acc`; every register it changes is declared.
     std::arch::asm!(
@@ -864,22 +912,7 @@ unsafe fn asm_14x32(acc: &mut [[f32; 32]; 14], xp: *const f32, w: *const f32, k:
         ".p2align 6",
         "2:",
         pf14!(),
-        step32!("0", "64", "0"),
-        step32!("128", "192", "4"),
-        step32!("256", "320", "8"),
-        step32!("384", "448", "12"),
-        step32!("512", "576", "16"),
-        step32!("640", "704", "20"),
-        step32!("768", "832", "24"),
-        step32!("896", "960", "28"),
-        step32!("1024", "1088", "32"),
-        step32!("1152", "1216", "36"),
-        step32!("1280", "1344", "40"),
-        step32!("1408", "1472", "44"),
-        step32!("1536", "1600", "48"),
-        step32!("1664", "1728", "52"),
-        step32!("1792", "1856", "56"),
-        step32!("1920", "1984", "60"),
+        x16_w32!(step32),
         "add {xp}, 2048",
         "add {a}, 64",
         "add {b}, 64",
@@ -943,7 +976,7 @@ unsafe fn asm_14x32(acc: &mut [[f32; 32]; 14], xp: *const f32, w: *const f32, k:
 #[target_feature(enable = "avx512f")]
 #[rustfmt::skip]
 unsafe fn asm_10x32(acc: &mut [[f32; 32]; 14], xp: *const f32, w: *const f32, k: usize) {
-    use asm_text::{bc2, pf10, step32_10};
+    use asm_text::{bc2, pf10, step32_10, x16_w32};
     // SAFETY (caller): the loop reads 10 x k weights and 32 x k panel floats and writes
     // the 10 x 32 accumulators to `acc`; every register it changes is declared.
     std::arch::asm!(
@@ -959,22 +992,7 @@ unsafe fn asm_10x32(acc: &mut [[f32; 32]; 14], xp: *const f32, w: *const f32, k:
         ".p2align 6",
         "2:",
         pf10!(),
-        step32_10!("0", "64", "0"),
-        step32_10!("128", "192", "4"),
-        step32_10!("256", "320", "8"),
-        step32_10!("384", "448", "12"),
-        step32_10!("512", "576", "16"),
-        step32_10!("640", "704", "20"),
-        step32_10!("768", "832", "24"),
-        step32_10!("896", "960", "28"),
-        step32_10!("1024", "1088", "32"),
-        step32_10!("1152", "1216", "36"),
-        step32_10!("1280", "1344", "40"),
-        step32_10!("1408", "1472", "44"),
-        step32_10!("1536", "1600", "48"),
-        step32_10!("1664", "1728", "52"),
-        step32_10!("1792", "1856", "56"),
-        step32_10!("1920", "1984", "60"),
+        x16_w32!(step32_10),
         "add {xp}, 2048",
         "add {a}, 64",
         "add {b}, 64",
@@ -1028,7 +1046,7 @@ unsafe fn asm_10x32(acc: &mut [[f32; 32]; 14], xp: *const f32, w: *const f32, k:
 #[target_feature(enable = "avx512f")]
 #[rustfmt::skip]
 unsafe fn asm_14x16(acc: &mut [[f32; 32]; 14], xp: *const f32, w: *const f32, k: usize) {
-    use asm_text::{eb, pf14, step16};
+    use asm_text::{eb, pf14, step16, x16_w16};
     // SAFETY (caller): the loop reads 14 x k weights and 16 x k panel floats and writes
     // the 14 x 16 accumulators to `acc`; every register it changes is declared.
     std::arch::asm!(
@@ -1042,22 +1060,7 @@ unsafe fn asm_14x16(acc: &mut [[f32; 32]; 14], xp: *const f32, w: *const f32, k:
         ".p2align 6",
         "2:",
         pf14!(),
-        step16!("0", "0"),
-        step16!("64", "4"),
-        step16!("128", "8"),
-        step16!("192", "12"),
-        step16!("256", "16"),
-        step16!("320", "20"),
-        step16!("384", "24"),
-        step16!("448", "28"),
-        step16!("512", "32"),
-        step16!("576", "36"),
-        step16!("640", "40"),
-        step16!("704", "44"),
-        step16!("768", "48"),
-        step16!("832", "52"),
-        step16!("896", "56"),
-        step16!("960", "60"),
+        x16_w16!(step16),
         "add {xp}, 1024",
         "add {a}, 64",
         "add {b}, 64",
@@ -1109,7 +1112,7 @@ unsafe fn asm_14x16(acc: &mut [[f32; 32]; 14], xp: *const f32, w: *const f32, k:
 #[target_feature(enable = "avx512f")]
 #[rustfmt::skip]
 unsafe fn asm_10x16(acc: &mut [[f32; 32]; 14], xp: *const f32, w: *const f32, k: usize) {
-    use asm_text::{eb, pf10, step16_10};
+    use asm_text::{eb, pf10, step16_10, x16_w16};
     // SAFETY (caller): the loop reads 10 x k weights and 16 x k panel floats and writes
     // the 10 x 16 accumulators to `acc`; every register it changes is declared.
     std::arch::asm!(
@@ -1122,22 +1125,7 @@ unsafe fn asm_10x16(acc: &mut [[f32; 32]; 14], xp: *const f32, w: *const f32, k:
         ".p2align 6",
         "2:",
         pf10!(),
-        step16_10!("0", "0"),
-        step16_10!("64", "4"),
-        step16_10!("128", "8"),
-        step16_10!("192", "12"),
-        step16_10!("256", "16"),
-        step16_10!("320", "20"),
-        step16_10!("384", "24"),
-        step16_10!("448", "28"),
-        step16_10!("512", "32"),
-        step16_10!("576", "36"),
-        step16_10!("640", "40"),
-        step16_10!("704", "44"),
-        step16_10!("768", "48"),
-        step16_10!("832", "52"),
-        step16_10!("896", "56"),
-        step16_10!("960", "60"),
+        x16_w16!(step16_10),
         "add {xp}, 1024",
         "add {a}, 64",
         "add {b}, 64",
