@@ -135,12 +135,7 @@ unsafe fn rows_avx512(
             // Softmax per row, as the generic path; the row becomes the probabilities.
             for r in 0..nr {
                 let sc = &mut scores[r * tp..r * tp + t];
-                let mut max = f32::NEG_INFINITY;
-                for s in sc.iter_mut() {
-                    *s *= scale;
-                    max = max.max(*s);
-                }
-                let inv = 1.0 / crate::activation::exp_sub_sum(sc, max);
+                let inv = softmax_numerators(sc, scale);
                 for s in sc.iter_mut() {
                     *s *= inv;
                 }
@@ -279,12 +274,7 @@ fn rows_generic(
                 }
             }
             let sc = &mut scores[..t];
-            let mut max = f32::NEG_INFINITY;
-            for s in sc.iter_mut() {
-                *s *= scale;
-                max = max.max(*s);
-            }
-            let inv = 1.0 / crate::activation::exp_sub_sum(sc, max);
+            let inv = softmax_numerators(sc, scale);
             let oh = &mut orow[h * hd..(h + 1) * hd];
             oh.fill(0.0);
             for (j, s) in sc.iter().enumerate() {
@@ -296,6 +286,18 @@ fn rows_generic(
             }
         }
     }
+}
+
+/// One row of scores becomes the softmax's numerators `e^(s * scale - max)`; returns the
+/// reciprocal of their sum (every path shares it, so the same bits).
+#[inline(always)]
+fn softmax_numerators(sc: &mut [f32], scale: f32) -> f32 {
+    let mut max = f32::NEG_INFINITY;
+    for s in sc.iter_mut() {
+        *s *= scale;
+        max = max.max(*s);
+    }
+    1.0 / crate::activation::exp_sub_sum(sc, max)
 }
 
 /// Scalar reference: the whole sequence, in f64.

@@ -216,12 +216,7 @@ pub fn linear_f32(
     }
     match isa {
         #[cfg(target_arch = "x86_64")]
-        F32Isa::Avx512 => {
-            let g = if k.is_multiple_of(1024) {
-                AVX512_ALIASED
-            } else {
-                AVX512
-            };
+        F32Isa::Avx512 | F32Isa::Avx2 => {
             let part = Part {
                 out: OutPtr(out.as_mut_ptr()),
                 w,
@@ -229,18 +224,7 @@ pub fn linear_f32(
                 n,
                 index: 0,
             };
-            simd_linear(&[part], x, m, k, scratch, g, isa, None)
-        }
-        #[cfg(target_arch = "x86_64")]
-        F32Isa::Avx2 => {
-            let part = Part {
-                out: OutPtr(out.as_mut_ptr()),
-                w,
-                bias,
-                n,
-                index: 0,
-            };
-            simd_linear(&[part], x, m, k, scratch, AVX2, isa, None)
+            simd_linear(&[part], x, m, k, scratch, geometry(isa, k), isa, None)
         }
         _ => {
             let _ = scratch;
@@ -289,11 +273,7 @@ pub fn linear_f32_parts(
                 assert_eq!(b.len(), *n, "linear_f32_parts: bias length");
             }
         }
-        let g = match isa {
-            F32Isa::Avx512 if k.is_multiple_of(1024) => AVX512_ALIASED,
-            F32Isa::Avx512 => AVX512,
-            _ => AVX2,
-        };
+        let g = geometry(isa, k);
         let ps: Vec<Part> = parts
             .iter_mut()
             .enumerate()
@@ -315,6 +295,16 @@ pub fn linear_f32_parts(
                 ep(pi, r, 0, row);
             }
         }
+    }
+}
+
+/// The tile geometry of a SIMD kernel for `k` input channels.
+#[cfg(target_arch = "x86_64")]
+fn geometry(isa: F32Isa, k: usize) -> Geometry {
+    match isa {
+        F32Isa::Avx512 if k.is_multiple_of(1024) => AVX512_ALIASED,
+        F32Isa::Avx512 => AVX512,
+        _ => AVX2,
     }
 }
 
