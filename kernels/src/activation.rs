@@ -7,26 +7,37 @@
 /// exponent field. Inputs are clamped to `[-87.3, 88.3]` (results stay normal and finite).
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const C1: f32 = 0.693_359_4; // ln 2, high part (exact in few bits)
-    const C2: f32 = -2.121_944_4e-4; // ln 2 - C1
-    const ROUND: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer
-    let x = x.clamp(-87.3, 88.3);
+    let x = x.clamp(EXP_LO, EXP_HI);
     let t = x * LOG2E + ROUND;
     let n = t - ROUND;
     // The low mantissa bits of t hold n (two's complement): 2^n's exponent field, no cast.
-    let scale = f32::from_bits(t.to_bits().wrapping_sub(0x4B40_0000 - 127) << 23);
+    let scale = f32::from_bits(t.to_bits().wrapping_sub(EXP_BIAS) << 23);
     let r = n.mul_add(-C1, x);
     let r = n.mul_add(-C2, r);
-    let mut p = 1.987_569_1e-4f32;
-    p = p.mul_add(r, 1.398_2e-3);
-    p = p.mul_add(r, 8.333_452e-3);
-    p = p.mul_add(r, 4.166_579_6e-2);
-    p = p.mul_add(r, 1.666_666_5e-1);
-    p = p.mul_add(r, 0.5);
+    let mut p = EXP_POLY[0];
+    for c in &EXP_POLY[1..] {
+        p = p.mul_add(r, *c);
+    }
     let e = (p * r).mul_add(r, r) + 1.0;
     e * scale
 }
+
+// The constants of `exp` (and of its vector copies, which must use the same ones).
+const EXP_LO: f32 = -87.3;
+const EXP_HI: f32 = 88.3;
+const LOG2E: f32 = std::f32::consts::LOG2_E;
+const C1: f32 = 0.693_359_4; // ln 2, high part (exact in few bits)
+const C2: f32 = -2.121_944_4e-4; // ln 2 - C1
+const ROUND: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer
+const EXP_BIAS: u32 = 0x4B40_0000 - 127; // t's bits minus this, shifted: 2^n
+const EXP_POLY: [f32; 6] = [
+    1.987_569_1e-4,
+    1.398_2e-3,
+    8.333_452e-3,
+    4.166_579_6e-2,
+    1.666_666_5e-1,
+    0.5,
+];
 
 /// `silu(x) = x * sigmoid(x) = x / (1 + e^-x)`.
 #[inline(always)]
@@ -114,22 +125,17 @@ fn exp16(x: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512 {
     use std::arch::x86_64::*;
     let c = _mm512_set1_ps;
     // clamp: operands ordered so that a NaN input stays NaN, as f32::clamp does.
-    let x = _mm512_min_ps(c(88.3), _mm512_max_ps(c(-87.3), x));
-    let t = _mm512_add_ps(
-        _mm512_mul_ps(x, c(std::f32::consts::LOG2_E)),
-        c(12_582_912.0),
-    );
-    let n = _mm512_sub_ps(t, c(12_582_912.0));
-    let bits = _mm512_sub_epi32(_mm512_castps_si512(t), _mm512_set1_epi32(0x4B40_0000 - 127));
+    let x = _mm512_min_ps(c(EXP_HI), _mm512_max_ps(c(EXP_LO), x));
+    let t = _mm512_add_ps(_mm512_mul_ps(x, c(LOG2E)), c(ROUND));
+    let n = _mm512_sub_ps(t, c(ROUND));
+    let bits = _mm512_sub_epi32(_mm512_castps_si512(t), _mm512_set1_epi32(EXP_BIAS as i32));
     let scale = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(bits));
-    let r = _mm512_fmadd_ps(n, c(-0.693_359_4), x);
-    let r = _mm512_fmadd_ps(n, c(2.121_944_4e-4), r);
-    let mut p = c(1.987_569_1e-4);
-    p = _mm512_fmadd_ps(p, r, c(1.398_2e-3));
-    p = _mm512_fmadd_ps(p, r, c(8.333_452e-3));
-    p = _mm512_fmadd_ps(p, r, c(4.166_579_6e-2));
-    p = _mm512_fmadd_ps(p, r, c(1.666_666_5e-1));
-    p = _mm512_fmadd_ps(p, r, c(0.5));
+    let r = _mm512_fmadd_ps(n, c(-C1), x);
+    let r = _mm512_fmadd_ps(n, c(-C2), r);
+    let mut p = c(EXP_POLY[0]);
+    for k in &EXP_POLY[1..] {
+        p = _mm512_fmadd_ps(p, r, c(*k));
+    }
     let e = _mm512_add_ps(_mm512_fmadd_ps(_mm512_mul_ps(p, r), r, r), c(1.0));
     _mm512_mul_ps(e, scale)
 }
