@@ -2,8 +2,8 @@
 //! the machine's peak, measured by the same tool with a large GEMM of the same precision.
 
 use emcoder::{Model, Precision};
-use emcoder_kernels::gemm_bf16::{linear_bf16, Bf16Isa, PackedBf16};
-use emcoder_kernels::gemm_f32::{linear_f32, F32Isa};
+use emcoder_kernels::gemm_bf16::{linear_bf16, PackedBf16};
+use emcoder_kernels::gemm_f32::linear_f32;
 use serde_json::{json, Value};
 use std::time::Instant;
 
@@ -37,9 +37,9 @@ pub fn peak_gflops(model: &Model, size: usize, iters: usize) -> f64 {
         .num_threads(model.threads())
         .build()
         .expect("thread pool");
-    let packed = (model.precision() == Precision::Bf16).then(|| PackedBf16::pack(&w, size, size));
-    let isa = Bf16Isa::detect();
-    let f32_isa = F32Isa::detect();
+    let isa = model.isa();
+    let packed =
+        (model.precision() == Precision::Bf16).then(|| PackedBf16::pack(&w, size, size, isa));
     let mut xp = Vec::new();
     let mut fp = Vec::new();
     let mut times: Vec<f64> = (0..iters.max(1) + 1)
@@ -47,7 +47,7 @@ pub fn peak_gflops(model: &Model, size: usize, iters: usize) -> f64 {
             let t = Instant::now();
             pool.install(|| match &packed {
                 Some(p) => linear_bf16(&mut out, &x, p, None, size, &mut xp, isa),
-                None => linear_f32(&mut out, &x, &w, None, size, size, size, &mut fp, f32_isa),
+                None => linear_f32(&mut out, &x, &w, None, size, size, size, &mut fp, isa),
             });
             t.elapsed().as_secs_f64()
         })

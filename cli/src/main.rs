@@ -369,6 +369,10 @@ fn bench_cmd(a: BenchArgs) -> CliResult {
     v["precision"] = serde_json::json!(a.model.precision);
     v["max_rss_mb"] = serde_json::json!(bench::max_rss_mb());
     v["scratch_mb"] = serde_json::json!(model.scratch_bytes() as f64 / 1e6);
+    let k = output::kernels_json(&model);
+    v["cpu"] = k["cpu"].clone();
+    v["isa"] = k["isa"].clone();
+    v["kernels"] = k["kernels"].clone();
     if a.json {
         println!("{v}");
     } else {
@@ -379,6 +383,11 @@ fn bench_cmd(a: BenchArgs) -> CliResult {
             v["texts_per_s"].as_f64().unwrap_or(0.0), v["gflops"].as_f64().unwrap_or(0.0),
             100.0 * v["fraction_of_peak"].as_f64().unwrap_or(0.0), peak, load_ms, v["max_rss_mb"].as_f64().unwrap_or(0.0),
             v["scratch_mb"].as_f64().unwrap_or(0.0)
+        );
+        println!(
+            "cpu: {}; kernels at level {}",
+            emcoder::caps().model,
+            model.isa()
         );
     }
     Ok(())

@@ -157,5 +157,43 @@ pub fn inspect_report(f: &ModelFiles, tokenizer: &str) -> String {
             }
         );
     }
+    s.push_str(&cpu_report());
     s
+}
+
+/// This CPU, the levels it runs, the one selected (or why `EMCODER_ISA` is refused) and the
+/// variant each kernel family runs there.
+pub fn cpu_report() -> String {
+    let c = emcoder::caps();
+    let mut s = String::new();
+    let _ = writeln!(s, "cpu: {} ({})", c.model, c.arch);
+    let _ = writeln!(s, "  instruction-set levels: {}", c.available_names());
+    match &c.selected {
+        Ok(isa) => {
+            let why = match &c.requested {
+                Some(r) => format!("EMCODER_ISA={r}"),
+                None => "the best here; EMCODER_ISA=<level> lowers it".into(),
+            };
+            let _ = writeln!(s, "  kernels at level {isa} ({why}):");
+            let w = isa.kernels().iter().map(|k| k.0.len()).max().unwrap_or(0);
+            for (family, variant) in isa.kernels() {
+                let _ = writeln!(s, "    {family:<w$}  {variant}");
+            }
+        }
+        Err(e) => {
+            let _ = writeln!(s, "  ERROR: {e}");
+        }
+    }
+    s
+}
+
+/// The kernels a model runs, as JSON: `{"cpu", "isa", "kernels": {family: variant}}`.
+pub fn kernels_json(model: &Model) -> Value {
+    let kernels: serde_json::Map<String, Value> = model
+        .isa()
+        .kernels()
+        .into_iter()
+        .map(|(f, v)| (f.to_string(), json!(v)))
+        .collect();
+    json!({"cpu": emcoder::caps().model, "isa": model.isa().name(), "kernels": kernels})
 }

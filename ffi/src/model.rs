@@ -85,6 +85,8 @@ impl EmcoderModelParams {
                     )))
                 }
             },
+            // EMCODER_ISA (validated at load) or the best level of this CPU.
+            isa: None,
         })
     }
 }

@@ -5,17 +5,26 @@
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use emcoder_kernels::activation::swiglu;
 use emcoder_kernels::attention::{attention_rows, scratch_len};
-use emcoder_kernels::gemm_bf16::{linear_bf16, Bf16Isa, PackedBf16};
-use emcoder_kernels::gemm_f32::{linear_f32, F32Isa};
+use emcoder_kernels::gemm_bf16::{linear_bf16, PackedBf16};
+use emcoder_kernels::gemm_f32::linear_f32;
 use emcoder_kernels::matmul::{linear, Parallelism};
 use emcoder_kernels::norm::rmsnorm;
 use emcoder_kernels::philox::{dropout_residual_add, DropoutSite};
 use emcoder_kernels::rope::{rope_rows, rope_tables};
+use emcoder_kernels::Isa;
 use std::hint::black_box;
 
 const D: usize = 768;
 const F: usize = 2048;
 const H: usize = 12;
+
+/// The level `EMCODER_ISA` selects (the best one by default).
+fn isa() -> Isa {
+    emcoder_kernels::caps()
+        .selected
+        .clone()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
 
 fn data(n: usize) -> Vec<f32> {
     (0..n)
@@ -44,18 +53,18 @@ fn gemm(c: &mut Criterion) {
                 )
             })
         });
-        let p = PackedBf16::pack(&w, n, k);
+        let isa = isa();
+        let p = PackedBf16::pack(&w, n, k, isa);
         let mut xp = Vec::new();
-        let isa = Bf16Isa::detect();
         g.bench_function(
-            BenchmarkId::new(format!("bf16-{isa:?}"), format!("{m}x{k}x{n}")),
+            BenchmarkId::new(format!("bf16-{isa}"), format!("{m}x{k}x{n}")),
             |b| b.iter(|| linear_bf16(&mut out, black_box(&x), &p, None, m, &mut xp, isa)),
         );
     }
     // The hand-written f32 kernel against the gemm crate, both on the global rayon pool
     // (`RAYON_NUM_THREADS` sets its size): fused QKV, o, gate+up, down at 800 rows, the
     // same at 16 rows (one sample), and a square reference.
-    let isa = F32Isa::detect();
+    let isa = isa();
     let threads = rayon::current_num_threads();
     g.sample_size(20);
     for (m, k, n) in [
@@ -114,7 +123,7 @@ fn rowwise(c: &mut Criterion) {
     let mut g = c.benchmark_group("rowwise");
     g.throughput(Throughput::Bytes((2 * rows * D * 4) as u64));
     g.bench_function("rmsnorm 800x768", |b| {
-        b.iter(|| rmsnorm(&mut out, black_box(&x), &w, rows, D, 1e-6))
+        b.iter(|| rmsnorm(&mut out, black_box(&x), &w, rows, D, 1e-6, isa()))
     });
     let site = DropoutSite {
         seed: 1,
@@ -125,7 +134,7 @@ fn rowwise(c: &mut Criterion) {
     g.bench_function("dropout+residual 800x768", |b| {
         b.iter(|| {
             for (r, (h, a)) in out.chunks_exact_mut(D).zip(x.chunks_exact(D)).enumerate() {
-                dropout_residual_add(h, a, Some(&site), (r % 16) as u32);
+                dropout_residual_add(h, a, Some(&site), (r % 16) as u32, isa());
             }
         })
     });
@@ -135,7 +144,7 @@ fn rowwise(c: &mut Criterion) {
     g.bench_function("swiglu 800x2048", |b| {
         b.iter(|| {
             gg.copy_from_slice(&gate);
-            swiglu(&mut gg, black_box(&up))
+            swiglu(&mut gg, black_box(&up), isa())
         })
     });
     let freqs: Vec<f32> = (0..32)
@@ -153,13 +162,27 @@ fn rowwise(c: &mut Criterion) {
 
 fn attention(c: &mut Criterion) {
     let mut g = c.benchmark_group("attention");
-    for t in [8usize, 16, 64, 128, 512] {
+    let isa = isa();
+    for t in [8usize, 16, 64, 128, 512, 1024] {
         let (q, k, v) = (data(t * D), data(t * D), data(t * D));
         let mut out = vec![0.0; t * D];
-        let mut scores = vec![0.0; scratch_len(t, D / H)];
+        let mut scores = vec![0.0; scratch_len(D / H)];
         g.throughput(Throughput::Elements((4 * t * t * D) as u64));
         g.bench_function(BenchmarkId::new("T", t), |b| {
-            b.iter(|| attention_rows(&mut out, black_box(&q), &k, &v, t, D, H, 0, &mut scores))
+            b.iter(|| {
+                attention_rows(
+                    &mut out,
+                    black_box(&q),
+                    &k,
+                    &v,
+                    t,
+                    D,
+                    H,
+                    0,
+                    &mut scores,
+                    isa,
+                )
+            })
         });
     }
     g.finish();

@@ -1,8 +1,8 @@
 //! Times the `gemm` crate's f32 `matmul::linear` against `gemm_f32::linear_f32` (median of
 //! 7 runs) at this model's shapes:
 //! `cargo run --release -p emcoder-kernels --example f32_probe -- [THREADS] [M K N]...`
-//! (default: 2 threads, the benchmark shapes). `EMCODER_F32_ISA` picks the kernel.
-use emcoder_kernels::gemm_f32::{linear_f32, F32Isa};
+//! (default: 2 threads, the benchmark shapes). `EMCODER_ISA` picks the kernel.
+use emcoder_kernels::gemm_f32::linear_f32;
 use emcoder_kernels::matmul::{linear, Parallelism};
 use std::time::Instant;
 
@@ -41,8 +41,11 @@ fn main() {
     } else {
         Parallelism::None
     };
-    let isa = F32Isa::detect();
-    println!("{t} thread(s), own kernel {isa:?}, median of 7 (GFLOP/s; W GB/s)");
+    let isa = emcoder_kernels::caps()
+        .selected
+        .clone()
+        .unwrap_or_else(|e| panic!("{e}"));
+    println!("{t} thread(s), own kernel {isa}, median of 7 (GFLOP/s; W GB/s)");
     for (m, k, n) in shapes {
         let x: Vec<f32> = (0..m * k)
             .map(|i| ((i * 7919) % 1013) as f32 / 1013.0 - 0.5)

@@ -1,6 +1,7 @@
 //! Quick single-shape timing of the f32 and bf16 linear kernels: `cargo run --release -p emcoder-kernels --example gemm_probe -- M K N THREADS`.
-use emcoder_kernels::gemm_bf16::{linear_bf16, Bf16Isa, PackedBf16};
+use emcoder_kernels::gemm_bf16::{linear_bf16, PackedBf16};
 use emcoder_kernels::matmul::{linear, Parallelism};
+use emcoder_kernels::Isa;
 use std::time::Instant;
 
 fn main() {
@@ -26,13 +27,14 @@ fn main() {
     } else {
         Parallelism::None
     };
-    let packed = PackedBf16::pack(&w, n, k);
+    let best = emcoder_kernels::caps().best;
+    let packed = PackedBf16::pack(&w, n, k, best);
     let mut xp = Vec::new();
     let flop = 2.0 * (m * k * n) as f64;
     for (name, isa) in [
         ("f32 gemm", None),
-        ("bf16 avx512", Some(Bf16Isa::detect())),
-        ("bf16 generic", Some(Bf16Isa::Generic)),
+        ("bf16 best level", Some(best)),
+        ("bf16 generic", Some(Isa::Generic)),
     ] {
         let mut best = f64::MAX;
         for _ in 0..5 {

@@ -1,27 +1,54 @@
 //! Bidirectional multi-head attention over one packed sequence (no padding inside it):
-//! `softmax(q k^T / sqrt(head_dim)) v` per head, softmax in f32.
+//! `softmax(q k^T / sqrt(head_dim)) v` per head, in f32, tiled with an online softmax.
+//!
+//! Flash-attention style (as PyTorch's CPU `FlashAttentionKernel`): per head, a block of
+//! query rows meets the keys in blocks of [`KEY_BLOCK`]; each query row keeps a running
+//! maximum `m` and sum `l` of its softmax and an output accumulator `o`. Per key block:
+//!
+//! ```text
+//! s[j][r] = (k_j . q_r) * scale                      (scores, keys x query rows)
+//! m' = max(m, max_j s[j][r]);  alpha = e^(m - m');   p[j][r] = e^(s[j][r] - m')
+//! l = l * alpha + sum_j p[j][r];  o_r = o_r * alpha + sum_j p[j][r] v_j;  m = m'
+//! ```
+//!
+//! and at the end `out_r = o_r / l`. Memory is O(block) per task whatever the length: no
+//! `t x t` score matrix. The scores are kept transposed (keys x query rows), so the softmax
+//! runs down the columns with one query row per vector lane (no horizontal reductions), the
+//! query block is transposed once per head (`head_dim x rows`), and keys and values are read
+//! in place, row-major. Register tiles: scores `RK` keys x `QV` query vectors, outputs `RP`
+//! query rows x `CV` channel vectors, chosen from the ISA's register count.
+//!
+//! Every ISA computes each element with the same operations in the same order (fused
+//! multiply-adds in channel, then key order; the same [`crate::simd::exp`]; the key block is
+//! the same everywhere), so every level gives the same bits (tested); a `head_dim` that is
+//! not a multiple of the vector width runs the one-lane instance of the same code.
 
-/// Query rows the AVX-512 path computes together (scores and outputs in registers).
-const QR: usize = 4;
+use crate::cpu::Isa;
+use crate::simd::{self, Scalar, Simd, SimdOp};
 
-/// Scratch floats [`attention_rows`] needs for a sequence of `t` tokens and head size `hd`.
-pub fn scratch_len(t: usize, hd: usize) -> usize {
-    t.div_ceil(16) * 16 * (hd + QR)
+/// Keys per block of the online softmax. The same on every ISA (a property of the numbers,
+/// not of the machine). Measured on AVX2 (see benches/RESULTS.md): 64 is within noise of
+/// 128 and 256 at 1024 tokens and the fastest at 16-64.
+pub const KEY_BLOCK: usize = 64;
+/// Query vectors per block: a block is `QV * LANES` query rows.
+const QV: usize = 4;
+/// The widest vector of any ISA (scratch is sized for it).
+const MAX_LANES: usize = 16;
+
+/// Scratch floats [`attention_rows`] needs for head size `hd`, whatever the sequence length
+/// and the ISA.
+pub fn scratch_len(hd: usize) -> usize {
+    let br = QV * MAX_LANES;
+    // qt (hd x br), scores (KEY_BLOCK x br), o (br x hd), m, l, alpha (br each)
+    2 * hd * br + KEY_BLOCK * br + 3 * br
 }
 
-/// Computes output rows `row0..row0+rows` of one sequence of length `t`.
+/// Computes output rows `row0..row0 + rows` of one sequence of length `t` (`rows` =
+/// `out.len() / d`).
 ///
 /// `q`, `k`, `v`: the whole sequence, (t, d) row-major; heads are consecutive
 /// `head_dim`-channel slices of a row. `out`: (rows, d). `scratch`: at least
-/// [`scratch_len`]`(t, head_dim)` floats.
-///
-/// Built for the short sequences of this model (tens of tokens): per head, the keys are
-/// transposed once into a zero-padded `head_dim x t16` block, so a query's scores are
-/// `head_dim` vector multiply-adds across 16 keys at a time, and the output is `t` vector
-/// multiply-adds across the head's channels. With AVX-512 (and `head_dim` a multiple of 16)
-/// the transposition runs in 16 x 16 register blocks and 4 query rows go together, their
-/// scores (up to 64 keys at a time) and outputs (up to 64 channels) held in registers.
-/// Every path gives the same bits (no fused operations; each sum in the same order).
+/// [`scratch_len`]`(head_dim)` floats.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_rows(
     out: &mut [f32],
@@ -33,274 +60,308 @@ pub fn attention_rows(
     n_head: usize,
     row0: usize,
     scratch: &mut [f32],
+    isa: Isa,
 ) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F.
-            return unsafe { rows_avx512(out, q, k, v, t, d, n_head, row0, scratch) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2.
-            return unsafe { rows_avx2(out, q, k, v, t, d, n_head, row0, scratch) };
-        }
-    }
-    rows_generic(out, q, k, v, t, d, n_head, row0, scratch)
-}
-
-/// Calls `$f::<R, V>(args)` for the block shape `(R, V)` = `($r, $v)`, each 1..=4 (rows of
-/// a query block, vectors of 16 keys or channels).
-#[cfg(target_arch = "x86_64")]
-macro_rules! by_shape {
-    ($r:expr, $v:expr, $f:ident($($a:expr),*)) => {
-        match ($r, $v) {
-            (4, 4) => $f::<4, 4>($($a),*),
-            (4, 3) => $f::<4, 3>($($a),*),
-            (4, 2) => $f::<4, 2>($($a),*),
-            (4, _) => $f::<4, 1>($($a),*),
-            (3, 4) => $f::<3, 4>($($a),*),
-            (3, 3) => $f::<3, 3>($($a),*),
-            (3, 2) => $f::<3, 2>($($a),*),
-            (3, _) => $f::<3, 1>($($a),*),
-            (2, 4) => $f::<2, 4>($($a),*),
-            (2, 3) => $f::<2, 3>($($a),*),
-            (2, 2) => $f::<2, 2>($($a),*),
-            (2, _) => $f::<2, 1>($($a),*),
-            (_, 4) => $f::<1, 4>($($a),*),
-            (_, 3) => $f::<1, 3>($($a),*),
-            (_, 2) => $f::<1, 2>($($a),*),
-            _ => $f::<1, 1>($($a),*),
-        }
-    };
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn rows_avx512(
-    out: &mut [f32],
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    t: usize,
-    d: usize,
-    n_head: usize,
-    row0: usize,
-    scratch: &mut [f32],
-) {
-    use std::arch::x86_64::*;
-    let hd = d / n_head;
-    if !hd.is_multiple_of(16) || t == 0 {
-        return rows_generic(out, q, k, v, t, d, n_head, row0, scratch);
-    }
-    let tp = t.div_ceil(16) * 16;
-    let scale = 1.0 / (hd as f32).sqrt();
+    assert!(
+        n_head > 0 && d.is_multiple_of(n_head),
+        "attention: d {d} is not a multiple of n_head {n_head}"
+    );
     let rows = out.len() / d;
     assert!(
-        scratch.len() >= tp * (hd + QR) && k.len() >= t * d && v.len() >= t * d,
-        "attention: scratch or keys/values too small"
+        k.len() >= t * d && v.len() >= t * d && q.len() >= (row0 + rows) * d && row0 + rows <= t,
+        "attention: queries, keys or values too small"
     );
-    assert!(q.len() >= (row0 + rows) * d, "attention: queries too small");
-    let (scores, kt) = scratch[..tp * (hd + QR)].split_at_mut(tp * QR);
-    for h in 0..n_head {
-        // kt[c][j] = k[j][h*hd + c], zero for the padding keys j >= t: 16 x 16 blocks.
-        for jb in 0..tp / 16 {
-            for cb in 0..hd / 16 {
-                let mut blk = [_mm512_setzero_ps(); 16];
-                for (r, b) in blk.iter_mut().enumerate() {
-                    let j = jb * 16 + r;
-                    if j < t {
-                        // SAFETY: j < t and h*hd + cb*16 + 16 <= d: inside k.
-                        *b = _mm512_loadu_ps(k.as_ptr().add(j * d + h * hd + cb * 16));
+    assert!(
+        scratch.len() >= scratch_len(d / n_head),
+        "attention: scratch too small"
+    );
+    isa.assert_runs_here();
+    if rows == 0 || t == 0 {
+        return;
+    }
+    let op = Attention {
+        out,
+        q,
+        k,
+        v,
+        t,
+        d,
+        n_head,
+        row0,
+        scratch,
+    };
+    // SAFETY: the level runs here (checked above); the asserts bound every access.
+    unsafe { simd::dispatch(isa, op) }
+}
+
+/// Arguments of [`attention_rows`].
+struct Attention<'a> {
+    out: &'a mut [f32],
+    q: &'a [f32],
+    k: &'a [f32],
+    v: &'a [f32],
+    t: usize,
+    d: usize,
+    n_head: usize,
+    row0: usize,
+    scratch: &'a mut [f32],
+}
+
+impl SimdOp for Attention<'_> {
+    type Output = ();
+    #[inline(always)]
+    unsafe fn run<S: Simd>(self) {
+        let hd = self.d / self.n_head;
+        if !hd.is_multiple_of(S::LANES) {
+            return self.run::<Scalar>();
+        }
+        let hv = hd / S::LANES;
+        // Output tile: CV channel vectors x RP rows, the most accumulators that fit.
+        if S::REGS >= 32 && hv.is_multiple_of(4) {
+            self.heads::<S, 4, 6>()
+        } else if hv.is_multiple_of(2) {
+            if S::REGS >= 32 {
+                self.heads::<S, 2, 8>()
+            } else {
+                self.heads::<S, 2, 6>()
+            }
+        } else {
+            self.heads::<S, 1, 8>()
+        }
+    }
+}
+
+impl Attention<'_> {
+    /// Every head, query block by query block.
+    #[inline(always)]
+    unsafe fn heads<S: Simd, const CV: usize, const RP: usize>(self) {
+        let Attention {
+            out,
+            q,
+            k,
+            v,
+            t,
+            d,
+            n_head,
+            row0,
+            scratch,
+        } = self;
+        let lanes = S::LANES;
+        let hd = d / n_head;
+        let rows = out.len() / d;
+        let br_max = QV * lanes;
+        let scale = 1.0 / (hd as f32).sqrt();
+        let (qt, rest) = scratch.split_at_mut(hd * br_max);
+        let (st, rest) = rest.split_at_mut(KEY_BLOCK * br_max);
+        let (o, rest) = rest.split_at_mut(br_max * hd);
+        let (m, rest) = rest.split_at_mut(br_max);
+        let (l, rest) = rest.split_at_mut(br_max);
+        let alpha = &mut rest[..br_max];
+        let (kp, vp) = (k.as_ptr(), v.as_ptr());
+        for h in 0..n_head {
+            for qb in (0..rows).step_by(br_max) {
+                let nq = br_max.min(rows - qb);
+                let qvn = nq.div_ceil(lanes);
+                let br = qvn * lanes;
+                // qt[c][r] = q[row0 + qb + r][h hd + c], zero for the padding rows.
+                for r in 0..br {
+                    for c in 0..hd {
+                        qt[c * br + r] = if r < nq {
+                            q[(row0 + qb + r) * d + h * hd + c]
+                        } else {
+                            0.0
+                        };
                     }
                 }
-                crate::gemm_f32::transpose16(&mut blk);
-                for (c, b) in blk.iter().enumerate() {
-                    // SAFETY: row cb*16 + c < hd of kt, columns jb*16.. < tp.
-                    _mm512_storeu_ps(kt.as_mut_ptr().add((cb * 16 + c) * tp + jb * 16), *b);
+                m[..br].fill(f32::NEG_INFINITY);
+                l[..br].fill(0.0);
+                o[..nq * hd].fill(0.0);
+                for kb in (0..t).step_by(KEY_BLOCK) {
+                    let nk = KEY_BLOCK.min(t - kb);
+                    let keys = kp.add(kb * d + h * hd);
+                    scores::<S>(st.as_mut_ptr(), qt.as_ptr(), keys, d, nk, hd, qvn, scale);
+                    online_softmax::<S>(st, m, l, alpha, nk, qvn);
+                    let vals = vp.add(kb * d + h * hd);
+                    let mut r = 0;
+                    while r + RP <= nq {
+                        outputs::<S, CV, RP>(o, st, alpha, vals, d, nk, hd, br, r);
+                        r += RP;
+                    }
+                    while r < nq {
+                        outputs::<S, CV, 1>(o, st, alpha, vals, d, nk, hd, br, r);
+                        r += 1;
+                    }
                 }
-            }
-        }
-        for r0 in (0..rows).step_by(QR) {
-            let nr = QR.min(rows - r0);
-            let qrow = |r: usize| q.as_ptr().add((row0 + r0 + r) * d + h * hd);
-            // Scores: rows r0.. x keys, 64 keys (4 vectors) per pass.
-            for kc in (0..tp).step_by(64) {
-                let nv = ((tp - kc) / 16).min(4);
-                let sc = scores.as_mut_ptr().add(kc);
-                let ktc = kt.as_ptr().add(kc);
-                // SAFETY: nr query rows exist; kt holds hd x tp; scores QR x tp.
-                by_shape!(nr, nv, qk(qrow, ktc, tp, hd, sc));
-            }
-            // Softmax per row, as the generic path; the row becomes the probabilities.
-            for r in 0..nr {
-                let sc = &mut scores[r * tp..r * tp + t];
-                let inv = softmax_numerators(sc, scale);
-                for s in sc.iter_mut() {
-                    *s *= inv;
+                for r in 0..nq {
+                    let inv_src = &o[r * hd..(r + 1) * hd];
+                    let dst = &mut out[(qb + r) * d + h * hd..(qb + r) * d + (h + 1) * hd];
+                    let lr = l[r];
+                    for (y, x) in dst.iter_mut().zip(inv_src) {
+                        *y = *x / lr;
+                    }
                 }
-            }
-            // Outputs: rows r0.. x the head's channels, 64 (4 vectors) per pass.
-            for cc in (0..hd).step_by(64) {
-                let nv = ((hd - cc) / 16).min(4);
-                let vb = v.as_ptr().add(h * hd + cc);
-                let ob = out.as_mut_ptr().add(r0 * d + h * hd + cc);
-                let p = scores.as_ptr();
-                // SAFETY: v holds t rows of d; out holds rows x d; p QR x tp.
-                by_shape!(nr, nv, pv(p, tp, vb, d, t, ob));
             }
         }
     }
 }
 
-/// Scores of `R` query rows against `16 V` keys: `sc[r * tp + j] = sum_c q_r[c] kt[c][j]`,
-/// summed in channel order from 0 with separate multiplies and adds (the generic bits).
+/// Scores of `nk` keys against `qvn` query vectors: `st[j * br + r] = scale * sum_c
+/// k[j][c] q[r][c]` (fused multiply-adds in channel order), `br = qvn * LANES`.
 ///
 /// # Safety
-/// The CPU has AVX-512F; `q(r)` points at `hd` floats for `r < R`; `kt` at an `hd x tp`
-/// block (offset to the first key); `sc` at `R` rows of `tp` (offset likewise).
-#[cfg(target_arch = "x86_64")]
-#[inline]
-#[target_feature(enable = "avx512f")]
-unsafe fn qk<const R: usize, const V: usize>(
-    q: impl Fn(usize) -> *const f32,
-    kt: *const f32,
-    tp: usize,
+/// `S`'s ISA runs here; `qt` holds `hd x br`, `st` `nk x br`, `keys` `nk` rows of stride
+/// `d` with `hd` channels each.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn scores<S: Simd>(
+    st: *mut f32,
+    qt: *const f32,
+    keys: *const f32,
+    d: usize,
+    nk: usize,
     hd: usize,
-    sc: *mut f32,
+    qvn: usize,
+    scale: f32,
 ) {
-    use std::arch::x86_64::*;
-    let mut acc = [[_mm512_setzero_ps(); V]; R];
-    let qp: [*const f32; R] = std::array::from_fn(&q);
+    // RK keys x QVN vectors of accumulators, plus QVN query vectors and one broadcast.
+    macro_rules! tiles {
+        ($qv:literal, $rk:literal) => {{
+            let mut j = 0;
+            while j + $rk <= nk {
+                score_tile::<S, $qv, $rk>(st, qt, keys, d, j, hd, scale);
+                j += $rk;
+            }
+            while j < nk {
+                score_tile::<S, $qv, 1>(st, qt, keys, d, j, hd, scale);
+                j += 1;
+            }
+        }};
+    }
+    match (qvn, S::REGS >= 32) {
+        (4, true) => tiles!(4, 6),
+        (4, false) => tiles!(4, 2),
+        (3, true) => tiles!(3, 8),
+        (3, false) => tiles!(3, 4),
+        (2, true) => tiles!(2, 8),
+        (2, false) => tiles!(2, 6),
+        _ => tiles!(1, 8),
+    }
+}
+
+/// One register tile of [`scores`]: keys `j0..j0 + RK` x `QVN` query vectors.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn score_tile<S: Simd, const QVN: usize, const RK: usize>(
+    st: *mut f32,
+    qt: *const f32,
+    keys: *const f32,
+    d: usize,
+    j0: usize,
+    hd: usize,
+    scale: f32,
+) {
+    let br = QVN * S::LANES;
+    let mut acc = [[S::zero(); QVN]; RK];
+    let kr: [*const f32; RK] = std::array::from_fn(|i| keys.add((j0 + i) * d));
     for c in 0..hd {
-        let kv: [__m512; V] = std::array::from_fn(|u| _mm512_loadu_ps(kt.add(c * tp + 16 * u)));
-        for (r, ar) in acc.iter_mut().enumerate() {
-            let qb = _mm512_set1_ps(*qp[r].add(c));
-            for (a, k) in ar.iter_mut().zip(&kv) {
-                *a = _mm512_add_ps(*a, _mm512_mul_ps(qb, *k));
+        let qv: [S::V; QVN] = std::array::from_fn(|u| S::load(qt.add(c * br + u * S::LANES)));
+        for (i, ai) in acc.iter_mut().enumerate() {
+            let kb = S::splat(*kr[i].add(c));
+            for (a, x) in ai.iter_mut().zip(&qv) {
+                *a = S::fma(kb, *x, *a);
             }
         }
     }
-    for (r, ar) in acc.iter().enumerate() {
-        for (u, a) in ar.iter().enumerate() {
-            _mm512_storeu_ps(sc.add(r * tp + 16 * u), *a);
+    let sc = S::splat(scale);
+    for (i, ai) in acc.iter().enumerate() {
+        for (u, a) in ai.iter().enumerate() {
+            S::store(st.add((j0 + i) * br + u * S::LANES), S::mul(*a, sc));
         }
     }
 }
 
-/// Outputs of `R` rows over `16 V` channels: `o[r * d + c] = sum_j p[r * tp + j] v[j * d + c]`,
-/// summed in key order from 0 with separate multiplies and adds (the generic bits).
+/// The online-softmax step of one key block, one query row per lane: updates the running
+/// max `m` and sum `l`, leaves `alpha = e^(m_old - m_new)` per row and turns the scores
+/// into `p = e^(s - m_new)`.
 ///
 /// # Safety
-/// The CPU has AVX-512F; `p` holds `R` rows of `tp >= t`; `v` `t` rows of stride `d` with
-/// `16 V` channels from it; `o` `R` rows of stride `d` likewise.
-#[cfg(target_arch = "x86_64")]
-#[inline]
-#[target_feature(enable = "avx512f")]
-unsafe fn pv<const R: usize, const V: usize>(
-    p: *const f32,
-    tp: usize,
-    v: *const f32,
-    d: usize,
-    t: usize,
-    o: *mut f32,
-) {
-    use std::arch::x86_64::*;
-    let mut acc = [[_mm512_setzero_ps(); V]; R];
-    for j in 0..t {
-        let vv: [__m512; V] = std::array::from_fn(|u| _mm512_loadu_ps(v.add(j * d + 16 * u)));
-        for (r, ar) in acc.iter_mut().enumerate() {
-            let pb = _mm512_set1_ps(*p.add(r * tp + j));
-            for (a, x) in ar.iter_mut().zip(&vv) {
-                *a = _mm512_add_ps(*a, _mm512_mul_ps(pb, *x));
-            }
-        }
-    }
-    for (r, ar) in acc.iter().enumerate() {
-        for (u, a) in ar.iter().enumerate() {
-            _mm512_storeu_ps(o.add(r * d + 16 * u), *a);
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn rows_avx2(
-    out: &mut [f32],
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    t: usize,
-    d: usize,
-    n_head: usize,
-    row0: usize,
-    scratch: &mut [f32],
-) {
-    rows_generic(out, q, k, v, t, d, n_head, row0, scratch)
-}
-
+/// `S`'s ISA runs here; the slices hold `qvn * LANES` rows (`st`: `nk` of them).
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn rows_generic(
-    out: &mut [f32],
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    t: usize,
-    d: usize,
-    n_head: usize,
-    row0: usize,
-    scratch: &mut [f32],
+unsafe fn online_softmax<S: Simd>(
+    st: &mut [f32],
+    m: &mut [f32],
+    l: &mut [f32],
+    alpha: &mut [f32],
+    nk: usize,
+    qvn: usize,
 ) {
-    let hd = d / n_head;
-    let tp = t.div_ceil(16) * 16;
-    let scale = 1.0 / (hd as f32).sqrt();
-    let (scores, kt) = scratch[..tp * (hd + 1)].split_at_mut(tp);
-    for h in 0..n_head {
-        // kt[c][j] = k[j][h*hd + c], zero for the padding keys j >= t.
-        for (c, row) in kt.chunks_exact_mut(tp).enumerate() {
-            for (j, x) in row.iter_mut().enumerate() {
-                *x = if j < t { k[j * d + h * hd + c] } else { 0.0 };
-            }
+    let br = qvn * S::LANES;
+    let sp = st.as_mut_ptr();
+    for u in 0..qvn {
+        let lane = u * S::LANES;
+        let m_old = S::load(m.as_ptr().add(lane));
+        let mut mx = m_old;
+        for j in 0..nk {
+            mx = S::max(mx, S::load(sp.add(j * br + lane)));
         }
-        for (r, orow) in out.chunks_exact_mut(d).enumerate() {
-            let i = row0 + r;
-            let qh = &q[i * d + h * hd..i * d + (h + 1) * hd];
-            scores.fill(0.0);
-            for (qc, row) in qh.iter().zip(kt.chunks_exact(tp)) {
-                for (s, kv) in scores.iter_mut().zip(row) {
-                    *s += *qc * *kv;
-                }
-            }
-            let sc = &mut scores[..t];
-            let inv = softmax_numerators(sc, scale);
-            let oh = &mut orow[h * hd..(h + 1) * hd];
-            oh.fill(0.0);
-            for (j, s) in sc.iter().enumerate() {
-                let p = *s * inv;
-                let vh = &v[j * d + h * hd..j * d + (h + 1) * hd];
-                for (o, x) in oh.iter_mut().zip(vh) {
-                    *o += p * *x;
+        let a = simd::exp::<S>(S::sub(m_old, mx));
+        let mut sum = S::zero();
+        for j in 0..nk {
+            let p = simd::exp::<S>(S::sub(S::load(sp.add(j * br + lane)), mx));
+            S::store(sp.add(j * br + lane), p);
+            sum = S::add(sum, p);
+        }
+        let lo = S::load(l.as_ptr().add(lane));
+        S::store(l.as_mut_ptr().add(lane), S::add(S::mul(lo, a), sum));
+        S::store(m.as_mut_ptr().add(lane), mx);
+        S::store(alpha.as_mut_ptr().add(lane), a);
+    }
+}
+
+/// Output rows `r0..r0 + RP`: `o_r = o_r * alpha_r + sum_j p[j][r] v_j` over the block's
+/// `nk` keys, `CV` channel vectors at a time.
+///
+/// # Safety
+/// `S`'s ISA runs here; `o` holds rows of `hd`, `st` `nk x br`, `vals` `nk` rows of stride
+/// `d` with `hd` channels each; `hd` is a multiple of `CV * LANES`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn outputs<S: Simd, const CV: usize, const RP: usize>(
+    o: &mut [f32],
+    st: &[f32],
+    alpha: &[f32],
+    vals: *const f32,
+    d: usize,
+    nk: usize,
+    hd: usize,
+    br: usize,
+    r0: usize,
+) {
+    let (op, sp) = (o.as_mut_ptr(), st.as_ptr());
+    for c0 in (0..hd).step_by(CV * S::LANES) {
+        let mut acc: [[S::V; CV]; RP] = std::array::from_fn(|i| {
+            let a = S::splat(alpha[r0 + i]);
+            std::array::from_fn(|u| S::mul(S::load(op.add((r0 + i) * hd + c0 + u * S::LANES)), a))
+        });
+        for j in 0..nk {
+            let vv: [S::V; CV] =
+                std::array::from_fn(|u| S::load(vals.add(j * d + c0 + u * S::LANES)));
+            for (i, ai) in acc.iter_mut().enumerate() {
+                let p = S::splat(*sp.add(j * br + r0 + i));
+                for (a, x) in ai.iter_mut().zip(&vv) {
+                    *a = S::fma(p, *x, *a);
                 }
             }
         }
+        for (i, ai) in acc.iter().enumerate() {
+            for (u, a) in ai.iter().enumerate() {
+                S::store(op.add((r0 + i) * hd + c0 + u * S::LANES), *a);
+            }
+        }
     }
 }
 
-/// One row of scores becomes the softmax's numerators `e^(s * scale - max)`; returns the
-/// reciprocal of their sum (every path shares it, so the same bits).
-#[inline(always)]
-fn softmax_numerators(sc: &mut [f32], scale: f32) -> f32 {
-    let mut max = f32::NEG_INFINITY;
-    for s in sc.iter_mut() {
-        *s *= scale;
-        max = max.max(*s);
-    }
-    1.0 / crate::activation::exp_sub_sum(sc, max)
-}
-
-/// Scalar reference: the whole sequence, in f64.
+/// Scalar reference: the whole sequence, in f64, with a full softmax per row.
 pub fn reference_attention(
     out: &mut [f32],
     q: &[f32],
@@ -338,44 +399,173 @@ pub fn reference_attention(
 mod tests {
     use super::*;
 
+    fn levels() -> Vec<Isa> {
+        crate::cpu::caps().available.clone()
+    }
+
+    /// Runs the dispatched kernel in row blocks of `split` (as the engine's tasks do).
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        t: usize,
+        d: usize,
+        nh: usize,
+        split: usize,
+        isa: Isa,
+    ) -> Vec<f32> {
+        let mut out = vec![f32::NAN; t * d];
+        let mut scratch = vec![f32::NAN; scratch_len(d / nh)];
+        for (b, blk) in out.chunks_mut(split * d).enumerate() {
+            attention_rows(blk, q, k, v, t, d, nh, b * split, &mut scratch, isa);
+        }
+        out
+    }
+
+    fn check_against_reference(q: &[f32], k: &[f32], v: &[f32], t: usize, d: usize, nh: usize) {
+        let mut refo = vec![0.0; t * d];
+        reference_attention(&mut refo, q, k, v, t, d, nh);
+        let generic = run(q, k, v, t, d, nh, 64, Isa::Generic);
+        let mut worst = 0.0f32;
+        for (x, y) in generic.iter().zip(&refo) {
+            let e = (x - y).abs() / y.abs().max(1.0);
+            worst = worst.max(e);
+            assert!(e <= 2e-5, "t={t} d={d} heads={nh}: {x} vs {y}");
+        }
+        eprintln!("t={t} d={d} heads={nh}: max relative error {worst:e}");
+        // Every level and every row split gives the generic bits.
+        for isa in levels() {
+            for split in [1usize, 7, 64, t] {
+                let o = run(q, k, v, t, d, nh, split.max(1), isa);
+                let same = o
+                    .iter()
+                    .zip(&generic)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(
+                    same,
+                    "{isa} t={t} d={d} split={split}: not the generic bits"
+                );
+            }
+        }
+    }
+
+    fn gen(len: usize, s: usize) -> Vec<f32> {
+        (0..len)
+            .map(|i| (((i * 31 + s * 17) % 23) as f32 - 11.0) * 0.1)
+            .collect()
+    }
+
     #[test]
-    fn matches_reference() {
+    fn matches_reference_at_block_boundaries() {
+        let kb = KEY_BLOCK;
         for (t, d, nh) in [
             (1usize, 8usize, 2usize),
             (2, 8, 1),
             (7, 12, 3),
             (16, 128, 2),
             (33, 64, 4),
-            (100, 96, 3),
+            (kb - 1, 32, 2),
+            (kb, 64, 1),
+            (kb + 1, 48, 3),
+            (2 * kb + 5, 96, 3),
             (64, 768, 12),
             (130, 256, 2),
             (5, 80, 1),
         ] {
-            let gen = |s: usize| -> Vec<f32> {
-                (0..t * d)
-                    .map(|i| (((i * 31 + s * 17) % 23) as f32 - 11.0) * 0.1)
-                    .collect()
-            };
-            let (q, k, v) = (gen(1), gen(2), gen(3));
-            let mut out = vec![0.0; t * d];
-            let mut scratch = vec![0.0; scratch_len(t, d / nh)];
-            // two halves, as the engine splits rows across threads
-            let split = t / 2;
-            let (a, b) = out.split_at_mut(split * d);
-            attention_rows(a, &q, &k, &v, t, d, nh, 0, &mut scratch);
-            attention_rows(b, &q, &k, &v, t, d, nh, split, &mut scratch);
-            let mut refo = vec![0.0; t * d];
-            reference_attention(&mut refo, &q, &k, &v, t, d, nh);
-            for (x, y) in out.iter().zip(&refo) {
-                assert!(
-                    (x - y).abs() <= 1e-5 * y.abs().max(1.0),
-                    "t={t}: {x} vs {y}"
-                );
-            }
-            // The generic path gives the dispatched path's bits.
-            let mut g = vec![0.0; t * d];
-            rows_generic(&mut g, &q, &k, &v, t, d, nh, 0, &mut scratch);
-            assert_eq!(g, out, "t={t}");
+            let (q, k, v) = (gen(t * d, 1), gen(t * d, 2), gen(t * d, 3));
+            check_against_reference(&q, &k, &v, t, d, nh);
         }
+    }
+
+    /// Scores that grow (then fall) from key block to key block: the running max changes
+    /// between blocks, so a missing rescale (alpha) or a max kept per block gives wrong
+    /// outputs; large scores overflow e^s without the max subtraction.
+    #[test]
+    fn running_max_across_blocks() {
+        let (d, nh) = (16usize, 1usize);
+        for (t, dir) in [
+            (3 * KEY_BLOCK + 9, 1.0f32),
+            (3 * KEY_BLOCK + 9, -1.0),
+            (4096, 1.0),
+        ] {
+            let q: Vec<f32> = (0..t * d)
+                .map(|i| if i % d == 0 { 1.0 } else { 0.0 })
+                .collect();
+            // key j: channel 0 carries dir * j * 0.5 (scores up to ~100 after scaling).
+            let k: Vec<f32> = (0..t * d)
+                .map(|i| {
+                    if i % d == 0 {
+                        dir * (i / d) as f32 * 0.5 * (800.0 / t as f32)
+                    } else {
+                        0.01
+                    }
+                })
+                .collect();
+            let v: Vec<f32> = (0..t * d)
+                .map(|i| ((i / d) % 97) as f32 + (i % d) as f32 * 0.01)
+                .collect();
+            if t > 1000 {
+                // The long case: SIMD levels only against the generic bits (the f64
+                // reference is t^2 d work; checked on a sample of rows).
+                let generic = run(&q, &k, &v, t, d, nh, 64, Isa::Generic);
+                let mut refo = vec![0.0; t * d];
+                reference_rows(&mut refo, &q, &k, &v, t, d, &[0, 1, 63, 64, 65, 2047, 4095]);
+                for r in [0usize, 1, 63, 64, 65, 2047, 4095] {
+                    for c in 0..d {
+                        let (x, y) = (generic[r * d + c], refo[r * d + c]);
+                        assert!(
+                            (x - y).abs() <= 2e-5 * y.abs().max(1.0),
+                            "t={t} row {r}: {x} vs {y}"
+                        );
+                    }
+                }
+                for isa in levels() {
+                    let o = run(&q, &k, &v, t, d, nh, 64, isa);
+                    assert!(
+                        o.iter()
+                            .zip(&generic)
+                            .all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "{isa} t={t}"
+                    );
+                }
+            } else {
+                check_against_reference(&q, &k, &v, t, d, nh);
+            }
+        }
+    }
+
+    /// The reference for selected rows only (one head).
+    fn reference_rows(
+        out: &mut [f32],
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        t: usize,
+        d: usize,
+        rows: &[usize],
+    ) {
+        for &i in rows {
+            let s: Vec<f64> = (0..t)
+                .map(|j| {
+                    (0..d)
+                        .map(|c| q[i * d + c] as f64 * k[j * d + c] as f64)
+                        .sum::<f64>()
+                        / (d as f64).sqrt()
+                })
+                .collect();
+            let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let e: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
+            let z: f64 = e.iter().sum();
+            for c in 0..d {
+                out[i * d + c] =
+                    ((0..t).map(|j| e[j] * v[j * d + c] as f64).sum::<f64>() / z) as f32;
+            }
+        }
+    }
+
+    #[test]
+    fn scratch_does_not_grow_with_length() {
+        assert!(scratch_len(64) < 32 * 1024, "{}", scratch_len(64));
     }
 }

@@ -1,31 +1,104 @@
 //! RMSNorm: `y = x / sqrt(mean(x^2) + eps) * weight`, computed in f32 (no bias, no centering).
+//!
+//! One plain loop (8 interleaved partial sums of squares, then an f64 reduction) compiled
+//! per level: under AVX2, AVX-512 or NEON target features LLVM vectorizes the partial sums
+//! without reordering them, so every level gives the same bits (tested).
+
+use crate::cpu::Isa;
+use crate::simd::{self, Simd, SimdOp};
 
 /// Normalizes `rows` rows of width `d` from `x` into `out`.
 ///
 /// `out`, `x`: (rows, d) row-major; `weight`: (d,).
-pub fn rmsnorm(out: &mut [f32], x: &[f32], weight: &[f32], rows: usize, d: usize, eps: f32) {
-    debug_assert!(out.len() >= rows * d && x.len() >= rows * d && weight.len() == d);
-    for (o, xr) in out.chunks_exact_mut(d).zip(x.chunks_exact(d)).take(rows) {
-        let inv = inv_rms(xr, eps);
-        for ((y, v), w) in o.iter_mut().zip(xr).zip(weight) {
-            *y = *v * inv * *w;
-        }
-    }
+#[allow(clippy::too_many_arguments)]
+pub fn rmsnorm(
+    out: &mut [f32],
+    x: &[f32],
+    weight: &[f32],
+    rows: usize,
+    d: usize,
+    eps: f32,
+    isa: Isa,
+) {
+    assert!(
+        out.len() >= rows * d && x.len() >= rows * d && weight.len() == d,
+        "rmsnorm: buffer too small"
+    );
+    isa.assert_runs_here();
+    let op = Norm {
+        out: Some(out),
+        x,
+        inplace: None,
+        weight,
+        rows,
+        d,
+        eps,
+    };
+    // SAFETY: the level runs here (checked above).
+    unsafe { simd::dispatch(isa, op) }
 }
 
 /// In-place [`rmsnorm`] of `rows` rows of width `d`.
-pub fn rmsnorm_inplace(x: &mut [f32], weight: &[f32], rows: usize, d: usize, eps: f32) {
-    for xr in x.chunks_exact_mut(d).take(rows) {
-        let inv = inv_rms(xr, eps);
-        for (v, w) in xr.iter_mut().zip(weight) {
-            *v = *v * inv * *w;
+pub fn rmsnorm_inplace(x: &mut [f32], weight: &[f32], rows: usize, d: usize, eps: f32, isa: Isa) {
+    assert!(
+        x.len() >= rows * d && weight.len() == d,
+        "rmsnorm: buffer too small"
+    );
+    isa.assert_runs_here();
+    let op = Norm {
+        out: None,
+        x: &[],
+        inplace: Some(x),
+        weight,
+        rows,
+        d,
+        eps,
+    };
+    // SAFETY: the level runs here (checked above).
+    unsafe { simd::dispatch(isa, op) }
+}
+
+/// Arguments of one RMSNorm call (out of place, or in place).
+struct Norm<'a> {
+    out: Option<&'a mut [f32]>,
+    x: &'a [f32],
+    inplace: Option<&'a mut [f32]>,
+    weight: &'a [f32],
+    rows: usize,
+    d: usize,
+    eps: f32,
+}
+
+impl SimdOp for Norm<'_> {
+    type Output = ();
+    #[inline(always)]
+    unsafe fn run<S: Simd>(self) {
+        let (d, w, eps) = (self.d, self.weight, self.eps);
+        if let Some(x) = self.inplace {
+            for xr in x.chunks_exact_mut(d).take(self.rows) {
+                let inv = inv_rms(xr, eps);
+                for (v, w) in xr.iter_mut().zip(w) {
+                    *v = *v * inv * *w;
+                }
+            }
+        } else if let Some(out) = self.out {
+            for (o, xr) in out
+                .chunks_exact_mut(d)
+                .zip(self.x.chunks_exact(d))
+                .take(self.rows)
+            {
+                let inv = inv_rms(xr, eps);
+                for ((y, v), w) in o.iter_mut().zip(xr).zip(w) {
+                    *y = *v * inv * *w;
+                }
+            }
         }
     }
 }
 
 /// `1 / sqrt(mean(x^2) + eps)` of one row, with the sum of squares in 8 f32 lanes
 /// (vectorizes well) and the final reduction in f64.
-#[inline]
+#[inline(always)]
 pub fn inv_rms(x: &[f32], eps: f32) -> f32 {
     let mut lanes = [0.0f32; 8];
     let chunks = x.chunks_exact(8);
@@ -64,7 +137,15 @@ mod tests {
                 .collect();
             let w: Vec<f32> = (0..d).map(|i| 1.0 + 0.01 * i as f32).collect();
             let mut out = vec![0.0; 2 * d];
-            rmsnorm(&mut out, &x, &w, 2, d, 1e-6);
+            rmsnorm(&mut out, &x, &w, 2, d, 1e-6, Isa::Generic);
+            for isa in crate::cpu::caps().available.iter().copied() {
+                let mut o = vec![0.0; 2 * d];
+                rmsnorm(&mut o, &x, &w, 2, d, 1e-6, isa);
+                assert!(o == out, "{isa} d={d}: not the generic bits");
+                let mut inplace = x.clone();
+                rmsnorm_inplace(&mut inplace, &w, 2, d, 1e-6, isa);
+                assert!(inplace == out, "{isa} d={d}: in place differs");
+            }
             for r in 0..2 {
                 let mut refo = vec![0.0; d];
                 reference_rmsnorm_row(&mut refo, &x[r * d..(r + 1) * d], &w, 1e-6);

@@ -24,8 +24,7 @@ pub use engine::stats::LabelStats;
 pub use error::{Error, Result};
 pub use model::{Config, ModelFiles, Placement, Threshold, TokenizerChoice};
 
-use emcoder_kernels::gemm_bf16::Bf16Isa;
-use emcoder_kernels::gemm_f32::F32Isa;
+pub use emcoder_kernels::cpu::{caps, CpuCaps, Isa};
 use engine::forward::{Dropout, Forward, Scratch};
 use std::path::Path;
 
@@ -73,6 +72,9 @@ pub struct LoadOptions {
     pub max_rows: usize,
     /// Precision of weights and products.
     pub precision: Precision,
+    /// Instruction-set level of every kernel; `None`: `EMCODER_ISA` when set (validated),
+    /// else the best this CPU runs. A level this CPU cannot run is a load error.
+    pub isa: Option<Isa>,
 }
 
 impl Default for LoadOptions {
@@ -83,6 +85,7 @@ impl Default for LoadOptions {
             max_tokens: DEFAULT_MAX_TOKENS,
             max_rows: 16384,
             precision: Precision::F32,
+            isa: None,
         }
     }
 }
@@ -138,8 +141,7 @@ pub struct Model {
     pool: rayon::ThreadPool,
     threads: usize,
     opts: LoadOptions,
-    bf16_isa: Bf16Isa,
-    f32_isa: F32Isa,
+    isa: Isa,
     /// Scratch arenas of finished calls, reused by later ones (one per concurrent call).
     scratch: std::sync::Mutex<Vec<Scratch>>,
 }
@@ -171,12 +173,18 @@ impl Model {
             .thread_name(|i| format!("emcoder-{i}"))
             .build()
             .map_err(|e| Error::Input(format!("cannot start {threads} worker threads: {e}")))?;
+        let mut isa = choose_isa(opts.isa)?;
         if opts.precision == Precision::Bf16 {
+            // AMX needs the OS's permission for the tile state, asked for only now; without
+            // it the bf16 products run on AVX512_BF16.
+            if isa == Isa::Amx && !emcoder_kernels::cpu::request_amx() {
+                isa = Isa::Avx512Bf16;
+            }
             pool.install(|| {
                 let w = &mut files.weights;
-                w.layers.iter_mut().for_each(|l| l.pack_bf16());
-                w.head1.pack_bf16();
-                w.head2.pack_bf16();
+                w.layers.iter_mut().for_each(|l| l.pack_bf16(isa));
+                w.head1.pack_bf16(isa);
+                w.head2.pack_bf16(isa);
             });
         }
         Ok(Model {
@@ -184,8 +192,7 @@ impl Model {
             pool,
             threads,
             opts: opts.clone(),
-            bf16_isa: Bf16Isa::detect(),
-            f32_isa: F32Isa::detect(),
+            isa,
             scratch: Default::default(),
         })
     }
@@ -213,6 +220,12 @@ impl Model {
     /// Worker threads.
     pub fn threads(&self) -> usize {
         self.threads
+    }
+
+    /// The instruction-set level every kernel of this model runs at
+    /// ([`Isa::kernels`] names the variant of each kernel family).
+    pub fn isa(&self) -> Isa {
+        self.isa
     }
 
     /// Tokenizes one text (`[CLS] ... [SEP]`), applying the token limit.
@@ -374,8 +387,7 @@ impl Model {
             } else {
                 self.opts.max_rows
             },
-            bf16_isa: self.bf16_isa,
-            f32_isa: self.f32_isa,
+            isa: self.isa,
         };
         let mut sc = self.arenas().pop().unwrap_or_default();
         let z = self
@@ -411,6 +423,21 @@ impl Model {
             )));
         }
         Ok(())
+    }
+}
+
+/// The level a model runs at: the requested one (it must run here), else `EMCODER_ISA`
+/// (validated when the process first asked), else the best this CPU runs.
+fn choose_isa(requested: Option<Isa>) -> Result<Isa> {
+    let caps = caps();
+    match requested {
+        Some(isa) if isa.runs_here() => Ok(isa),
+        Some(isa) => Err(Error::Input(format!(
+            "this CPU ({}) cannot run the {isa} kernels; it runs: {}",
+            caps.model,
+            caps.available_names()
+        ))),
+        None => caps.selected.clone().map_err(Error::Input),
     }
 }
 
@@ -469,11 +496,11 @@ mod tests {
                     &mut l.up,
                     &mut l.down,
                 ] {
-                    lin.pack_bf16();
+                    lin.pack_bf16(Isa::Generic);
                 }
             }
-            files.weights.head1.pack_bf16();
-            files.weights.head2.pack_bf16();
+            files.weights.head1.pack_bf16(Isa::Generic);
+            files.weights.head2.pack_bf16(Isa::Generic);
             let f32_opts = LoadOptions {
                 n_threads: 2,
                 tokenizer: TokenizerChoice::None,

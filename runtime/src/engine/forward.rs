@@ -10,24 +10,26 @@ use crate::model::{Config, FusedBf16, Layer, Linear, Weights};
 use emcoder_kernels::activation::{gelu, swiglu};
 use emcoder_kernels::attention::{self, attention_rows};
 use emcoder_kernels::gemm_bf16::{
-    linear_bf16, linear_bf16_packed, linear_bf16_packed_into, pack_activations, Bf16Isa, Epilogue,
+    linear_bf16, linear_bf16_packed, linear_bf16_packed_into, pack_activations, Epilogue,
     PackedActivations,
 };
-use emcoder_kernels::gemm_f32::{linear_f32, linear_f32_parts, F32Epilogue, F32Isa, F32Part};
+use emcoder_kernels::gemm_f32::{linear_f32, linear_f32_parts, F32Epilogue, F32Part};
 use emcoder_kernels::norm::{rmsnorm, rmsnorm_inplace};
 use emcoder_kernels::philox::{dropout_inplace, dropout_residual_add, DropoutSite};
 use emcoder_kernels::rope::{rope_apply, rope_tables};
+use emcoder_kernels::Isa;
 use rayon::prelude::*;
 
 thread_local! {
-    /// Attention scores of the current task, per worker thread (grown, never freed).
+    /// Attention scratch of the current task, per worker thread: `attention::scratch_len`
+    /// floats, a few tens of KB whatever the sequence length.
     static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Rows per parallel task of the row-wise kernels.
 const ROW_BLOCK: usize = 16;
-/// Query rows per attention task.
-const ATT_BLOCK: usize = 16;
+/// Query rows per attention task (a multiple of every ISA's query block: 16 to 64 rows).
+const ATT_BLOCK: usize = 64;
 
 /// MC-dropout settings of a run.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -59,10 +61,8 @@ pub struct Forward<'a> {
     pub w: &'a Weights,
     /// Largest number of rows processed at once (bounds scratch memory).
     pub max_rows: usize,
-    /// Kernel of the bf16 products (used by linears that carry packed bf16 weights).
-    pub bf16_isa: Bf16Isa,
-    /// Kernel of the f32 products.
-    pub f32_isa: F32Isa,
+    /// The instruction-set level every kernel runs at.
+    pub isa: Isa,
 }
 
 /// Every buffer of a forward pass, reused across calls: a call only grows what it needs
@@ -141,11 +141,11 @@ impl Forward<'_> {
     ) -> bool {
         if outs.iter().all(|(l, _)| l.packed.is_some()) {
             let k = outs[0].0.in_dim;
-            pack_activations(&mut ops.xp, x, m, k, self.bf16_isa);
-            let a = PackedActivations::new(&ops.xp, m, k);
+            pack_activations(&mut ops.xp, x, m, k, self.isa);
+            let a = PackedActivations::new(&ops.xp, m, k, self.isa);
             for (lin, out) in outs {
                 if let Some(p) = &lin.packed {
-                    linear_bf16_packed(out, &a, p, lin.b.as_ref().map(|b| b.data()), self.bf16_isa);
+                    linear_bf16_packed(out, &a, p, lin.b.as_ref().map(|b| b.data()));
                 }
             }
         } else if outs.iter().all(|(l, _)| l.packed.is_none()) {
@@ -162,7 +162,7 @@ impl Forward<'_> {
                     )
                 })
                 .collect();
-            linear_f32_parts(&mut parts, x, m, k, &mut ops.fp, self.f32_isa, epilogue);
+            linear_f32_parts(&mut parts, x, m, k, &mut ops.fp, self.isa, epilogue);
             return epilogue.is_some();
         } else {
             for (lin, out) in outs {
@@ -184,16 +184,16 @@ impl Forward<'_> {
         epilogue: Option<Epilogue>,
     ) {
         let k = f.packed.k;
-        pack_activations(&mut ops.xp, x, m, k, self.bf16_isa);
-        let a = PackedActivations::new(&ops.xp, m, k);
+        pack_activations(&mut ops.xp, x, m, k, self.isa);
+        let a = PackedActivations::new(&ops.xp, m, k, self.isa);
         let b = f.bias.as_deref();
-        linear_bf16_packed_into(outs, &a, &f.packed, b, epilogue, self.bf16_isa);
+        linear_bf16_packed_into(outs, &a, &f.packed, b, epilogue);
     }
 
     fn linear(&self, ops: &mut Operands, out: &mut [f32], x: &[f32], lin: &Linear, m: usize) {
         let b = lin.b.as_ref().map(|b| b.data());
         match &lin.packed {
-            Some(p) => linear_bf16(out, x, p, b, m, &mut ops.xp, self.bf16_isa),
+            Some(p) => linear_bf16(out, x, p, b, m, &mut ops.xp, self.isa),
             None => linear_f32(
                 out,
                 x,
@@ -203,7 +203,7 @@ impl Forward<'_> {
                 lin.in_dim,
                 lin.out_dim,
                 &mut ops.fp,
-                self.f32_isa,
+                self.isa,
             ),
         }
     }
@@ -262,7 +262,13 @@ impl Forward<'_> {
                 let pos = pack.row_pos[r];
                 let src = (pack_a.seqs[s.text].row0 + pos as usize) * d;
                 hr.copy_from_slice(&h0[src..src + d]);
-                dropout_residual_add(hr, &a0[src..src + d], site(s.sample, 0).as_ref(), pos);
+                dropout_residual_add(
+                    hr,
+                    &a0[src..src + d],
+                    site(s.sample, 0).as_ref(),
+                    pos,
+                    self.isa,
+                );
             });
             let a = grow(&mut sc.a, rows * d);
             for (l, layer) in self.w.layers.iter().enumerate() {
@@ -278,7 +284,14 @@ impl Forward<'_> {
                 }
             }
             // Final norm, masked mean pooling per sequence.
-            rmsnorm_inplace(h, self.w.final_norm.data(), rows, d, self.cfg.norm_eps);
+            rmsnorm_inplace(
+                h,
+                self.w.final_norm.data(),
+                rows,
+                d,
+                self.cfg.norm_eps,
+                self.isa,
+            );
             let h = &*h;
             let ns = pack.seqs.len();
             let pooled = grow(&mut sc.pooled, ns * d);
@@ -322,11 +335,11 @@ impl Forward<'_> {
         let d = self.cfg.d_model;
         let emb = self.w.embedding.data();
         let ids: Vec<u32> = texts.iter().flatten().copied().collect();
-        let (wn, eps) = (self.w.embed_norm.data(), self.cfg.norm_eps);
+        let (wn, eps, isa) = (self.w.embed_norm.data(), self.cfg.norm_eps, self.isa);
         h.par_chunks_mut(d).zip(&ids).for_each(|(hr, &id)| {
             let id = id as usize;
             hr.copy_from_slice(&emb[id * d..(id + 1) * d]);
-            rmsnorm_inplace(hr, wn, 1, d, eps);
+            rmsnorm_inplace(hr, wn, 1, d, eps, isa);
         });
     }
 
@@ -344,7 +357,13 @@ impl Forward<'_> {
             .enumerate()
             .for_each(|(r, (hr, ar))| {
                 let s = &pack.seqs[pack.row_seq[r] as usize];
-                dropout_residual_add(hr, ar, site_of(s.sample).as_ref(), pack.row_pos[r]);
+                dropout_residual_add(
+                    hr,
+                    ar,
+                    site_of(s.sample).as_ref(),
+                    pack.row_pos[r],
+                    self.isa,
+                );
             });
     }
 
@@ -367,8 +386,9 @@ impl Forward<'_> {
             grow(&mut s.k, n),
             grow(&mut s.v, n),
         );
+        let isa = self.isa;
         rows_par(x, h, d, |xo, xi| {
-            rmsnorm(xo, xi, layer.ln1.data(), xi.len() / d, d, cfg.norm_eps)
+            rmsnorm(xo, xi, layer.ln1.data(), xi.len() / d, d, cfg.norm_eps, isa)
         });
         // RoPE tables: q and k rotate at each row's position inside its own sequence.
         let freqs = layer.freqs.data();
@@ -454,7 +474,7 @@ impl Forward<'_> {
         let (q, k, v) = (&s.q[..n], &s.k[..n], &s.v[..n]);
         tasks.into_par_iter().for_each(|(sq, r0, blk)| {
             SCORES.with_borrow_mut(|scores| {
-                let scores = grow(scores, attention::scratch_len(sq.len, cfg.head_dim()));
+                let scores = grow(scores, attention::scratch_len(cfg.head_dim()));
                 let span = sq.row0 * d..(sq.row0 + sq.len) * d;
                 attention_rows(
                     blk,
@@ -466,6 +486,7 @@ impl Forward<'_> {
                     cfg.n_head,
                     r0,
                     scores,
+                    isa,
                 );
             })
         });
@@ -488,9 +509,9 @@ impl Forward<'_> {
             grow(&mut s.g, rows * f),
             grow(&mut s.u, rows * f),
         );
-        let eps = self.cfg.norm_eps;
+        let (eps, isa) = (self.cfg.norm_eps, self.isa);
         rows_par(x, h, d, |xo, xi| {
-            rmsnorm(xo, xi, layer.ln2.data(), xi.len() / d, d, eps)
+            rmsnorm(xo, xi, layer.ln2.data(), xi.len() / d, d, eps, isa)
         });
         match &layer.gate_up {
             Some(fu) => self.fused(ops, x, rows, fu, &mut [&mut *g, &mut *u], None),
@@ -501,7 +522,7 @@ impl Forward<'_> {
         }
         g.par_chunks_mut(ROW_BLOCK * f)
             .zip(u.par_chunks(ROW_BLOCK * f))
-            .for_each(|(g, u)| swiglu(g, u));
+            .for_each(|(g, u)| swiglu(g, u, isa));
         self.linear(ops, out, g, &layer.down, rows);
     }
 }

@@ -2,6 +2,7 @@
 
 use super::tensors::Storage;
 use emcoder_kernels::gemm_bf16::PackedBf16;
+use emcoder_kernels::Isa;
 use std::sync::Arc;
 
 /// A contiguous run of f32 values inside a tensor (a whole tensor, or the rows of one
@@ -67,12 +68,14 @@ pub struct Linear {
 }
 
 impl Linear {
-    /// Packs the weight to bf16 for the bf16 kernels (the f32 weight stays mapped, unused).
-    pub fn pack_bf16(&mut self) {
+    /// Packs the weight to bf16 for the bf16 kernels (the f32 weight stays mapped, unused);
+    /// `isa` picks how the packing runs.
+    pub fn pack_bf16(&mut self, isa: Isa) {
         self.packed = Some(Arc::new(PackedBf16::pack(
             self.w.data(),
             self.out_dim,
             self.in_dim,
+            isa,
         )));
     }
 
@@ -98,7 +101,7 @@ pub struct FusedBf16 {
 }
 
 impl FusedBf16 {
-    fn new(parts: &[&Linear]) -> Self {
+    fn new(parts: &[&Linear], isa: Isa) -> Self {
         let k = parts[0].in_dim;
         let ws: Vec<(&[f32], usize)> = parts.iter().map(|l| (l.w.data(), l.out_dim)).collect();
         let bias = parts.iter().any(|l| l.b.is_some()).then(|| {
@@ -111,7 +114,7 @@ impl FusedBf16 {
                 .collect()
         });
         FusedBf16 {
-            packed: Arc::new(PackedBf16::pack_parts(&ws, k)),
+            packed: Arc::new(PackedBf16::pack_parts(&ws, k, isa)),
             bias,
         }
     }
@@ -148,11 +151,11 @@ pub struct Layer {
 
 impl Layer {
     /// Packs the layer for bf16 products: q|k|v and gate|up fused, o and down alone.
-    pub fn pack_bf16(&mut self) {
-        self.qkv = Some(FusedBf16::new(&[&self.q, &self.k, &self.v]));
-        self.gate_up = Some(FusedBf16::new(&[&self.gate, &self.up]));
-        self.o.pack_bf16();
-        self.down.pack_bf16();
+    pub fn pack_bf16(&mut self, isa: Isa) {
+        self.qkv = Some(FusedBf16::new(&[&self.q, &self.k, &self.v], isa));
+        self.gate_up = Some(FusedBf16::new(&[&self.gate, &self.up], isa));
+        self.o.pack_bf16(isa);
+        self.down.pack_bf16(isa);
     }
 }
 

@@ -1,16 +1,35 @@
 //! BF16 linear layers: weights packed once to bfloat16 pairs, activations rounded to bf16
-//! per call, products accumulated in f32 (AVX512_BF16 `vdpbf16ps` where the CPU has it,
-//! a portable kernel otherwise). Norms, softmax and everything else stay f32.
+//! per call, products accumulated in f32. Norms, softmax and everything else stay f32.
 //!
 //! Layout: output columns are grouped in panels of `NR` = 64; inside a panel, for each
 //! pair of input channels `(2p, 2p+1)` the 64 columns' weights are stored as u32 words
-//! `lo = w[2p], hi = w[2p+1]` (the operand layout of `vdpbf16ps`). `k` is padded to even
-//! and `n` to a multiple of 64 with zeros. Every output element is summed over k in the same
-//! order whatever `m`, the row's position and the thread count, so results are batch- and
-//! thread-invariant like the f32 path.
+//! `lo = w[2p], hi = w[2p+1]` (the operand layout of `vdpbf16ps` and `bfdot`). `k` is padded
+//! to even and `n` to a multiple of 64 with zeros. Every output element is summed over k in
+//! the same order whatever `m`, the row's position and the thread count, so results are
+//! batch- and thread-invariant like the f32 path.
+//!
+//! The kernel of each level ([`Isa`]):
+//! - `amx`: AMX tiles (`tdpbf16ps`), 32 x 32 output blocks per step;
+//! - `avx512-bf16`: `vdpbf16ps` register tiles;
+//! - `neon-bf16`: `bfdot` register tiles (`neon` module);
+//! - `avx512`, `avx2`, `neon` and `generic`: one kernel written over [`crate::simd::Simd`]
+//!   (`widen` module): the bf16 weights are widened in the micro-kernel (a shift or a mask
+//!   per loaded vector) and multiplied with f32 fused multiply-adds against activations
+//!   rounded to bf16 and stored as f32. These levels give the same bits as each other.
+//!
+//! The activations' layout depends on the kernel ([`pack_activations`]).
 
+use crate::cpu::Isa;
 use half::bf16;
 use rayon::prelude::*;
+
+#[cfg(target_arch = "aarch64")]
+mod neon;
+mod widen;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+#[cfg(target_arch = "x86_64")]
+use x86::{amx, avx512};
 
 /// Output columns per panel.
 pub const NR: usize = 64;
@@ -22,53 +41,30 @@ const MC: usize = 96;
 /// k = 768: inside a core's L2).
 const SB_ROWS: usize = 768;
 
-/// Which kernel runs the products.
+/// How a level's kernel wants the activations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Bf16Isa {
-    /// Intel AMX tiles (`tdpbf16ps`), 32x32 output blocks per step.
-    Amx,
-    /// AVX-512 with the BF16 extension (`vdpbf16ps`).
-    Avx512Bf16,
-    /// Portable code (any CPU): the same bf16-rounded operands, f32 multiply-adds.
-    Generic,
+enum Layout {
+    /// Row-major rows of `pairs(k)` u32 words, each two bf16 (avx512-bf16, neon-bf16).
+    Pairs,
+    /// AMX: per 32-row block, per step of 16 pairs, the 32 rows' 16 pairs (1 KB tiles).
+    AmxTiles,
+    /// Row-major rows of `2 pairs(k)` f32 values rounded to bf16 (the widening kernels).
+    Floats,
 }
 
-impl Bf16Isa {
-    /// The best kernel this CPU (and OS) supports. `EMCODER_BF16_ISA=avx512|generic`
-    /// lowers the choice (never raises it above what the CPU has).
-    pub fn detect() -> Self {
-        let best = Self::best();
-        match std::env::var("EMCODER_BF16_ISA").as_deref() {
-            Ok("generic") => Bf16Isa::Generic,
-            Ok("avx512") if best == Bf16Isa::Amx => Bf16Isa::Avx512Bf16,
-            _ => best,
-        }
+fn layout(isa: Isa) -> Layout {
+    match isa {
+        Isa::Amx => Layout::AmxTiles,
+        Isa::Avx512Bf16 | Isa::NeonBf16 => Layout::Pairs,
+        _ => Layout::Floats,
     }
+}
 
-    fn best() -> Self {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if amx::available() {
-                return Bf16Isa::Amx;
-            }
-            if std::arch::is_x86_feature_detected!("avx512f")
-                && std::arch::is_x86_feature_detected!("avx512bf16")
-            {
-                return Bf16Isa::Avx512Bf16;
-            }
-        }
-        Bf16Isa::Generic
-    }
-
-    /// Every kernel this CPU can run (for tests that force each variant).
-    pub fn available() -> Vec<Bf16Isa> {
-        let mut v = vec![Bf16Isa::Generic];
-        match Self::best() {
-            Bf16Isa::Amx => v.extend([Bf16Isa::Avx512Bf16, Bf16Isa::Amx]),
-            Bf16Isa::Avx512Bf16 => v.push(Bf16Isa::Avx512Bf16),
-            Bf16Isa::Generic => {}
-        }
-        v
+/// Words per row of packed activations.
+fn row_words(isa: Isa, k: usize) -> usize {
+    match layout(isa) {
+        Layout::Floats => 2 * pairs(k),
+        _ => pairs(k),
     }
 }
 
@@ -147,23 +143,22 @@ pub fn pair(lo: f32, hi: f32) -> u32 {
 }
 
 impl PackedBf16 {
-    /// Packs `w`, (n, k) row-major f32 (an `nn.Linear` weight).
-    pub fn pack(w: &[f32], n: usize, k: usize) -> Self {
-        Self::pack_parts(&[(w, n)], k)
+    /// Packs `w`, (n, k) row-major f32 (an `nn.Linear` weight). `isa` only picks how
+    /// the packing runs (the words are the same for every level).
+    pub fn pack(w: &[f32], n: usize, k: usize, isa: Isa) -> Self {
+        Self::pack_parts(&[(w, n)], k, isa)
     }
 
     /// Packs several weights of the same input width stacked by output rows, e.g. q, k
     /// and v into one (3d, d) product: `parts` are `(weight (n_i, k) row-major, n_i)`.
-    pub fn pack_parts(parts: &[(&[f32], usize)], k: usize) -> Self {
-        #[cfg(target_arch = "x86_64")]
-        let simd = is_x86_feature_detected!("avx512f");
-        #[cfg(not(target_arch = "x86_64"))]
-        let simd = false;
+    pub fn pack_parts(parts: &[(&[f32], usize)], k: usize, isa: Isa) -> Self {
+        isa.assert_runs_here();
+        let simd = cfg!(target_arch = "x86_64") && isa >= Isa::Avx512 && isa <= Isa::Amx;
         Self::pack_parts_with(parts, k, simd)
     }
 
     /// [`Self::pack_parts`], with the AVX-512 block conversion or only the scalar loop
-    /// (the same bits; `simd` only where the CPU has AVX-512F).
+    /// (the same bits; `simd` only where the CPU has AVX-512F, and only on x86-64).
     fn pack_parts_with(parts: &[(&[f32], usize)], k: usize, simd: bool) -> Self {
         for (w, n) in parts {
             assert!(w.len() >= n * k, "PackedBf16::pack: weight too small");
@@ -190,19 +185,23 @@ impl PackedBf16 {
                 let rows: Vec<&[f32]> = (0..cols).map(|j| row_of(pi * NR + j)).collect();
                 // AVX-512: whole blocks of 16 columns x 16 pairs (32 values of each row),
                 // converted 16 at a time and transposed in registers (the load time of a
-                // bf16 model is mostly this loop).
-                let (vec_cols, vec_pairs) = if simd {
-                    (cols / 16 * 16, k / 32 * 16)
-                } else {
-                    (0, 0)
-                };
+                // bf16 model is mostly this loop). The blocks it fills are skipped below,
+                // so `(vec_cols, vec_pairs)` is (0, 0) wherever it does not run.
+                #[allow(unused_mut)]
+                let mut vec = (0, 0);
                 #[cfg(target_arch = "x86_64")]
-                if vec_cols > 0 && vec_pairs > 0 {
-                    // SAFETY: `simd` only when the CPU has AVX-512F; the rows hold k >=
-                    // 2 * vec_pairs values; the blocks written are inside this panel
-                    // (pairs < vec_pairs <= kp, columns < vec_cols <= NR).
-                    unsafe { avx512::pack_weight_blocks(panel, &rows[..vec_cols], vec_pairs) };
+                if simd {
+                    vec = (cols / 16 * 16, k / 32 * 16);
+                    if vec.0 > 0 && vec.1 > 0 {
+                        // SAFETY: `simd` only when the CPU has AVX-512F; the rows hold k >=
+                        // 2 * vec_pairs values; the blocks written are inside this panel
+                        // (pairs < vec_pairs <= kp, columns < vec_cols <= NR).
+                        unsafe { avx512::pack_weight_blocks(panel, &rows[..vec.0], vec.1) };
+                    }
                 }
+                #[cfg(not(target_arch = "x86_64"))]
+                let _ = simd;
+                let (vec_cols, vec_pairs) = vec;
                 // The rest (all of it without AVX-512): pair-major so the writes are
                 // sequential; the panel's rows are read in step.
                 for p in 0..k.div_ceil(2) {
@@ -250,16 +249,27 @@ fn padded_rows(m: usize) -> usize {
     m.div_ceil(32) * 32
 }
 
-/// Rounds activations `x` (m, k) to bf16 pairs `(padded m, pairs(k))` (round to nearest
-/// even; the AVX-512 path converts 32 values per instruction).
+/// `x` rounded to bf16 and back to f32 (round to nearest even, NaN quiet): the value the
+/// kernels multiply.
+#[inline]
+pub fn round_bf16(x: f32) -> f32 {
+    f32::from_bits(to_bits(x) << 16)
+}
+
+/// Rounds activations `x` (m, k) to bf16 (round to nearest even) for the kernel of `isa`,
+/// into `xp` (grown as needed, rows padded with zeros to a multiple of 32 and channels to
+/// `2 pairs(k)`). A product must use the `isa` its activations were packed for.
 ///
-/// Layout: row-major rows of `pairs(k)` words for the AVX-512 and portable kernels. For
-/// AMX (`isa == Amx`) the layout is tiled so that every A tile is one contiguous 1 KB
-/// block: per 32-row block, per step of 16 pairs, the 32 rows' 16 pairs (64 bytes each).
-/// A product must use the `isa` its activations were packed for.
-pub fn pack_activations(xp: &mut Vec<u32>, x: &[f32], m: usize, k: usize, isa: Bf16Isa) {
+/// Layouts: `avx512-bf16` and `neon-bf16` take row-major rows of `pairs(k)` words (two
+/// bf16 each; the AVX-512 path converts 32 values per instruction); `amx` tiles them so
+/// that every A tile is one contiguous 1 KB block (per 32-row block, per step of 16 pairs,
+/// the 32 rows' 16 pairs); the widening kernels take rows of `2 pairs(k)` f32 values.
+pub fn pack_activations(xp: &mut Vec<u32>, x: &[f32], m: usize, k: usize, isa: Isa) {
+    isa.assert_runs_here();
+    assert!(x.len() >= m * k, "pack_activations: input too small");
     let kp = pairs(k);
-    let len = padded_rows(m) * kp;
+    let rw = row_words(isa, k);
+    let len = padded_rows(m) * rw;
     if xp.len() < len + 16 {
         xp.resize(len + 16, 0);
     }
@@ -270,8 +280,8 @@ pub fn pack_activations(xp: &mut Vec<u32>, x: &[f32], m: usize, k: usize, isa: B
         #[allow(unused_mut)]
         let mut done = 0;
         #[cfg(target_arch = "x86_64")]
-        if isa != Bf16Isa::Generic {
-            // SAFETY: Avx512Bf16 and Amx are only chosen when the CPU has AVX512_BF16.
+        if isa == Isa::Avx512Bf16 || isa == Isa::Amx {
+            // SAFETY: these levels have AVX512_BF16 (checked above).
             done = unsafe { avx512::convert_row(o, r) };
         }
         let k = r.len();
@@ -280,33 +290,48 @@ pub fn pack_activations(xp: &mut Vec<u32>, x: &[f32], m: usize, k: usize, isa: B
         }
         o[k.div_ceil(2)..].fill(0);
     };
-    if isa == Bf16Isa::Amx {
-        let steps = kp / 16;
-        xp[..len]
-            .par_chunks_mut(32 * kp)
-            .enumerate()
-            .for_each(|(b, blk)| {
-                for rr in 0..32 {
-                    let row = b * 32 + rr;
-                    for q in 0..steps {
-                        let o = &mut blk[(q * 32 + rr) * 16..(q * 32 + rr + 1) * 16];
-                        if row < m && 32 * q < k {
-                            let r = &x[row * k + 32 * q..row * k + (32 * q + 32).min(k)];
-                            convert(o, r);
-                        } else {
-                            o.fill(0);
+    match layout(isa) {
+        Layout::AmxTiles => {
+            let steps = kp / 16;
+            xp[..len]
+                .par_chunks_mut(32 * kp)
+                .enumerate()
+                .for_each(|(b, blk)| {
+                    for rr in 0..32 {
+                        let row = b * 32 + rr;
+                        for q in 0..steps {
+                            let o = &mut blk[(q * 32 + rr) * 16..(q * 32 + rr + 1) * 16];
+                            if row < m && 32 * q < k {
+                                let r = &x[row * k + 32 * q..row * k + (32 * q + 32).min(k)];
+                                convert(o, r);
+                            } else {
+                                o.fill(0);
+                            }
                         }
                     }
-                }
-            });
-        return;
+                });
+        }
+        Layout::Pairs => {
+            // Only the padding must be zero: rows m.. of the last block, pairs ceil(k/2)..
+            xp[m * rw..len].fill(0);
+            xp[..m * rw]
+                .par_chunks_mut(rw)
+                .zip(x.par_chunks(k))
+                .for_each(|(o, r)| convert(o, &r[..k]));
+        }
+        Layout::Floats => {
+            xp[m * rw..len].fill(0);
+            xp[..m * rw]
+                .par_chunks_mut(rw)
+                .zip(x.par_chunks(k))
+                .for_each(|(o, r)| {
+                    for (o, v) in o.iter_mut().zip(&r[..k]) {
+                        *o = to_bits(*v) << 16;
+                    }
+                    o[k..].fill(0);
+                });
+        }
     }
-    // Only the padding must be zero: rows m.. of the last block, pairs ceil(k/2).. of a row.
-    xp[m * kp..len].fill(0);
-    xp[..m * kp]
-        .par_chunks_mut(kp)
-        .zip(x.par_chunks(k))
-        .for_each(|(o, r)| convert(o, &r[..k]));
 }
 
 /// Activations already packed by [`pack_activations`] (shared by several products of the
@@ -315,20 +340,22 @@ pub struct PackedActivations<'a> {
     xp: &'a [u32],
     m: usize,
     k: usize,
+    isa: Isa,
 }
 
 impl<'a> PackedActivations<'a> {
-    /// Wraps `xp` holding `m` rows of `k` channels.
-    pub fn new(xp: &'a [u32], m: usize, k: usize) -> Self {
+    /// Wraps `xp` holding `m` rows of `k` channels packed for `isa`.
+    pub fn new(xp: &'a [u32], m: usize, k: usize, isa: Isa) -> Self {
         let off = align_words(xp.as_ptr());
         assert!(
-            xp.len() >= off + padded_rows(m) * pairs(k),
+            xp.len() >= off + padded_rows(m) * row_words(isa, k),
             "PackedActivations: buffer too small"
         );
         PackedActivations {
             xp: &xp[off..],
             m,
             k,
+            isa,
         }
     }
 }
@@ -357,7 +384,7 @@ pub fn linear_bf16(
     bias: Option<&[f32]>,
     m: usize,
     xp: &mut Vec<u32>,
-    isa: Bf16Isa,
+    isa: Isa,
 ) {
     let (n, k) = (w.n, w.k);
     assert!(
@@ -371,18 +398,17 @@ pub fn linear_bf16(
         return;
     }
     pack_activations(xp, x, m, k, isa);
-    linear_bf16_packed(out, &PackedActivations::new(xp, m, k), w, bias, isa);
+    linear_bf16_packed(out, &PackedActivations::new(xp, m, k, isa), w, bias);
 }
 
-/// [`linear_bf16`] on activations packed beforehand.
+/// [`linear_bf16`] on activations packed beforehand (with the kernel they were packed for).
 pub fn linear_bf16_packed(
     out: &mut [f32],
     a: &PackedActivations,
     w: &PackedBf16,
     bias: Option<&[f32]>,
-    isa: Bf16Isa,
 ) {
-    linear_bf16_packed_into(&mut [out], a, w, bias, None, isa)
+    linear_bf16_packed_into(&mut [out], a, w, bias, None)
 }
 
 /// An epilogue run on each finished piece of an output row before it is stored:
@@ -431,9 +457,9 @@ pub fn linear_bf16_packed_into(
     w: &PackedBf16,
     bias: Option<&[f32]>,
     epilogue: Option<Epilogue>,
-    isa: Bf16Isa,
 ) {
-    let (n, m, xp) = (w.n, a.m, a.xp);
+    let (n, m, xp, isa) = (w.n, a.m, a.xp, a.isa);
+    let rw = row_words(isa, w.k);
     assert_eq!(
         a.k, w.k,
         "linear_bf16_packed: activations have {} channels, weights {}",
@@ -442,6 +468,7 @@ pub fn linear_bf16_packed_into(
     if let Some(b) = bias {
         assert_eq!(b.len(), n, "linear_bf16_packed: bias length");
     }
+    isa.assert_runs_here();
     if m == 0 || n == 0 {
         return;
     }
@@ -492,7 +519,7 @@ pub fn linear_bf16_packed_into(
             bias_p[..cols].copy_from_slice(&b[c0..c0 + cols]);
         }
         #[cfg(target_arch = "x86_64")]
-        if isa == Bf16Isa::Amx {
+        if isa == Isa::Amx {
             let mut buf = [0.0f32; 32 * NR];
             // SAFETY: `available()` granted the AMX state for this process; the tile config
             // is loaded for this thread and released at the end. xp has whole 32-row blocks
@@ -524,7 +551,7 @@ pub fn linear_bf16_packed_into(
         let mut r = 0;
         while r < rows {
             let mr = MR.min(rows - r);
-            let a = &xp[(r0 + r) * w.kp..(r0 + r + mr) * w.kp];
+            let a = &xp[(r0 + r) * rw..(r0 + r + mr) * rw];
             let mut tile = [[0.0f32; NR]; MR];
             tile_kernel(&mut tile, a, panel, w.kp, mr, &bias_p, isa);
             for (i, t) in tile.iter_mut().take(mr).enumerate() {
@@ -540,7 +567,8 @@ pub fn linear_bf16_packed_into(
     });
 }
 
-/// One MR x NR tile: `tile[i][j] = bias[j] + sum_p dot2(a[i][p], panel[p][j])`.
+/// One MR x NR tile: `tile[i][j] = bias[j] + sum_p dot2(a[i][p], panel[p][j])` for
+/// `i < mr`, with the kernel of `isa` (`a`: `mr` rows in that kernel's layout).
 fn tile_kernel(
     tile: &mut [[f32; NR]; MR],
     a: &[u32],
@@ -548,269 +576,16 @@ fn tile_kernel(
     kp: usize,
     mr: usize,
     bias: &[f32; NR],
-    isa: Bf16Isa,
+    isa: Isa,
 ) {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: Avx512Bf16 is only produced by `detect()` when the CPU has the features
-        // (tests force it only after the same check).
-        Bf16Isa::Avx512Bf16 | Bf16Isa::Amx => unsafe { avx512::tile(tile, a, panel, kp, mr, bias) },
-        _ => generic_tile(tile, a, panel, kp, mr, bias),
-    }
-}
-
-#[inline]
-fn lo(w: u32) -> f32 {
-    f32::from_bits(w << 16)
-}
-#[inline]
-fn hi(w: u32) -> f32 {
-    f32::from_bits(w & 0xffff_0000)
-}
-
-/// Portable kernel: per element, per pair, `acc += a_lo*w_lo + a_hi*w_hi` in f32.
-fn generic_tile(
-    tile: &mut [[f32; NR]; MR],
-    a: &[u32],
-    panel: &[u32],
-    kp: usize,
-    mr: usize,
-    bias: &[f32; NR],
-) {
-    for (i, row) in tile.iter_mut().take(mr).enumerate() {
-        let mut acc = *bias;
-        let ar = &a[i * kp..(i + 1) * kp];
-        for (p, &av) in ar.iter().enumerate() {
-            let (al, ah) = (lo(av), hi(av));
-            for (cb, accb) in acc.chunks_exact_mut(16).enumerate() {
-                let wp = &panel[widx(p, 16 * cb)..widx(p, 16 * cb) + 16];
-                for (c, &wv) in accb.iter_mut().zip(wp) {
-                    *c += al * lo(wv) + ah * hi(wv);
-                }
-            }
-        }
-        *row = acc;
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-mod avx512 {
-    use super::{widx, MR, NR};
-    use std::arch::x86_64::*;
-
-    /// `to_bits` of 16 values, in 32-bit lanes (round to nearest even, NaN quiet).
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    fn to_bits16(x: __m512) -> __m512i {
-        let b = _mm512_castps_si512(x);
-        let lsb = _mm512_and_si512(_mm512_srli_epi32::<16>(b), _mm512_set1_epi32(1));
-        let sum = _mm512_add_epi32(_mm512_add_epi32(b, _mm512_set1_epi32(0x7fff)), lsb);
-        let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x);
-        let quiet = _mm512_or_si512(_mm512_srli_epi32::<16>(b), _mm512_set1_epi32(0x40));
-        _mm512_mask_blend_epi32(nan, _mm512_srli_epi32::<16>(sum), quiet)
-    }
-
-    /// Packs whole 16-pair x 16-column blocks of a weight panel: column `c < rows.len()`
-    /// (a multiple of 16) is `rows[c]`, pairs `0..pairs` (a multiple of 16). Per block,
-    /// each column's 32 values become 16 pairs in one vector, and the 16 vectors are
-    /// transposed so that each pair's 16 columns are stored contiguously (`widx`).
-    ///
-    /// # Safety
-    /// The CPU has AVX-512F; every row has at least `2 * pairs` values; `panel` holds
-    /// `widx(pairs - 1, rows.len() - 1) + 1` words.
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn pack_weight_blocks(panel: &mut [u32], rows: &[&[f32]], pairs: usize) {
-        debug_assert!(rows.len().is_multiple_of(16) && pairs.is_multiple_of(16));
-        debug_assert!(panel.len() > widx(pairs - 1, rows.len() - 1));
-        for cg in 0..rows.len() / 16 {
-            for pb in 0..pairs / 16 {
-                let mut v = [_mm512_setzero_ps(); 16];
-                for (c, vc) in v.iter_mut().enumerate() {
-                    let r = rows[cg * 16 + c].as_ptr().add(32 * pb);
-                    let lo = _mm512_cvtepi32_epi16(to_bits16(_mm512_loadu_ps(r)));
-                    let hi = _mm512_cvtepi32_epi16(to_bits16(_mm512_loadu_ps(r.add(16))));
-                    let w = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
-                    *vc = _mm512_castsi512_ps(w);
-                }
-                crate::gemm_f32::transpose16(&mut v);
-                for (p, vp) in v.iter().enumerate() {
-                    let o = panel.as_mut_ptr().add(widx(pb * 16 + p, cg * 16));
-                    _mm512_storeu_ps(o as *mut f32, *vp);
-                }
-            }
-        }
-    }
-
-    /// Converts the leading multiple of 32 values of `r` into `o` (16 pairs per step) with
-    /// `vcvtne2ps2bf16`; returns the pairs written.
-    #[target_feature(enable = "avx512f,avx512bf16")]
-    pub unsafe fn convert_row(o: &mut [u32], r: &[f32]) -> usize {
-        let blocks = r.len() / 32;
-        for b in 0..blocks {
-            let lo = _mm512_loadu_ps(r.as_ptr().add(32 * b));
-            let hi = _mm512_loadu_ps(r.as_ptr().add(32 * b + 16));
-            let v: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
-            _mm512_storeu_si512(o.as_mut_ptr().add(16 * b) as *mut _, v);
-        }
-        blocks * 16
-    }
-
-    /// `vdpbf16ps` tile: MR rows x 4 zmm (64 columns), accumulators in registers.
-    #[target_feature(enable = "avx512f,avx512bf16")]
-    pub unsafe fn tile(
-        tile: &mut [[f32; NR]; MR],
-        a: &[u32],
-        panel: &[u32],
-        kp: usize,
-        mr: usize,
-        bias: &[f32; NR],
-    ) {
-        match mr {
-            6 => tile_n::<6>(tile, a, panel, kp, bias),
-            5 => tile_n::<5>(tile, a, panel, kp, bias),
-            4 => tile_n::<4>(tile, a, panel, kp, bias),
-            3 => tile_n::<3>(tile, a, panel, kp, bias),
-            2 => tile_n::<2>(tile, a, panel, kp, bias),
-            _ => tile_n::<1>(tile, a, panel, kp, bias),
-        }
-    }
-
-    #[target_feature(enable = "avx512f,avx512bf16")]
-    unsafe fn tile_n<const R: usize>(
-        tile: &mut [[f32; NR]; MR],
-        a: &[u32],
-        panel: &[u32],
-        kp: usize,
-        bias: &[f32; NR],
-    ) {
-        debug_assert!(a.len() >= R * kp && panel.len() >= kp * NR);
-        let b = bias.as_ptr();
-        let mut acc = [[_mm512_setzero_ps(); 4]; R];
-        for row in acc.iter_mut() {
-            for (j, v) in row.iter_mut().enumerate() {
-                *v = _mm512_loadu_ps(b.add(16 * j));
-            }
-        }
-        let (ap, wp) = (a.as_ptr(), panel.as_ptr());
-        // kp is a multiple of 16: blocks of 16 pair rows; inside a block the 4 column
-        // blocks of a pair row are 256 words apart and consecutive rows 16 words apart.
-        for p in 0..kp {
-            let w = wp.add((p / 16) * 1024 + (p % 16) * 16);
-            debug_assert_eq!(w, wp.add(widx(p, 0)));
-            let w0: __m512bh = std::mem::transmute(_mm512_loadu_si512(w as *const _));
-            let w1: __m512bh = std::mem::transmute(_mm512_loadu_si512(w.add(256) as *const _));
-            let w2: __m512bh = std::mem::transmute(_mm512_loadu_si512(w.add(512) as *const _));
-            let w3: __m512bh = std::mem::transmute(_mm512_loadu_si512(w.add(768) as *const _));
-            for (i, row) in acc.iter_mut().enumerate() {
-                let x: __m512bh =
-                    std::mem::transmute(_mm512_set1_epi32(*ap.add(i * kp + p) as i32));
-                row[0] = _mm512_dpbf16_ps(row[0], x, w0);
-                row[1] = _mm512_dpbf16_ps(row[1], x, w1);
-                row[2] = _mm512_dpbf16_ps(row[2], x, w2);
-                row[3] = _mm512_dpbf16_ps(row[3], x, w3);
-            }
-        }
-        for (i, row) in acc.iter().enumerate() {
-            for (j, v) in row.iter().enumerate() {
-                _mm512_storeu_ps(tile[i].as_mut_ptr().add(16 * j), *v);
-            }
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-mod amx {
-    use super::NR;
-    use std::arch::asm;
-    use std::sync::OnceLock;
-
-    /// CPUID says AMX-TILE and AMX-BF16, and Linux granted this process the tile state
-    /// (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`), once.
-    pub fn available() -> bool {
-        static OK: OnceLock<bool> = OnceLock::new();
-        *OK.get_or_init(|| {
-            // CPUID leaf 7 (structured extended features); reading it has no side effect.
-            let edx = std::arch::x86_64::__cpuid_count(7, 0).edx;
-            let cpu = edx & (1 << 22) != 0 && edx & (1 << 24) != 0;
-            if !cpu || !cfg!(target_os = "linux") {
-                return false;
-            }
-            let ret: i64;
-            // SAFETY: the arch_prctl syscall (158) with ARCH_REQ_XCOMP_PERM (0x1023) and
-            // XFEATURE_XTILEDATA (18) only changes this process's permitted xsave state.
-            unsafe {
-                asm!("syscall", inlateout("rax") 158i64 => ret, in("rdi") 0x1023i64, in("rsi") 18i64,
-                     lateout("rcx") _, lateout("r11") _, options(nostack));
-            }
-            ret == 0
-        })
-    }
-
-    /// Loads the tile configuration: 8 tiles of 16 rows x 64 bytes.
-    pub unsafe fn configure() {
-        let mut cfg = [0u8; 64];
-        cfg[0] = 1; // palette 1
-        for t in 0..8 {
-            cfg[16 + 2 * t] = 64; // bytes per row
-            cfg[48 + t] = 16; // rows
-        }
-        asm!("ldtilecfg [{0}]", in(reg) cfg.as_ptr(), options(nostack, readonly));
-    }
-
-    /// Releases the tile state of this thread.
-    pub unsafe fn release() {
-        asm!("tilerelease", options(nostack, nomem));
-    }
-
-    /// `out (32 x 64) = A (32 rows of kp pairs, tiled: per step of 16 pairs, rows 0-15 then
-    /// 16-31, each a contiguous 1 KB tile) x panel (kp x 64)`.
-    /// tmm0..3: C (rows 0-15 | 16-31) x (cols 0-15 | 16-31) of one 32-column half;
-    /// tmm4/5: A rows 0-15 / 16-31; tmm6/7: B columns 0-15 / 16-31.
-    pub unsafe fn block(out: &mut [f32; 32 * NR], a: *const u32, panel: *const u32, kp: usize) {
-        let a_stride = 64usize;
-        let b_stride = 64usize; // 16 columns x 4 bytes: B tiles are contiguous
-        let c_stride = NR * 4;
-        for half in 0..2 {
-            asm!(
-                "tilezero tmm0",
-                "tilezero tmm1",
-                "tilezero tmm2",
-                "tilezero tmm3",
-                options(nostack, nomem)
-            );
-            let mut q = 0;
-            while q < kp {
-                let a0 = a.add(q * 32);
-                let a1 = a0.add(256);
-                // B tiles: contiguous 1 KB blocks (16 pairs x 16 columns).
-                let b0 = panel.add(q * NR + half * 2 * 256);
-                let b1 = b0.add(256);
-                asm!(
-                    "tileloadd tmm4, [{a0} + {sa}*1]",
-                    "tileloadd tmm5, [{a1} + {sa}*1]",
-                    "tileloadd tmm6, [{b0} + {sb}*1]",
-                    "tileloadd tmm7, [{b1} + {sb}*1]",
-                    "tdpbf16ps tmm0, tmm4, tmm6",
-                    "tdpbf16ps tmm1, tmm4, tmm7",
-                    "tdpbf16ps tmm2, tmm5, tmm6",
-                    "tdpbf16ps tmm3, tmm5, tmm7",
-                    a0 = in(reg) a0, a1 = in(reg) a1, b0 = in(reg) b0, b1 = in(reg) b1,
-                    sa = in(reg) a_stride, sb = in(reg) b_stride,
-                    options(nostack, readonly),
-                );
-                q += 16;
-            }
-            let o = out.as_mut_ptr().add(half * 32);
-            asm!(
-                "tilestored [{o0} + {s}*1], tmm0",
-                "tilestored [{o1} + {s}*1], tmm1",
-                "tilestored [{o2} + {s}*1], tmm2",
-                "tilestored [{o3} + {s}*1], tmm3",
-                o0 = in(reg) o, o1 = in(reg) o.add(16), o2 = in(reg) o.add(16 * NR), o3 = in(reg) o.add(16 * NR + 16),
-                s = in(reg) c_stride,
-                options(nostack),
-            );
-        }
+        // SAFETY: these levels have AVX512_BF16 (the products check the level runs here).
+        Isa::Avx512Bf16 | Isa::Amx => unsafe { avx512::tile(tile, a, panel, kp, mr, bias) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: as above: FEAT_BF16.
+        Isa::NeonBf16 => unsafe { neon::tile(tile, a, panel, kp, mr, bias) },
+        _ => widen::tile(tile, a, panel, kp, mr, bias, isa),
     }
 }
 
@@ -839,8 +614,8 @@ pub fn reference_linear_bf16(
 mod tests {
     use super::*;
 
-    fn isas() -> Vec<Bf16Isa> {
-        let v = Bf16Isa::available();
+    fn isas() -> Vec<Isa> {
+        let v = crate::cpu::caps().available.clone();
         eprintln!("bf16 kernels tested here: {v:?}");
         v
     }
@@ -863,7 +638,7 @@ mod tests {
                 .map(|i| ((i * 29 % 11) as f32 - 5.0) * 0.0625)
                 .collect();
             let b: Vec<f32> = (0..n).map(|i| i as f32 * 0.25).collect();
-            let w = PackedBf16::pack(&wf, n, k);
+            let w = PackedBf16::pack(&wf, n, k, Isa::Generic);
             let mut refo = vec![0.0; m * n];
             reference_linear_bf16(&mut refo, &x, &w, Some(&b), m);
             for isa in isas() {
@@ -885,10 +660,10 @@ mod tests {
     /// subnormals, ties and shapes with partial blocks (columns and pairs), and fused parts.
     #[test]
     fn simd_packing_equals_scalar_packing() {
-        #[cfg(target_arch = "x86_64")]
-        if !is_x86_feature_detected!("avx512f") {
-            eprintln!("no AVX-512F: only the scalar packing exists here");
-            return;
+        if !Isa::Avx512.runs_here() {
+            // Elsewhere `simd = true` must be ignored (it used to skip the blocks that no
+            // SIMD step filled); checked below all the same.
+            eprintln!("no AVX-512F: the SIMD packing does not run here");
         }
         let mut x = 0x9e37_79b9u32;
         let mut next = || {
@@ -920,7 +695,11 @@ mod tests {
                 .zip(&widths)
                 .map(|(w, &n)| (w.as_slice(), n))
                 .collect();
-            let a = PackedBf16::pack_parts_with(&parts, k, true);
+            let a = PackedBf16::pack_parts_with(
+                &parts,
+                k,
+                Isa::Avx512.runs_here() || !cfg!(target_arch = "x86_64"),
+            );
             let b = PackedBf16::pack_parts_with(&parts, k, false);
             assert!(a.data.words() == b.data.words(), "k {k} widths {widths:?}");
         }
@@ -987,10 +766,10 @@ mod tests {
                 *x = *x * 2.0 + (row * 1000 + c0 + j) as f32;
             }
         };
-        for isa in Bf16Isa::available() {
+        for isa in isas() {
             let mut xp = Vec::new();
             pack_activations(&mut xp, &x, m, k, isa);
-            let a = PackedActivations::new(&xp, m, k);
+            let a = PackedActivations::new(&xp, m, k, isa);
             let fused = PackedBf16::pack_parts(
                 &[
                     (&ws[0], widths[0]),
@@ -998,17 +777,18 @@ mod tests {
                     (&ws[2], widths[2]),
                 ],
                 k,
+                isa,
             );
             let mut outs: Vec<Vec<f32>> = widths.iter().map(|n| vec![f32::NAN; m * n]).collect();
             {
                 let mut refs: Vec<&mut [f32]> = outs.iter_mut().map(|o| o.as_mut_slice()).collect();
-                linear_bf16_packed_into(&mut refs, &a, &fused, Some(&bias), Some(&epi), isa);
+                linear_bf16_packed_into(&mut refs, &a, &fused, Some(&bias), Some(&epi));
             }
             let mut c0 = 0;
             for (p, &n) in widths.iter().enumerate() {
                 let mut want = vec![0.0; m * n];
-                let w = PackedBf16::pack(&ws[p], n, k);
-                linear_bf16_packed(&mut want, &a, &w, Some(&bias[c0..c0 + n]), isa);
+                let w = PackedBf16::pack(&ws[p], n, k, isa);
+                linear_bf16_packed(&mut want, &a, &w, Some(&bias[c0..c0 + n]));
                 for (r, row) in want.chunks_exact_mut(n).enumerate() {
                     epi(r, c0, row);
                 }
@@ -1031,7 +811,7 @@ mod tests {
         let wf: Vec<f32> = (0..n * k)
             .map(|i| (i * 104729 % 997) as f32 / 997.0 - 0.5)
             .collect();
-        let w = PackedBf16::pack(&wf, n, k);
+        let w = PackedBf16::pack(&wf, n, k, Isa::Generic);
         for isa in isas() {
             let mut xp = Vec::new();
             let mut base = vec![0.0; mmax * n];
@@ -1041,6 +821,37 @@ mod tests {
                 pool.install(|| linear_bf16(&mut o, &x, &w, None, m, &mut xp, isa));
                 assert!(o[..] == base[..m * n], "{isa:?} m={m}");
             }
+        }
+    }
+
+    /// The widening levels (generic, avx2, avx512, neon) compute the same chain per
+    /// element, so they give the same bits; `bfdot`/`vdpbf16ps`/AMX only agree within the
+    /// tolerance of the reference test.
+    #[test]
+    fn widening_levels_give_the_same_bits() {
+        let (m, k, n) = (37usize, 130usize, 200usize);
+        let x: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 7 % 29) as f32 - 14.0) * 0.07)
+            .collect();
+        let wf: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 11 % 31) as f32 - 15.0) * 0.03)
+            .collect();
+        let b: Vec<f32> = (0..n).map(|i| i as f32 * 0.1).collect();
+        let w = PackedBf16::pack(&wf, n, k, Isa::Generic);
+        let mut want = vec![0.0; m * n];
+        linear_bf16(
+            &mut want,
+            &x,
+            &w,
+            Some(&b),
+            m,
+            &mut Vec::new(),
+            Isa::Generic,
+        );
+        for isa in isas().into_iter().filter(|i| layout(*i) == Layout::Floats) {
+            let mut o = vec![0.0; m * n];
+            linear_bf16(&mut o, &x, &w, Some(&b), m, &mut Vec::new(), isa);
+            assert!(o == want, "{isa}");
         }
     }
 }

@@ -1,0 +1,103 @@
+//! The widening bf16 kernel, written once over [`Simd`] (AVX2, AVX-512F, NEON and the
+//! portable one-lane instance): bf16 weight pairs are widened to f32 in the micro-kernel
+//! (`lo = w << 16`, `hi = w & 0xffff0000`) and multiplied with fused multiply-adds against
+//! activations already rounded to bf16 and stored as f32 (`Layout::Floats`).
+//!
+//! Per output element: `acc = bias; for p in pairs { acc = fma(a[2p], w_lo, acc);
+//! acc = fma(a[2p+1], w_hi, acc) }`, the same on every instance, so the widening levels give
+//! the same bits. Register tile: `R` rows x `CW` vectors of columns (6 x 16 columns on AVX2,
+//! 6 x 64 on AVX-512, 6 x 16 on NEON); per pair and column vector, one widening and `2 R`
+//! broadcast multiply-adds.
+
+use super::{widx, MR, NR};
+use crate::cpu::Isa;
+use crate::simd::{self, Simd, SimdOp};
+
+/// `tile[i][j] = bias[j] + sum_p (a[i][2p] w_lo[p][j] + a[i][2p+1] w_hi[p][j])` for
+/// `i < mr`; `a` holds `mr` rows of `2 kp` f32 bit patterns.
+pub(super) fn tile(
+    tile: &mut [[f32; NR]; MR],
+    a: &[u32],
+    panel: &[u32],
+    kp: usize,
+    mr: usize,
+    bias: &[f32; NR],
+    isa: Isa,
+) {
+    assert!(
+        mr <= MR && a.len() >= mr * 2 * kp && panel.len() >= kp * NR,
+        "bf16 widening tile: operands too small"
+    );
+    let op = Tile {
+        tile,
+        a,
+        panel,
+        kp,
+        mr,
+        bias,
+    };
+    // SAFETY: the products check that `isa` runs here; the assert bounds every access.
+    unsafe { simd::dispatch(isa, op) }
+}
+
+struct Tile<'a> {
+    tile: &'a mut [[f32; NR]; MR],
+    a: &'a [u32],
+    panel: &'a [u32],
+    kp: usize,
+    mr: usize,
+    bias: &'a [f32; NR],
+}
+
+impl SimdOp for Tile<'_> {
+    type Output = ();
+    #[inline(always)]
+    unsafe fn run<S: Simd>(self) {
+        macro_rules! rows {
+            ($cw:literal) => {
+                match self.mr {
+                    6 => self.rows::<S, 6, $cw>(),
+                    5 => self.rows::<S, 5, $cw>(),
+                    4 => self.rows::<S, 4, $cw>(),
+                    3 => self.rows::<S, 3, $cw>(),
+                    2 => self.rows::<S, 2, $cw>(),
+                    _ => self.rows::<S, 1, $cw>(),
+                }
+            };
+        }
+        // 6 rows x CW vectors of accumulators, plus the widened pair and one broadcast.
+        if S::REGS >= 32 {
+            rows!(4)
+        } else {
+            rows!(2)
+        }
+    }
+}
+
+impl Tile<'_> {
+    #[inline(always)]
+    unsafe fn rows<S: Simd, const R: usize, const CW: usize>(self) {
+        let l = S::LANES;
+        let (kp, a, panel) = (self.kp, self.a.as_ptr(), self.panel.as_ptr());
+        let row = |r: usize, ch: usize| f32::from_bits(*a.add(r * 2 * kp + ch));
+        for c0 in (0..NR).step_by(CW * l) {
+            let mut acc: [[S::V; CW]; R] =
+                [std::array::from_fn(|u| S::load(self.bias.as_ptr().add(c0 + u * l))); R];
+            for p in 0..kp {
+                for u in 0..CW {
+                    // Columns c0 + u l.. are contiguous inside one 16-column block.
+                    let (lo, hi) = S::widen_bf16_pairs(panel.add(widx(p, c0 + u * l)));
+                    for (r, ar) in acc.iter_mut().enumerate() {
+                        ar[u] = S::fma(S::splat(row(r, 2 * p)), lo, ar[u]);
+                        ar[u] = S::fma(S::splat(row(r, 2 * p + 1)), hi, ar[u]);
+                    }
+                }
+            }
+            for (r, ar) in acc.iter().enumerate() {
+                for (u, v) in ar.iter().enumerate() {
+                    S::store(self.tile[r].as_mut_ptr().add(c0 + u * l), *v);
+                }
+            }
+        }
+    }
+}

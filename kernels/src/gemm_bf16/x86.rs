@@ -1,0 +1,198 @@
+//! The x86-64 bf16 kernels: AVX512_BF16 (`vdpbf16ps`) register tiles, AMX tiles, and the
+//! AVX-512 weight-packing and activation-conversion helpers.
+
+pub(super) mod avx512 {
+    use super::super::{widx, MR, NR};
+    use std::arch::x86_64::*;
+
+    /// `to_bits` of 16 values, in 32-bit lanes (round to nearest even, NaN quiet).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn to_bits16(x: __m512) -> __m512i {
+        let b = _mm512_castps_si512(x);
+        let lsb = _mm512_and_si512(_mm512_srli_epi32::<16>(b), _mm512_set1_epi32(1));
+        let sum = _mm512_add_epi32(_mm512_add_epi32(b, _mm512_set1_epi32(0x7fff)), lsb);
+        let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x);
+        let quiet = _mm512_or_si512(_mm512_srli_epi32::<16>(b), _mm512_set1_epi32(0x40));
+        _mm512_mask_blend_epi32(nan, _mm512_srli_epi32::<16>(sum), quiet)
+    }
+
+    /// Packs whole 16-pair x 16-column blocks of a weight panel: column `c < rows.len()`
+    /// (a multiple of 16) is `rows[c]`, pairs `0..pairs` (a multiple of 16). Per block,
+    /// each column's 32 values become 16 pairs in one vector, and the 16 vectors are
+    /// transposed so that each pair's 16 columns are stored contiguously (`widx`).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; every row has at least `2 * pairs` values; `panel` holds
+    /// `widx(pairs - 1, rows.len() - 1) + 1` words.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn pack_weight_blocks(panel: &mut [u32], rows: &[&[f32]], pairs: usize) {
+        debug_assert!(rows.len().is_multiple_of(16) && pairs.is_multiple_of(16));
+        debug_assert!(panel.len() > widx(pairs - 1, rows.len() - 1));
+        for cg in 0..rows.len() / 16 {
+            for pb in 0..pairs / 16 {
+                let mut v = [_mm512_setzero_ps(); 16];
+                for (c, vc) in v.iter_mut().enumerate() {
+                    let r = rows[cg * 16 + c].as_ptr().add(32 * pb);
+                    let lo = _mm512_cvtepi32_epi16(to_bits16(_mm512_loadu_ps(r)));
+                    let hi = _mm512_cvtepi32_epi16(to_bits16(_mm512_loadu_ps(r.add(16))));
+                    let w = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
+                    *vc = _mm512_castsi512_ps(w);
+                }
+                crate::gemm_f32::x86::transpose16(&mut v);
+                for (p, vp) in v.iter().enumerate() {
+                    let o = panel.as_mut_ptr().add(widx(pb * 16 + p, cg * 16));
+                    _mm512_storeu_ps(o as *mut f32, *vp);
+                }
+            }
+        }
+    }
+
+    /// Converts the leading multiple of 32 values of `r` into `o` (16 pairs per step) with
+    /// `vcvtne2ps2bf16`; returns the pairs written.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub unsafe fn convert_row(o: &mut [u32], r: &[f32]) -> usize {
+        let blocks = r.len() / 32;
+        for b in 0..blocks {
+            let lo = _mm512_loadu_ps(r.as_ptr().add(32 * b));
+            let hi = _mm512_loadu_ps(r.as_ptr().add(32 * b + 16));
+            let v: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
+            _mm512_storeu_si512(o.as_mut_ptr().add(16 * b) as *mut _, v);
+        }
+        blocks * 16
+    }
+
+    /// `vdpbf16ps` tile: MR rows x 4 zmm (64 columns), accumulators in registers.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub unsafe fn tile(
+        tile: &mut [[f32; NR]; MR],
+        a: &[u32],
+        panel: &[u32],
+        kp: usize,
+        mr: usize,
+        bias: &[f32; NR],
+    ) {
+        match mr {
+            6 => tile_n::<6>(tile, a, panel, kp, bias),
+            5 => tile_n::<5>(tile, a, panel, kp, bias),
+            4 => tile_n::<4>(tile, a, panel, kp, bias),
+            3 => tile_n::<3>(tile, a, panel, kp, bias),
+            2 => tile_n::<2>(tile, a, panel, kp, bias),
+            _ => tile_n::<1>(tile, a, panel, kp, bias),
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    unsafe fn tile_n<const R: usize>(
+        tile: &mut [[f32; NR]; MR],
+        a: &[u32],
+        panel: &[u32],
+        kp: usize,
+        bias: &[f32; NR],
+    ) {
+        debug_assert!(a.len() >= R * kp && panel.len() >= kp * NR);
+        let b = bias.as_ptr();
+        let mut acc = [[_mm512_setzero_ps(); 4]; R];
+        for row in acc.iter_mut() {
+            for (j, v) in row.iter_mut().enumerate() {
+                *v = _mm512_loadu_ps(b.add(16 * j));
+            }
+        }
+        let (ap, wp) = (a.as_ptr(), panel.as_ptr());
+        // kp is a multiple of 16: blocks of 16 pair rows; inside a block the 4 column
+        // blocks of a pair row are 256 words apart and consecutive rows 16 words apart.
+        for p in 0..kp {
+            let w = wp.add((p / 16) * 1024 + (p % 16) * 16);
+            debug_assert_eq!(w, wp.add(widx(p, 0)));
+            let w0: __m512bh = std::mem::transmute(_mm512_loadu_si512(w as *const _));
+            let w1: __m512bh = std::mem::transmute(_mm512_loadu_si512(w.add(256) as *const _));
+            let w2: __m512bh = std::mem::transmute(_mm512_loadu_si512(w.add(512) as *const _));
+            let w3: __m512bh = std::mem::transmute(_mm512_loadu_si512(w.add(768) as *const _));
+            for (i, row) in acc.iter_mut().enumerate() {
+                let x: __m512bh =
+                    std::mem::transmute(_mm512_set1_epi32(*ap.add(i * kp + p) as i32));
+                row[0] = _mm512_dpbf16_ps(row[0], x, w0);
+                row[1] = _mm512_dpbf16_ps(row[1], x, w1);
+                row[2] = _mm512_dpbf16_ps(row[2], x, w2);
+                row[3] = _mm512_dpbf16_ps(row[3], x, w3);
+            }
+        }
+        for (i, row) in acc.iter().enumerate() {
+            for (j, v) in row.iter().enumerate() {
+                _mm512_storeu_ps(tile[i].as_mut_ptr().add(16 * j), *v);
+            }
+        }
+    }
+}
+
+pub(super) mod amx {
+    use super::super::NR;
+    use std::arch::asm;
+
+    /// Loads the tile configuration: 8 tiles of 16 rows x 64 bytes.
+    pub unsafe fn configure() {
+        let mut cfg = [0u8; 64];
+        cfg[0] = 1; // palette 1
+        for t in 0..8 {
+            cfg[16 + 2 * t] = 64; // bytes per row
+            cfg[48 + t] = 16; // rows
+        }
+        asm!("ldtilecfg [{0}]", in(reg) cfg.as_ptr(), options(nostack, readonly));
+    }
+
+    /// Releases the tile state of this thread.
+    pub unsafe fn release() {
+        asm!("tilerelease", options(nostack, nomem));
+    }
+
+    /// `out (32 x 64) = A (32 rows of kp pairs, tiled: per step of 16 pairs, rows 0-15 then
+    /// 16-31, each a contiguous 1 KB tile) x panel (kp x 64)`.
+    /// tmm0..3: C (rows 0-15 | 16-31) x (cols 0-15 | 16-31) of one 32-column half;
+    /// tmm4/5: A rows 0-15 / 16-31; tmm6/7: B columns 0-15 / 16-31.
+    pub unsafe fn block(out: &mut [f32; 32 * NR], a: *const u32, panel: *const u32, kp: usize) {
+        let a_stride = 64usize;
+        let b_stride = 64usize; // 16 columns x 4 bytes: B tiles are contiguous
+        let c_stride = NR * 4;
+        for half in 0..2 {
+            asm!(
+                "tilezero tmm0",
+                "tilezero tmm1",
+                "tilezero tmm2",
+                "tilezero tmm3",
+                options(nostack, nomem)
+            );
+            let mut q = 0;
+            while q < kp {
+                let a0 = a.add(q * 32);
+                let a1 = a0.add(256);
+                // B tiles: contiguous 1 KB blocks (16 pairs x 16 columns).
+                let b0 = panel.add(q * NR + half * 2 * 256);
+                let b1 = b0.add(256);
+                asm!(
+                    "tileloadd tmm4, [{a0} + {sa}*1]",
+                    "tileloadd tmm5, [{a1} + {sa}*1]",
+                    "tileloadd tmm6, [{b0} + {sb}*1]",
+                    "tileloadd tmm7, [{b1} + {sb}*1]",
+                    "tdpbf16ps tmm0, tmm4, tmm6",
+                    "tdpbf16ps tmm1, tmm4, tmm7",
+                    "tdpbf16ps tmm2, tmm5, tmm6",
+                    "tdpbf16ps tmm3, tmm5, tmm7",
+                    a0 = in(reg) a0, a1 = in(reg) a1, b0 = in(reg) b0, b1 = in(reg) b1,
+                    sa = in(reg) a_stride, sb = in(reg) b_stride,
+                    options(nostack, readonly),
+                );
+                q += 16;
+            }
+            let o = out.as_mut_ptr().add(half * 32);
+            asm!(
+                "tilestored [{o0} + {s}*1], tmm0",
+                "tilestored [{o1} + {s}*1], tmm1",
+                "tilestored [{o2} + {s}*1], tmm2",
+                "tilestored [{o3} + {s}*1], tmm3",
+                o0 = in(reg) o, o1 = in(reg) o.add(16), o2 = in(reg) o.add(16 * NR), o3 = in(reg) o.add(16 * NR + 16),
+                s = in(reg) c_stride,
+                options(nostack),
+            );
+        }
+    }
+}

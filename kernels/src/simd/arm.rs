@@ -1,0 +1,82 @@
+//! The AArch64 instance of [`Simd`]: NEON (Advanced SIMD), 4 f32 lanes, 32 registers.
+
+use super::{Simd, SimdOp, EXP_BIAS};
+use std::arch::aarch64::*;
+
+/// NEON: 4 f32 lanes, 32 q registers.
+#[derive(Clone, Copy)]
+pub(crate) struct Neon;
+
+/// Runs `op` compiled for NEON (part of the AArch64 baseline; the wrapper keeps the shape
+/// of the x86 entry points).
+///
+/// # Safety
+/// The CPU has NEON (every AArch64 CPU does).
+#[target_feature(enable = "neon")]
+pub(crate) unsafe fn run_neon<O: SimdOp>(op: O) -> O::Output {
+    op.run::<Neon>()
+}
+
+// SAFETY: NEON is mandatory on AArch64.
+unsafe impl Simd for Neon {
+    const LANES: usize = 4;
+    const REGS: usize = 32;
+    type V = float32x4_t;
+    #[inline(always)]
+    unsafe fn zero() -> float32x4_t {
+        vdupq_n_f32(0.0)
+    }
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> float32x4_t {
+        vdupq_n_f32(x)
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> float32x4_t {
+        vld1q_f32(p)
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: float32x4_t) {
+        vst1q_f32(p, v)
+    }
+    #[inline(always)]
+    unsafe fn add(a: float32x4_t, b: float32x4_t) -> float32x4_t {
+        vaddq_f32(a, b)
+    }
+    #[inline(always)]
+    unsafe fn sub(a: float32x4_t, b: float32x4_t) -> float32x4_t {
+        vsubq_f32(a, b)
+    }
+    #[inline(always)]
+    unsafe fn mul(a: float32x4_t, b: float32x4_t) -> float32x4_t {
+        vmulq_f32(a, b)
+    }
+    #[inline(always)]
+    unsafe fn div(a: float32x4_t, b: float32x4_t) -> float32x4_t {
+        vdivq_f32(a, b)
+    }
+    #[inline(always)]
+    unsafe fn fma(a: float32x4_t, b: float32x4_t, c: float32x4_t) -> float32x4_t {
+        // vfmaq_f32(c, a, b) = c + a * b, fused.
+        vfmaq_f32(c, a, b)
+    }
+    #[inline(always)]
+    unsafe fn max(a: float32x4_t, b: float32x4_t) -> float32x4_t {
+        vmaxq_f32(a, b)
+    }
+    #[inline(always)]
+    unsafe fn min(a: float32x4_t, b: float32x4_t) -> float32x4_t {
+        vminq_f32(a, b)
+    }
+    #[inline(always)]
+    unsafe fn pow2_from_rounded(t: float32x4_t) -> float32x4_t {
+        let bits = vsubq_u32(vreinterpretq_u32_f32(t), vdupq_n_u32(EXP_BIAS));
+        vreinterpretq_f32_u32(vshlq_n_u32::<23>(bits))
+    }
+    #[inline(always)]
+    unsafe fn widen_bf16_pairs(p: *const u32) -> (float32x4_t, float32x4_t) {
+        let w = vld1q_u32(p);
+        let lo = vshlq_n_u32::<16>(w);
+        let hi = vandq_u32(w, vdupq_n_u32(0xffff_0000));
+        (vreinterpretq_f32_u32(lo), vreinterpretq_f32_u32(hi))
+    }
+}

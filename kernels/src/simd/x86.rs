@@ -1,0 +1,156 @@
+//! The x86-64 instances of [`Simd`]: AVX2 + FMA (8 lanes) and AVX-512F (16 lanes).
+
+use super::{Simd, SimdOp, EXP_BIAS};
+use std::arch::x86_64::*;
+
+/// AVX2 + FMA: 8 f32 lanes, 16 ymm registers.
+#[derive(Clone, Copy)]
+pub(crate) struct Avx2;
+
+/// AVX-512F: 16 f32 lanes, 32 zmm registers.
+#[derive(Clone, Copy)]
+pub(crate) struct Avx512;
+
+/// Runs `op` compiled for AVX2 + FMA.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn run_avx2<O: SimdOp>(op: O) -> O::Output {
+    op.run::<Avx2>()
+}
+
+/// Runs `op` compiled for AVX-512F (and AVX2 + FMA).
+///
+/// # Safety
+/// The CPU has AVX-512F, AVX2 and FMA.
+#[target_feature(enable = "avx512f,avx2,fma")]
+pub(crate) unsafe fn run_avx512<O: SimdOp>(op: O) -> O::Output {
+    op.run::<Avx512>()
+}
+
+// SAFETY: used only through `run_avx2`, i.e. on CPUs with AVX2 and FMA.
+unsafe impl Simd for Avx2 {
+    const LANES: usize = 8;
+    const REGS: usize = 16;
+    type V = __m256;
+    #[inline(always)]
+    unsafe fn zero() -> __m256 {
+        _mm256_setzero_ps()
+    }
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> __m256 {
+        _mm256_set1_ps(x)
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> __m256 {
+        _mm256_loadu_ps(p)
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: __m256) {
+        _mm256_storeu_ps(p, v)
+    }
+    #[inline(always)]
+    unsafe fn add(a: __m256, b: __m256) -> __m256 {
+        _mm256_add_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn sub(a: __m256, b: __m256) -> __m256 {
+        _mm256_sub_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn mul(a: __m256, b: __m256) -> __m256 {
+        _mm256_mul_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn div(a: __m256, b: __m256) -> __m256 {
+        _mm256_div_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn fma(a: __m256, b: __m256, c: __m256) -> __m256 {
+        _mm256_fmadd_ps(a, b, c)
+    }
+    #[inline(always)]
+    unsafe fn max(a: __m256, b: __m256) -> __m256 {
+        _mm256_max_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn min(a: __m256, b: __m256) -> __m256 {
+        _mm256_min_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn pow2_from_rounded(t: __m256) -> __m256 {
+        let bits = _mm256_sub_epi32(_mm256_castps_si256(t), _mm256_set1_epi32(EXP_BIAS as i32));
+        _mm256_castsi256_ps(_mm256_slli_epi32::<23>(bits))
+    }
+    #[inline(always)]
+    unsafe fn widen_bf16_pairs(p: *const u32) -> (__m256, __m256) {
+        let w = _mm256_loadu_si256(p as *const __m256i);
+        let lo = _mm256_slli_epi32::<16>(w);
+        let hi = _mm256_and_si256(w, _mm256_set1_epi32(0xffff_0000u32 as i32));
+        (_mm256_castsi256_ps(lo), _mm256_castsi256_ps(hi))
+    }
+}
+
+// SAFETY: used only through `run_avx512`, i.e. on CPUs with AVX-512F.
+unsafe impl Simd for Avx512 {
+    const LANES: usize = 16;
+    const REGS: usize = 32;
+    type V = __m512;
+    #[inline(always)]
+    unsafe fn zero() -> __m512 {
+        _mm512_setzero_ps()
+    }
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> __m512 {
+        _mm512_set1_ps(x)
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> __m512 {
+        _mm512_loadu_ps(p)
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: __m512) {
+        _mm512_storeu_ps(p, v)
+    }
+    #[inline(always)]
+    unsafe fn add(a: __m512, b: __m512) -> __m512 {
+        _mm512_add_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn sub(a: __m512, b: __m512) -> __m512 {
+        _mm512_sub_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn mul(a: __m512, b: __m512) -> __m512 {
+        _mm512_mul_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn div(a: __m512, b: __m512) -> __m512 {
+        _mm512_div_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn fma(a: __m512, b: __m512, c: __m512) -> __m512 {
+        _mm512_fmadd_ps(a, b, c)
+    }
+    #[inline(always)]
+    unsafe fn max(a: __m512, b: __m512) -> __m512 {
+        _mm512_max_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn min(a: __m512, b: __m512) -> __m512 {
+        _mm512_min_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn pow2_from_rounded(t: __m512) -> __m512 {
+        let bits = _mm512_sub_epi32(_mm512_castps_si512(t), _mm512_set1_epi32(EXP_BIAS as i32));
+        _mm512_castsi512_ps(_mm512_slli_epi32::<23>(bits))
+    }
+    #[inline(always)]
+    unsafe fn widen_bf16_pairs(p: *const u32) -> (__m512, __m512) {
+        let w = _mm512_loadu_si512(p as *const _);
+        let lo = _mm512_slli_epi32::<16>(w);
+        let hi = _mm512_and_si512(w, _mm512_set1_epi32(0xffff_0000u32 as i32));
+        (_mm512_castsi512_ps(lo), _mm512_castsi512_ps(hi))
+    }
+}
