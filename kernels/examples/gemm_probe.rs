@@ -1,5 +1,6 @@
-//! Quick single-shape timing of the f32 and bf16 linear kernels: `cargo run --release -p emcoder-kernels --example gemm_probe -- M K N THREADS`.
+//! Quick single-shape timing of the f32 (gemm crate, own kernel) and bf16 linear kernels: `cargo run --release -p emcoder-kernels --example gemm_probe -- M K N THREADS`.
 use emcoder_kernels::gemm_bf16::{linear_bf16, PackedBf16};
+use emcoder_kernels::gemm_f32::linear_f32;
 use emcoder_kernels::matmul::{linear, Parallelism};
 use emcoder_kernels::Isa;
 use std::time::Instant;
@@ -27,20 +28,23 @@ fn main() {
     } else {
         Parallelism::None
     };
-    let best = emcoder_kernels::caps().best;
-    let packed = PackedBf16::pack(&w, n, k, best);
+    let level = emcoder_kernels::caps().best;
+    let packed = PackedBf16::pack(&w, n, k, level);
     let mut xp = Vec::new();
     let flop = 2.0 * (m * k * n) as f64;
+    let mut fp = Vec::new();
     for (name, isa) in [
-        ("f32 gemm", None),
-        ("bf16 best level", Some(best)),
-        ("bf16 generic", Some(Isa::Generic)),
+        ("f32 gemm crate", None),
+        ("f32 own", Some(Isa::Generic)),
+        ("bf16 best level", Some(level)),
     ] {
         let mut best = f64::MAX;
         for _ in 0..5 {
             let s = Instant::now();
             pool.install(|| match isa {
                 None => linear(&mut out, &x, &w, None, m, k, n, par),
+                // (Generic marks the own f32 kernel at the best level.)
+                Some(Isa::Generic) => linear_f32(&mut out, &x, &w, None, m, k, n, &mut fp, level),
                 Some(i) => linear_bf16(&mut out, &x, &packed, None, m, &mut xp, i),
             });
             best = best.min(s.elapsed().as_secs_f64());

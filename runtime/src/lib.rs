@@ -364,6 +364,14 @@ impl Model {
         self.arenas().iter().map(Scratch::bytes).sum()
     }
 
+    /// The most bytes one call's scratch arena can hold, whatever the number and length of
+    /// its texts: [`engine::forward::scratch_bound`] at `max(max_rows, max_tokens)` rows (a
+    /// chunk holds at most `max_rows` rows, or one text of up to `max_tokens`).
+    pub fn scratch_bound(&self) -> usize {
+        let rows = self.opts.max_rows.max(self.opts.max_tokens);
+        engine::forward::scratch_bound(self.config(), rows)
+    }
+
     /// The free list of scratch arenas (an arena holds no invariant a panic could break,
     /// so a poisoned lock is used as is).
     fn arenas(&self) -> std::sync::MutexGuard<'_, Vec<Scratch>> {

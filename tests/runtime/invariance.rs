@@ -267,3 +267,53 @@ fn identical_whatever_ran_before_on_the_same_model() {
         }
     });
 }
+
+/// Scratch memory is bounded by `Model::scratch_bound` (a function of max_rows,
+/// max_tokens and the model's dimensions) whatever the number and length of the texts:
+/// stage A (embedding and layer 0's attention, once per text) runs in groups of texts like
+/// the MC chunks. Results equal those of a model with a large max_rows, bit for bit.
+#[test]
+fn scratch_stays_within_its_bound_for_many_long_texts() {
+    let ids: Vec<Vec<u32>> = (0..40u32)
+        .map(|s| {
+            let mut v = vec![1];
+            v.extend((0..148).map(|i| (i * 31 + s * 7) % 500 + 3));
+            v.push(2);
+            v
+        })
+        .collect();
+    for precision in [emcoder::Precision::F32, emcoder::Precision::Bf16] {
+        let opts = |max_rows| LoadOptions {
+            tokenizer: TokenizerChoice::None,
+            n_threads: 2,
+            max_rows,
+            max_tokens: 200,
+            precision,
+            ..Default::default()
+        };
+        let small = Model::load(&fixture("tiny-f32"), &opts(64)).unwrap();
+        let big = Model::load(&fixture("tiny-f32"), &opts(1 << 20)).unwrap();
+        let a = small.sample_logits(&ids, 3, 5).unwrap();
+        let d = small.logits(&ids).unwrap();
+        let bound = small.scratch_bound();
+        let used = small.scratch_bytes();
+        eprintln!("{precision:?}: arena {used} bytes, bound {bound}");
+        assert!(
+            used <= bound,
+            "{precision:?}: arena {used} bytes > bound {bound}"
+        );
+        // 40 texts x 150 tokens in one stage A would hold 6000 rows, far above the bound.
+        assert!(
+            bound < 40 * 150 * 32 * 4 * 4,
+            "the bound is too loose to test anything"
+        );
+        assert!(
+            a == big.sample_logits(&ids, 3, 5).unwrap(),
+            "{precision:?} sampled"
+        );
+        assert!(
+            d == big.logits(&ids).unwrap(),
+            "{precision:?} deterministic"
+        );
+    }
+}

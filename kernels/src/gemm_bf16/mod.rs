@@ -271,6 +271,7 @@ pub fn pack_activations(xp: &mut Vec<u32>, x: &[f32], m: usize, k: usize, isa: I
     let rw = row_words(isa, k);
     let len = padded_rows(m) * rw;
     if xp.len() < len + 16 {
+        xp.reserve_exact(len + 16 - xp.len());
         xp.resize(len + 16, 0);
     }
     // Start on a cache line (PackedActivations::new finds the same offset).

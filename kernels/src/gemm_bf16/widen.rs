@@ -6,8 +6,10 @@
 //! Per output element: `acc = bias; for p in pairs { acc = fma(a[2p], w_lo, acc);
 //! acc = fma(a[2p+1], w_hi, acc) }`, the same on every instance, so the widening levels give
 //! the same bits. Register tile: `R` rows x `CW` vectors of columns (6 x 16 columns on AVX2,
-//! 6 x 64 on AVX-512, 6 x 16 on NEON); per pair and column vector, one widening and `2 R`
-//! broadcast multiply-adds.
+//! 6 x 64 on AVX-512, 6 x 16 on NEON). Per pair, two phases: the even channels (widen `CW`
+//! vectors, then per row one broadcast and `CW` multiply-adds), then the odd ones (the words
+//! loaded again): `R CW + CW + 1` registers (15 of AVX2's 16). Widening both halves at once
+//! needs two more, and LLVM then spills accumulators to the stack (measured: 2x slower).
 
 use super::{widx, MR, NR};
 use crate::cpu::Isa;
@@ -84,12 +86,21 @@ impl Tile<'_> {
             let mut acc: [[S::V; CW]; R] =
                 [std::array::from_fn(|u| S::load(self.bias.as_ptr().add(c0 + u * l))); R];
             for p in 0..kp {
-                for u in 0..CW {
-                    // Columns c0 + u l.. are contiguous inside one 16-column block.
-                    let (lo, hi) = S::widen_bf16_pairs(panel.add(widx(p, c0 + u * l)));
-                    for (r, ar) in acc.iter_mut().enumerate() {
-                        ar[u] = S::fma(S::splat(row(r, 2 * p)), lo, ar[u]);
-                        ar[u] = S::fma(S::splat(row(r, 2 * p + 1)), hi, ar[u]);
+                // Columns c0 + u l.. are contiguous inside one 16-column block.
+                let w: [*const u32; CW] = std::array::from_fn(|u| panel.add(widx(p, c0 + u * l)));
+                debug_assert!(w.iter().all(|p| (*p as usize).is_multiple_of(4 * l)));
+                let lo: [S::V; CW] = std::array::from_fn(|u| S::widen_bf16_lo(w[u]));
+                for (r, ar) in acc.iter_mut().enumerate() {
+                    let x = S::splat(row(r, 2 * p));
+                    for (a, wl) in ar.iter_mut().zip(&lo) {
+                        *a = S::fma(x, *wl, *a);
+                    }
+                }
+                let hi: [S::V; CW] = std::array::from_fn(|u| S::widen_bf16_hi(w[u]));
+                for (r, ar) in acc.iter_mut().enumerate() {
+                    let x = S::splat(row(r, 2 * p + 1));
+                    for (a, wh) in ar.iter_mut().zip(&hi) {
+                        *a = S::fma(x, *wh, *a);
                     }
                 }
             }

@@ -293,6 +293,7 @@ unsafe fn drive<K: F32Kernel>(
     let g = K::geometry(k);
     let len = packed_len(g, m, k);
     if scratch.len() < len {
+        scratch.reserve_exact(len - scratch.len());
         scratch.resize(len, 0.0);
     }
     let xp = &mut scratch[..len];

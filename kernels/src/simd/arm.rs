@@ -73,10 +73,13 @@ unsafe impl Simd for Neon {
         vreinterpretq_f32_u32(vshlq_n_u32::<23>(bits))
     }
     #[inline(always)]
-    unsafe fn widen_bf16_pairs(p: *const u32) -> (float32x4_t, float32x4_t) {
-        let w = vld1q_u32(p);
-        let lo = vshlq_n_u32::<16>(w);
-        let hi = vandq_u32(w, vdupq_n_u32(0xffff_0000));
-        (vreinterpretq_f32_u32(lo), vreinterpretq_f32_u32(hi))
+    unsafe fn widen_bf16_lo(p: *const u32) -> float32x4_t {
+        let w = (p as *const uint32x4_t).read_volatile();
+        vreinterpretq_f32_u32(vshlq_n_u32::<16>(w))
+    }
+    #[inline(always)]
+    unsafe fn widen_bf16_hi(p: *const u32) -> float32x4_t {
+        let w = (p as *const uint32x4_t).read_volatile();
+        vreinterpretq_f32_u32(vandq_u32(w, vdupq_n_u32(0xffff_0000)))
     }
 }

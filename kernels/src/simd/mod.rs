@@ -54,8 +54,13 @@ pub(crate) unsafe trait Simd: Copy + Send + Sync + 'static {
     /// whose bits are `(bits(t) - EXP_BIAS) << 23`.
     unsafe fn pow2_from_rounded(t: Self::V) -> Self::V;
     /// `LANES` u32 words from `p`, each a pair of bf16 values (low half = even channel),
-    /// widened to f32: `(even channels, odd channels)`.
-    unsafe fn widen_bf16_pairs(p: *const u32) -> (Self::V, Self::V);
+    /// the even channels widened to f32 (`w << 16`). The load is its own (volatile), so
+    /// that a kernel can widen the even and the odd halves in separate phases without the
+    /// compiler keeping the raw words alive in registers in between. `p` must be aligned to
+    /// the vector's size (`4 LANES` bytes): the packed bf16 panels are.
+    unsafe fn widen_bf16_lo(p: *const u32) -> Self::V;
+    /// As [`Simd::widen_bf16_lo`], the odd channels (`w & 0xffff0000`).
+    unsafe fn widen_bf16_hi(p: *const u32) -> Self::V;
 }
 
 /// The portable one-lane instance.
@@ -124,9 +129,12 @@ unsafe impl Simd for Scalar {
         f32::from_bits(t.to_bits().wrapping_sub(EXP_BIAS) << 23)
     }
     #[inline(always)]
-    unsafe fn widen_bf16_pairs(p: *const u32) -> (f32, f32) {
-        let w = *p;
-        (f32::from_bits(w << 16), f32::from_bits(w & 0xffff_0000))
+    unsafe fn widen_bf16_lo(p: *const u32) -> f32 {
+        f32::from_bits(p.read_volatile() << 16)
+    }
+    #[inline(always)]
+    unsafe fn widen_bf16_hi(p: *const u32) -> f32 {
+        f32::from_bits(p.read_volatile() & 0xffff_0000)
     }
 }
 

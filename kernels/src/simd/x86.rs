@@ -84,11 +84,17 @@ unsafe impl Simd for Avx2 {
         _mm256_castsi256_ps(_mm256_slli_epi32::<23>(bits))
     }
     #[inline(always)]
-    unsafe fn widen_bf16_pairs(p: *const u32) -> (__m256, __m256) {
-        let w = _mm256_loadu_si256(p as *const __m256i);
-        let lo = _mm256_slli_epi32::<16>(w);
-        let hi = _mm256_and_si256(w, _mm256_set1_epi32(0xffff_0000u32 as i32));
-        (_mm256_castsi256_ps(lo), _mm256_castsi256_ps(hi))
+    unsafe fn widen_bf16_lo(p: *const u32) -> __m256 {
+        let w = (p as *const __m256i).read_volatile();
+        _mm256_castsi256_ps(_mm256_slli_epi32::<16>(w))
+    }
+    #[inline(always)]
+    unsafe fn widen_bf16_hi(p: *const u32) -> __m256 {
+        let w = (p as *const __m256i).read_volatile();
+        _mm256_castsi256_ps(_mm256_and_si256(
+            w,
+            _mm256_set1_epi32(0xffff_0000u32 as i32),
+        ))
     }
 }
 
@@ -147,10 +153,16 @@ unsafe impl Simd for Avx512 {
         _mm512_castsi512_ps(_mm512_slli_epi32::<23>(bits))
     }
     #[inline(always)]
-    unsafe fn widen_bf16_pairs(p: *const u32) -> (__m512, __m512) {
-        let w = _mm512_loadu_si512(p as *const _);
-        let lo = _mm512_slli_epi32::<16>(w);
-        let hi = _mm512_and_si512(w, _mm512_set1_epi32(0xffff_0000u32 as i32));
-        (_mm512_castsi512_ps(lo), _mm512_castsi512_ps(hi))
+    unsafe fn widen_bf16_lo(p: *const u32) -> __m512 {
+        let w = (p as *const __m512i).read_volatile();
+        _mm512_castsi512_ps(_mm512_slli_epi32::<16>(w))
+    }
+    #[inline(always)]
+    unsafe fn widen_bf16_hi(p: *const u32) -> __m512 {
+        let w = (p as *const __m512i).read_volatile();
+        _mm512_castsi512_ps(_mm512_and_si512(
+            w,
+            _mm512_set1_epi32(0xffff_0000u32 as i32),
+        ))
     }
 }

@@ -81,6 +81,24 @@ pub fn chunks(
     out
 }
 
+/// Splits texts (by length) into consecutive groups of at most `max_rows` tokens in all (a
+/// text longer than that is a group of its own): the texts whose stage A runs together.
+pub fn text_groups(lens: &[usize], max_rows: usize) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let (mut start, mut rows) = (0, 0);
+    for (t, &len) in lens.iter().enumerate() {
+        if rows + len > max_rows && t > start {
+            out.push(start..t);
+            (start, rows) = (t, 0);
+        }
+        rows += len;
+    }
+    if start < lens.len() {
+        out.push(start..lens.len());
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,5 +119,11 @@ mod tests {
         assert_eq!(c, vec![vec![(0, 0, 10)]]);
         let c = chunks(&[10], 4..5, 4);
         assert_eq!(c, vec![vec![(0, 4, 10)]]);
+        assert_eq!(
+            text_groups(&[3, 4, 2, 9, 1], 7),
+            vec![0..2, 2..3, 3..4, 4..5]
+        );
+        assert_eq!(text_groups(&[3, 4], 7), vec![0..2]);
+        assert_eq!(text_groups(&[], 7), Vec::<std::ops::Range<usize>>::new());
     }
 }

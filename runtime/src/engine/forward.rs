@@ -5,7 +5,7 @@
 //! dropout-residual, then the rest of the network with every sample's rows in the same
 //! matrix products. Deterministic mode is the same code with one sample and no dropout.
 
-use super::batch::{chunks, Packing};
+use super::batch::{chunks, text_groups, Packing};
 use crate::model::{Config, FusedBf16, Layer, Linear, Weights};
 use emcoder_kernels::activation::{gelu, swiglu};
 use emcoder_kernels::attention::{self, attention_rows};
@@ -118,12 +118,30 @@ impl Scratch {
     }
 }
 
-/// The first `n` elements of `v`, growing it when shorter (new elements 0, old ones kept).
+/// The first `n` elements of `v`, growing it when shorter (new elements 0, old ones kept;
+/// to exactly `n`, so capacities stay within [`scratch_bound`]).
 fn grow<T: Copy + Default>(v: &mut Vec<T>, n: usize) -> &mut [T] {
     if v.len() < n {
+        v.reserve_exact(n - v.len());
         v.resize(n, T::default());
     }
     &mut v[..n]
+}
+
+/// The most bytes a [`Scratch`] arena holds when no chunk has more than `rows` rows (the
+/// engine's chunks have at most `max(max_rows, max_tokens)`: a text is never split):
+/// `4 (rows (12 d + 2 f + labels + 2 max(d, f) + 33) + 64 max(d, f) + 1040)` for model
+/// width `d` and feed-forward width `f`. Per row: the residual streams and stage A's copies
+/// (4 d), pooling and the head (2 d + labels), attention's input, q, k, v and RoPE tables
+/// (5 d), the feed-forward's input, gate and up (d + 2 f), and the product operands (the
+/// f32 panels and the bf16 rows of the widest product, the latter padded by up to 33
+/// words); the constant covers the padding of the last panel and row block. The attention
+/// kernel's own scratch is per worker thread and does not grow with the length
+/// (`attention::scratch_len`).
+pub fn scratch_bound(cfg: &Config, rows: usize) -> usize {
+    let (d, f, l) = (cfg.d_model, cfg.d_ffn, cfg.num_labels);
+    let wide = d.max(f);
+    4 * (rows * (12 * d + 2 * f + l + 2 * wide + 33) + 64 * wide + 1040)
 }
 
 impl Forward<'_> {
@@ -230,101 +248,108 @@ impl Forward<'_> {
             })
         };
 
-        // Stage A: per text, up to layer 0's attention output.
-        let pack_a = Packing::new(lens.iter().enumerate().map(|(t, &l)| (t, 0, l)));
-        let ra = pack_a.rows();
-        let h0 = grow(&mut sc.h0, ra * d);
-        self.embed(h0, texts);
-        if let Some(tr) = trace.as_deref_mut() {
-            tr.embed = h0.to_vec();
-        }
-        let a0 = grow(&mut sc.a0, ra * d);
-        self.attention(
-            a0,
-            h0,
-            &self.w.layers[0],
-            &pack_a,
-            &mut sc.attn,
-            &mut sc.ops,
-        );
-        let (h0, a0) = (&sc.h0[..ra * d], &sc.a0[..ra * d]);
-
+        // Texts in groups of at most `max_rows` tokens (a longer text alone): stage A's
+        // buffers are bounded like stage B's, whatever the number and length of the texts.
         let n_samples = samples.len();
         let mut logits = vec![0.0f32; texts.len() * n_samples * nl];
         let n_layers = self.cfg.n_layers as u32;
-        for chunk in chunks(&lens, samples.clone(), self.max_rows) {
-            let pack = Packing::new(chunk);
-            let rows = pack.rows();
-            // Layer 0 residual: h = h0 + dropout(a0), per (text, sample) sequence.
-            let h = grow(&mut sc.h, rows * d);
-            h.par_chunks_mut(d).enumerate().for_each(|(r, hr)| {
-                let s = &pack.seqs[pack.row_seq[r] as usize];
-                let pos = pack.row_pos[r];
-                let src = (pack_a.seqs[s.text].row0 + pos as usize) * d;
-                hr.copy_from_slice(&h0[src..src + d]);
-                dropout_residual_add(
-                    hr,
-                    &a0[src..src + d],
-                    site(s.sample, 0).as_ref(),
-                    pos,
-                    self.isa,
-                );
-            });
-            let a = grow(&mut sc.a, rows * d);
-            for (l, layer) in self.w.layers.iter().enumerate() {
-                let l = l as u32;
-                if l > 0 {
-                    self.attention(a, h, layer, &pack, &mut sc.attn, &mut sc.ops);
-                    self.residual(h, a, &pack, |s| site(s, 2 * l));
-                }
-                self.ffn(a, h, layer, rows, &mut sc.ffn, &mut sc.ops);
-                self.residual(h, a, &pack, |s| site(s, 2 * l + 1));
-                if let Some(tr) = trace.as_deref_mut() {
-                    tr.layers.push(h.to_vec());
-                }
+        for group in text_groups(&lens, self.max_rows) {
+            // Stage A: per text, up to layer 0's attention output, for this group's texts.
+            let lens = &lens[group.clone()];
+            let texts = &texts[group.clone()];
+            let pack_a = Packing::new(lens.iter().enumerate().map(|(t, &l)| (t, 0, l)));
+            let ra = pack_a.rows();
+            let h0 = grow(&mut sc.h0, ra * d);
+            self.embed(h0, texts);
+            if let Some(tr) = trace.as_deref_mut() {
+                tr.embed = h0.to_vec();
             }
-            // Final norm, masked mean pooling per sequence.
-            rmsnorm_inplace(
-                h,
-                self.w.final_norm.data(),
-                rows,
-                d,
-                self.cfg.norm_eps,
-                self.isa,
+            let a0 = grow(&mut sc.a0, ra * d);
+            self.attention(
+                a0,
+                h0,
+                &self.w.layers[0],
+                &pack_a,
+                &mut sc.attn,
+                &mut sc.ops,
             );
-            let h = &*h;
-            let ns = pack.seqs.len();
-            let pooled = grow(&mut sc.pooled, ns * d);
-            pooled.par_chunks_mut(d).zip(&pack.seqs).for_each(|(p, s)| {
-                let mut acc = vec![0.0f64; d];
-                for r in s.row0..s.row0 + s.len {
-                    for (a, x) in acc.iter_mut().zip(&h[r * d..(r + 1) * d]) {
-                        *a += *x as f64;
+            let (h0, a0) = (&sc.h0[..ra * d], &sc.a0[..ra * d]);
+
+            for chunk in chunks(lens, samples.clone(), self.max_rows) {
+                let pack = Packing::new(chunk);
+                let rows = pack.rows();
+                // Layer 0 residual: h = h0 + dropout(a0), per (text, sample) sequence.
+                let h = grow(&mut sc.h, rows * d);
+                h.par_chunks_mut(d).enumerate().for_each(|(r, hr)| {
+                    let s = &pack.seqs[pack.row_seq[r] as usize];
+                    let pos = pack.row_pos[r];
+                    let src = (pack_a.seqs[s.text].row0 + pos as usize) * d;
+                    hr.copy_from_slice(&h0[src..src + d]);
+                    dropout_residual_add(
+                        hr,
+                        &a0[src..src + d],
+                        site(s.sample, 0).as_ref(),
+                        pos,
+                        self.isa,
+                    );
+                });
+                let a = grow(&mut sc.a, rows * d);
+                for (l, layer) in self.w.layers.iter().enumerate() {
+                    let l = l as u32;
+                    if l > 0 {
+                        self.attention(a, h, layer, &pack, &mut sc.attn, &mut sc.ops);
+                        self.residual(h, a, &pack, |s| site(s, 2 * l));
+                    }
+                    self.ffn(a, h, layer, rows, &mut sc.ffn, &mut sc.ops);
+                    self.residual(h, a, &pack, |s| site(s, 2 * l + 1));
+                    if let Some(tr) = trace.as_deref_mut() {
+                        tr.layers.push(h.to_vec());
                     }
                 }
-                let count = (s.len as f64).max(1e-9);
-                for (o, a) in p.iter_mut().zip(&acc) {
-                    *o = (*a / count) as f32;
+                // Final norm, masked mean pooling per sequence.
+                rmsnorm_inplace(
+                    h,
+                    self.w.final_norm.data(),
+                    rows,
+                    d,
+                    self.cfg.norm_eps,
+                    self.isa,
+                );
+                let h = &*h;
+                let ns = pack.seqs.len();
+                let pooled = grow(&mut sc.pooled, ns * d);
+                pooled.par_chunks_mut(d).zip(&pack.seqs).for_each(|(p, s)| {
+                    let mut acc = vec![0.0f64; d];
+                    for r in s.row0..s.row0 + s.len {
+                        for (a, x) in acc.iter_mut().zip(&h[r * d..(r + 1) * d]) {
+                            *a += *x as f64;
+                        }
+                    }
+                    let count = (s.len as f64).max(1e-9);
+                    for (o, a) in p.iter_mut().zip(&acc) {
+                        *o = (*a / count) as f32;
+                    }
+                });
+                if let Some(tr) = trace.as_deref_mut() {
+                    tr.final_norm = h.to_vec();
+                    tr.pooled = pooled.to_vec();
                 }
-            });
-            if let Some(tr) = trace.as_deref_mut() {
-                tr.final_norm = h.to_vec();
-                tr.pooled = pooled.to_vec();
-            }
-            // Head: Linear -> GELU -> Dropout (site 2L, position 0) -> Linear.
-            let z1 = grow(&mut sc.z1, ns * d);
-            self.linear(&mut sc.ops, z1, pooled, &self.w.head1, ns);
-            z1.par_chunks_mut(d).zip(&pack.seqs).for_each(|(z, s)| {
-                z.iter_mut().for_each(|v| *v = gelu(*v));
-                if let Some(st) = site(s.sample, 2 * n_layers) {
-                    dropout_inplace(z, &st, 0);
+                // Head: Linear -> GELU -> Dropout (site 2L, position 0) -> Linear.
+                let z1 = grow(&mut sc.z1, ns * d);
+                self.linear(&mut sc.ops, z1, pooled, &self.w.head1, ns);
+                z1.par_chunks_mut(d).zip(&pack.seqs).for_each(|(z, s)| {
+                    z.iter_mut().for_each(|v| *v = gelu(*v));
+                    if let Some(st) = site(s.sample, 2 * n_layers) {
+                        dropout_inplace(z, &st, 0);
+                    }
+                });
+                let z = grow(&mut sc.z, ns * nl);
+                self.linear(&mut sc.ops, z, z1, &self.w.head2, ns);
+                for (zs, s) in z.chunks_exact(nl).zip(&pack.seqs) {
+                    let text = group.start + s.text;
+                    let at = (text * n_samples + (s.sample - samples.start) as usize) * nl;
+                    logits[at..at + nl].copy_from_slice(zs);
                 }
-            });
-            let z = grow(&mut sc.z, ns * nl);
-            self.linear(&mut sc.ops, z, z1, &self.w.head2, ns);
-            for (zs, s) in z.chunks_exact(nl).zip(&pack.seqs) {
-                let at = (s.text * n_samples + (s.sample - samples.start) as usize) * nl;
-                logits[at..at + nl].copy_from_slice(zs);
             }
         }
         logits
