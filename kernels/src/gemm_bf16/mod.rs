@@ -20,6 +20,7 @@
 //! The activations' layout depends on the kernel ([`pack_activations`]).
 
 use crate::cpu::Isa;
+use crate::simd::{self, Simd, SimdOp};
 use half::bf16;
 use rayon::prelude::*;
 
@@ -127,7 +128,7 @@ const fn widx(p: usize, c: usize) -> usize {
 /// Round-to-nearest-even f32 -> bf16 bits (NaN stays NaN, quiet), the same bits as
 /// `half::bf16::from_f32` with plain integer arithmetic (tested).
 #[inline]
-fn to_bits(x: f32) -> u32 {
+pub(crate) fn bf16_bits(x: f32) -> u32 {
     let b = x.to_bits();
     if x.is_nan() {
         (b >> 16) | 0x40
@@ -139,7 +140,7 @@ fn to_bits(x: f32) -> u32 {
 /// Packs a pair of f32 values into one u32 of two bf16 (`lo` = even channel).
 #[inline]
 pub fn pair(lo: f32, hi: f32) -> u32 {
-    to_bits(lo) | (to_bits(hi) << 16)
+    bf16_bits(lo) | (bf16_bits(hi) << 16)
 }
 
 impl PackedBf16 {
@@ -153,13 +154,13 @@ impl PackedBf16 {
     /// and v into one (3d, d) product: `parts` are `(weight (n_i, k) row-major, n_i)`.
     pub fn pack_parts(parts: &[(&[f32], usize)], k: usize, isa: Isa) -> Self {
         isa.assert_runs_here();
-        let simd = cfg!(target_arch = "x86_64") && isa >= Isa::Avx512 && isa <= Isa::Amx;
-        Self::pack_parts_with(parts, k, simd)
+        Self::pack_parts_with(parts, k, (isa != Isa::Generic).then_some(isa))
     }
 
-    /// [`Self::pack_parts`], with the AVX-512 block conversion or only the scalar loop
-    /// (the same bits; `simd` only where the CPU has AVX-512F, and only on x86-64).
-    fn pack_parts_with(parts: &[(&[f32], usize)], k: usize, simd: bool) -> Self {
+    /// [`Self::pack_parts`], with the vector block conversion of level `simd` (AVX-512:
+    /// 16 columns x 16 pairs; AVX2 8 x 8; NEON 4 x 4) or, with `None`, only the scalar loop:
+    /// the same words either way (tested). `simd` must run here.
+    fn pack_parts_with(parts: &[(&[f32], usize)], k: usize, simd: Option<Isa>) -> Self {
         for (w, n) in parts {
             assert!(w.len() >= n * k, "PackedBf16::pack: weight too small");
         }
@@ -183,25 +184,36 @@ impl PackedBf16 {
             .for_each(|(pi, panel)| {
                 let cols = NR.min(n - pi * NR);
                 let rows: Vec<&[f32]> = (0..cols).map(|j| row_of(pi * NR + j)).collect();
-                // AVX-512: whole blocks of 16 columns x 16 pairs (32 values of each row),
-                // converted 16 at a time and transposed in registers (the load time of a
-                // bf16 model is mostly this loop). The blocks it fills are skipped below,
-                // so `(vec_cols, vec_pairs)` is (0, 0) wherever it does not run.
-                #[allow(unused_mut)]
-                let mut vec = (0, 0);
-                #[cfg(target_arch = "x86_64")]
-                if simd {
-                    vec = (cols / 16 * 16, k / 32 * 16);
-                    if vec.0 > 0 && vec.1 > 0 {
-                        // SAFETY: `simd` only when the CPU has AVX-512F; the rows hold k >=
-                        // 2 * vec_pairs values; the blocks written are inside this panel
-                        // (pairs < vec_pairs <= kp, columns < vec_cols <= NR).
-                        unsafe { avx512::pack_weight_blocks(panel, &rows[..vec.0], vec.1) };
+                // Whole blocks of L columns x L pairs (2 L values of each row), converted a
+                // vector at a time and transposed in registers (the load time of a bf16
+                // model is mostly this loop). The blocks it fills, columns < vec_cols x
+                // pairs < vec_pairs, are skipped below ((0, 0) where none ran).
+                let (vec_cols, vec_pairs) = match simd {
+                    #[cfg(target_arch = "x86_64")]
+                    Some(Isa::Avx512 | Isa::Avx512Bf16 | Isa::Amx) => {
+                        let vec = (cols / 16 * 16, k / 32 * 16);
+                        if vec.0 > 0 && vec.1 > 0 {
+                            // SAFETY: these levels have AVX-512F (the caller checked the
+                            // level runs here); the rows hold k >= 2 * vec_pairs values;
+                            // the blocks written are inside this panel (pairs < vec_pairs
+                            // <= kp, columns < vec_cols <= NR).
+                            unsafe { avx512::pack_weight_blocks(panel, &rows[..vec.0], vec.1) };
+                        }
+                        vec
                     }
-                }
-                #[cfg(not(target_arch = "x86_64"))]
-                let _ = simd;
-                let (vec_cols, vec_pairs) = vec;
+                    // SAFETY: the caller checked that the level runs here.
+                    Some(isa) => unsafe {
+                        simd::dispatch(
+                            isa,
+                            PackBlocks {
+                                panel,
+                                rows: &rows,
+                                k,
+                            },
+                        )
+                    },
+                    None => (0, 0),
+                };
                 // The rest (all of it without AVX-512): pair-major so the writes are
                 // sequential; the panel's rows are read in step.
                 for p in 0..k.div_ceil(2) {
@@ -238,6 +250,51 @@ impl PackedBf16 {
     }
 }
 
+/// The vector part of the weight packing for one panel: whole blocks of `L` columns x `L`
+/// pairs. Per block, `L` columns' `L` first and `L` next channels are transposed into
+/// channel vectors (one lane per column), rounded, and combined into `L` vectors of pair
+/// words, each stored where `widx` puts that pair's `L` columns (contiguous).
+struct PackBlocks<'a> {
+    panel: &'a mut [u32],
+    rows: &'a [&'a [f32]],
+    k: usize,
+}
+
+impl SimdOp for PackBlocks<'_> {
+    /// `(vec_cols, vec_pairs)`: the columns x pairs it filled.
+    type Output = (usize, usize);
+    #[inline(always)]
+    unsafe fn run<S: Simd>(self) -> (usize, usize) {
+        let l = S::LANES;
+        let (cols, pairs) = (self.rows.len() / l * l, self.k / (2 * l) * l);
+        if l == 1 || cols == 0 || pairs == 0 {
+            return (0, 0);
+        }
+        let mut a = [S::zero(); 16];
+        let mut b = [S::zero(); 16];
+        for cg in (0..cols).step_by(l) {
+            for p0 in (0..pairs).step_by(l) {
+                for j in 0..l {
+                    let r = self.rows[cg + j].as_ptr().add(2 * p0);
+                    a[j] = S::load(r);
+                    b[j] = S::load(r.add(l));
+                }
+                S::transpose(&mut a[..l]);
+                S::transpose(&mut b[..l]);
+                // Channel 2 p0 + c is a[c] for c < l, else b[c - l].
+                for i in 0..l {
+                    let ch = |c: usize| if c < l { a[c] } else { b[c - l] };
+                    let (even, odd) = (S::round_bf16(ch(2 * i)), S::round_bf16(ch(2 * i + 1)));
+                    let w = S::bf16_pair_words(even, odd);
+                    let o = self.panel.as_mut_ptr().add(widx(p0 + i, cg));
+                    S::store(o as *mut f32, w);
+                }
+            }
+        }
+        (cols, pairs)
+    }
+}
+
 /// Pairs of input channels per row: `ceil(k/2)` padded with zero pairs to a multiple of 16
 /// (one AMX tile row). Zero pairs add exactly 0, so no kernel's result changes.
 pub fn pairs(k: usize) -> usize {
@@ -253,7 +310,7 @@ fn padded_rows(m: usize) -> usize {
 /// kernels multiply.
 #[inline]
 pub fn round_bf16(x: f32) -> f32 {
-    f32::from_bits(to_bits(x) << 16)
+    f32::from_bits(bf16_bits(x) << 16)
 }
 
 /// Rounds activations `x` (m, k) to bf16 (round to nearest even) for the kernel of `isa`,
@@ -326,11 +383,40 @@ pub fn pack_activations(xp: &mut Vec<u32>, x: &[f32], m: usize, k: usize, isa: I
                 .par_chunks_mut(rw)
                 .zip(x.par_chunks(k))
                 .for_each(|(o, r)| {
-                    for (o, v) in o.iter_mut().zip(&r[..k]) {
-                        *o = to_bits(*v) << 16;
-                    }
+                    // SAFETY: the level runs here (checked above).
+                    unsafe {
+                        simd::dispatch(
+                            isa,
+                            RoundRow {
+                                o: &mut o[..k],
+                                r: &r[..k],
+                            },
+                        )
+                    };
                     o[k..].fill(0);
                 });
+        }
+    }
+}
+
+/// `o[i] = bits(round_bf16(r[i]))`: one row of the widening kernels' activations.
+struct RoundRow<'a> {
+    o: &'a mut [u32],
+    r: &'a [f32],
+}
+
+impl SimdOp for RoundRow<'_> {
+    type Output = ();
+    #[inline(always)]
+    unsafe fn run<S: Simd>(self) {
+        let n = self.r.len().min(self.o.len());
+        let nv = n / S::LANES * S::LANES;
+        let (o, r) = (self.o.as_mut_ptr() as *mut f32, self.r.as_ptr());
+        for i in (0..nv).step_by(S::LANES) {
+            S::store(o.add(i), S::round_bf16(S::load(r.add(i))));
+        }
+        for i in nv..n {
+            *self.o.get_unchecked_mut(i) = bf16_bits(*r.add(i)) << 16;
         }
     }
 }
@@ -657,15 +743,18 @@ mod tests {
         }
     }
 
-    /// The AVX-512 block packing gives the scalar loop's words, for NaN, infinities,
-    /// subnormals, ties and shapes with partial blocks (columns and pairs), and fused parts.
+    /// Every level's vector block packing gives the scalar loop's words, for NaN,
+    /// infinities, subnormals, ties and shapes with partial blocks (columns and pairs), and
+    /// fused parts.
     #[test]
     fn simd_packing_equals_scalar_packing() {
-        if !Isa::Avx512.runs_here() {
-            // Elsewhere `simd = true` must be ignored (it used to skip the blocks that no
-            // SIMD step filled); checked below all the same.
-            eprintln!("no AVX-512F: the SIMD packing does not run here");
-        }
+        let levels: Vec<Isa> = crate::cpu::caps()
+            .available
+            .iter()
+            .copied()
+            .filter(|i| *i != Isa::Generic)
+            .collect();
+        eprintln!("vector packing tested at: {levels:?}");
         let mut x = 0x9e37_79b9u32;
         let mut next = || {
             x ^= x << 13;
@@ -686,6 +775,8 @@ mod tests {
             (65, vec![33]),
             (31, vec![64]),
             (800, vec![130]),
+            (8, vec![8, 3]),
+            (17, vec![5, 4]),
         ] {
             let ws: Vec<Vec<f32>> = widths
                 .iter()
@@ -696,13 +787,14 @@ mod tests {
                 .zip(&widths)
                 .map(|(w, &n)| (w.as_slice(), n))
                 .collect();
-            let a = PackedBf16::pack_parts_with(
-                &parts,
-                k,
-                Isa::Avx512.runs_here() || !cfg!(target_arch = "x86_64"),
-            );
-            let b = PackedBf16::pack_parts_with(&parts, k, false);
-            assert!(a.data.words() == b.data.words(), "k {k} widths {widths:?}");
+            let b = PackedBf16::pack_parts_with(&parts, k, None);
+            for &isa in &levels {
+                let a = PackedBf16::pack_parts_with(&parts, k, Some(isa));
+                assert!(
+                    a.data.words() == b.data.words(),
+                    "{isa}: k {k} widths {widths:?}"
+                );
+            }
         }
     }
 
@@ -732,7 +824,7 @@ mod tests {
         }
         for v in vals {
             assert_eq!(
-                to_bits(v),
+                bf16_bits(v),
                 bf16::from_f32(v).to_bits() as u32,
                 "{v:e} {:#x}",
                 v.to_bits()

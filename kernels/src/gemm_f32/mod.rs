@@ -45,6 +45,7 @@
 //! (the portable kernel uses `f32::mul_add`, which is fused too).
 
 use crate::cpu::Isa;
+use crate::simd::{Simd, SimdOp};
 use rayon::prelude::*;
 
 #[cfg(target_arch = "aarch64")]
@@ -270,6 +271,57 @@ pub(crate) fn pack_panel_scalar(
                 for t in 0..kr {
                     dst[(c0 + t) * wd + r] = 0.0;
                 }
+            }
+        }
+    }
+}
+
+/// [`pack_panel_scalar`] with `L x L` blocks (full rows and channels) transposed in `S`'s
+/// registers: the panel packing of the AVX2 kernel (and any other `Simd` level).
+pub(crate) struct PackPanel<'a> {
+    pub dst: &'a mut [f32],
+    pub x: &'a [f32],
+    pub r0: usize,
+    pub rows: usize,
+    pub wd: usize,
+    pub k: usize,
+}
+
+impl SimdOp for PackPanel<'_> {
+    type Output = ();
+    #[inline(always)]
+    unsafe fn run<S: Simd>(self) {
+        let PackPanel {
+            dst,
+            x,
+            r0,
+            rows,
+            wd,
+            k,
+        } = self;
+        let l = S::LANES;
+        let (full_rows, full_k) = (rows / l * l, k / l * l);
+        if l == 1 || full_rows == 0 || full_k == 0 {
+            return pack_panel_scalar(dst, x, r0, rows, wd, k);
+        }
+        let (d, src) = (dst.as_mut_ptr(), x.as_ptr().add(r0 * k));
+        let mut v = [S::zero(); 16];
+        for c0 in (0..full_k).step_by(l) {
+            for g in (0..full_rows).step_by(l) {
+                for (i, vi) in v[..l].iter_mut().enumerate() {
+                    *vi = S::load(src.add((g + i) * k + c0));
+                }
+                S::transpose(&mut v[..l]);
+                for (t, vt) in v[..l].iter().enumerate() {
+                    S::store(d.add((c0 + t) * wd + g), *vt);
+                }
+            }
+        }
+        // The rest: channels full_k.. of every row, and rows full_rows..wd (padding zero).
+        for c in 0..k {
+            let r_from = if c < full_k { full_rows } else { 0 };
+            for r in r_from..wd {
+                *d.add(c * wd + r) = if r < rows { *src.add(r * k + c) } else { 0.0 };
             }
         }
     }
@@ -707,6 +759,42 @@ mod tests {
                     None => first = Some(o),
                     Some(f) => assert!(f[..] == o[..], "{isa:?} {m}x{k}x{n}"),
                 }
+            }
+        }
+    }
+
+    /// Every level's panel packing gives the scalar transpose (full and partial blocks,
+    /// padding rows zero).
+    #[test]
+    fn simd_panel_packing_equals_scalar() {
+        for (rows, wd, k) in [
+            (16usize, 16usize, 768usize),
+            (5, 8, 13),
+            (9, 16, 40),
+            (8, 8, 8),
+            (3, 4, 3),
+            (12, 12, 17),
+        ] {
+            let x = data((rows + 2) * k, 7919, 1013);
+            let mut want = vec![f32::NAN; wd * k];
+            pack_panel_scalar(&mut want, &x, 1, rows, wd, k);
+            for isa in isas() {
+                let mut got = vec![f32::NAN; wd * k];
+                // SAFETY: the level is available here; dst holds wd * k.
+                unsafe {
+                    crate::simd::dispatch(
+                        isa,
+                        PackPanel {
+                            dst: &mut got,
+                            x: &x,
+                            r0: 1,
+                            rows,
+                            wd,
+                            k,
+                        },
+                    )
+                };
+                assert!(got == want, "{isa}: rows {rows} wd {wd} k {k}");
             }
         }
     }

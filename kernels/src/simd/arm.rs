@@ -82,4 +82,36 @@ unsafe impl Simd for Neon {
         let w = (p as *const uint32x4_t).read_volatile();
         vreinterpretq_f32_u32(vandq_u32(w, vdupq_n_u32(0xffff_0000)))
     }
+    #[inline(always)]
+    unsafe fn transpose(v: &mut [float32x4_t]) {
+        debug_assert_eq!(v.len(), 4);
+        let t0 = vtrn1q_f32(v[0], v[1]);
+        let t1 = vtrn2q_f32(v[0], v[1]);
+        let t2 = vtrn1q_f32(v[2], v[3]);
+        let t3 = vtrn2q_f32(v[2], v[3]);
+        let f = |x: float32x4_t| vreinterpretq_f64_f32(x);
+        let h = |x: float64x2_t| vreinterpretq_f32_f64(x);
+        v[0] = h(vtrn1q_f64(f(t0), f(t2)));
+        v[1] = h(vtrn1q_f64(f(t1), f(t3)));
+        v[2] = h(vtrn2q_f64(f(t0), f(t2)));
+        v[3] = h(vtrn2q_f64(f(t1), f(t3)));
+    }
+    #[inline(always)]
+    unsafe fn round_bf16(v: float32x4_t) -> float32x4_t {
+        let b = vreinterpretq_u32_f32(v);
+        let lsb = vandq_u32(vshrq_n_u32::<16>(b), vdupq_n_u32(1));
+        let sum = vaddq_u32(vaddq_u32(b, vdupq_n_u32(0x7fff)), lsb);
+        let hi = vdupq_n_u32(0xffff_0000);
+        let rounded = vandq_u32(sum, hi);
+        let quiet = vandq_u32(vorrq_u32(b, vdupq_n_u32(0x40_0000)), hi);
+        // NaN: not equal to itself.
+        let nan = vmvnq_u32(vceqq_f32(v, v));
+        vreinterpretq_f32_u32(vbslq_u32(nan, quiet, rounded))
+    }
+    #[inline(always)]
+    unsafe fn bf16_pair_words(even: float32x4_t, odd: float32x4_t) -> float32x4_t {
+        let lo = vshrq_n_u32::<16>(vreinterpretq_u32_f32(even));
+        let hi = vandq_u32(vreinterpretq_u32_f32(odd), vdupq_n_u32(0xffff_0000));
+        vreinterpretq_f32_u32(vorrq_u32(lo, hi))
+    }
 }

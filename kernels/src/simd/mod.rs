@@ -61,6 +61,15 @@ pub(crate) unsafe trait Simd: Copy + Send + Sync + 'static {
     unsafe fn widen_bf16_lo(p: *const u32) -> Self::V;
     /// As [`Simd::widen_bf16_lo`], the odd channels (`w & 0xffff0000`).
     unsafe fn widen_bf16_hi(p: *const u32) -> Self::V;
+    /// Transposes `LANES` vectors in place (`v.len() == LANES`): lane `j` of `v[i]` becomes
+    /// lane `i` of `v[j]`.
+    unsafe fn transpose(v: &mut [Self::V]);
+    /// Each lane rounded to bf16 (round to nearest even; a NaN stays NaN, quiet), as the
+    /// bit pattern `rounded << 16`: the f32 value the bf16 kernels multiply.
+    unsafe fn round_bf16(v: Self::V) -> Self::V;
+    /// Per lane, the u32 word of a bf16 pair from two [`Simd::round_bf16`] results:
+    /// `bits(even) >> 16 | bits(odd) & 0xffff0000`, as a float vector's bits.
+    unsafe fn bf16_pair_words(even: Self::V, odd: Self::V) -> Self::V;
 }
 
 /// The portable one-lane instance.
@@ -135,6 +144,16 @@ unsafe impl Simd for Scalar {
     #[inline(always)]
     unsafe fn widen_bf16_hi(p: *const u32) -> f32 {
         f32::from_bits(p.read_volatile() & 0xffff_0000)
+    }
+    #[inline(always)]
+    unsafe fn transpose(_v: &mut [f32]) {}
+    #[inline(always)]
+    unsafe fn round_bf16(v: f32) -> f32 {
+        f32::from_bits(crate::gemm_bf16::bf16_bits(v) << 16)
+    }
+    #[inline(always)]
+    unsafe fn bf16_pair_words(even: f32, odd: f32) -> f32 {
+        f32::from_bits((even.to_bits() >> 16) | (odd.to_bits() & 0xffff_0000))
     }
 }
 

@@ -96,6 +96,67 @@ unsafe impl Simd for Avx2 {
             _mm256_set1_epi32(0xffff_0000u32 as i32),
         ))
     }
+    #[inline(always)]
+    unsafe fn transpose(v: &mut [__m256]) {
+        debug_assert_eq!(v.len(), 8);
+        let t: [__m256; 8] = std::array::from_fn(|i| {
+            let (a, b) = (v[i & !1], v[i | 1]);
+            if i % 2 == 0 {
+                _mm256_unpacklo_ps(a, b)
+            } else {
+                _mm256_unpackhi_ps(a, b)
+            }
+        });
+        // t[4h + 0]: rows 4h, 4h+1, columns 0, 1 | 4, 5; t[4h + 1]: the same rows, columns
+        // 2, 3 | 6, 7; t[4h + 2], t[4h + 3]: rows 4h+2, 4h+3 likewise.
+        let u: [__m256; 8] = std::array::from_fn(|i| {
+            let base = (i / 4) * 4;
+            let (a, b) = (t[base + (i % 2)], t[base + 2 + (i % 2)]);
+            if (i / 2) % 2 == 0 {
+                _mm256_shuffle_ps::<0x44>(a, b)
+            } else {
+                _mm256_shuffle_ps::<0xEE>(a, b)
+            }
+        });
+        // u[4h + 0]: column 0 | 4 of rows 4h..4h+4; u[4h + 2]: 1 | 5; u[4h + 1]: 2 | 6;
+        // u[4h + 3]: 3 | 7.
+        let order = [0usize, 2, 1, 3];
+        for c in 0..4 {
+            let (a, b) = (u[order[c]], u[4 + order[c]]);
+            v[c] = _mm256_permute2f128_ps::<0x20>(a, b);
+            v[c + 4] = _mm256_permute2f128_ps::<0x31>(a, b);
+        }
+    }
+    #[inline(always)]
+    unsafe fn round_bf16(v: __m256) -> __m256 {
+        round_bf16_8(v)
+    }
+    #[inline(always)]
+    unsafe fn bf16_pair_words(even: __m256, odd: __m256) -> __m256 {
+        let lo = _mm256_srli_epi32::<16>(_mm256_castps_si256(even));
+        let hi = _mm256_and_si256(
+            _mm256_castps_si256(odd),
+            _mm256_set1_epi32(0xffff_0000u32 as i32),
+        );
+        _mm256_castsi256_ps(_mm256_or_si256(lo, hi))
+    }
+}
+
+/// Round to nearest even to bf16, NaN quiet, as `bits << 16` (8 lanes).
+#[inline(always)]
+unsafe fn round_bf16_8(v: __m256) -> __m256 {
+    let b = _mm256_castps_si256(v);
+    let lsb = _mm256_and_si256(_mm256_srli_epi32::<16>(b), _mm256_set1_epi32(1));
+    let sum = _mm256_add_epi32(_mm256_add_epi32(b, _mm256_set1_epi32(0x7fff)), lsb);
+    let hi = _mm256_set1_epi32(0xffff_0000u32 as i32);
+    let rounded = _mm256_and_si256(sum, hi);
+    let quiet = _mm256_and_si256(_mm256_or_si256(b, _mm256_set1_epi32(0x40_0000)), hi);
+    let nan = _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v);
+    _mm256_blendv_ps(
+        _mm256_castsi256_ps(rounded),
+        _mm256_castsi256_ps(quiet),
+        nan,
+    )
 }
 
 // SAFETY: used only through `run_avx512`, i.e. on CPUs with AVX-512F.
@@ -164,5 +225,30 @@ unsafe impl Simd for Avx512 {
             w,
             _mm512_set1_epi32(0xffff_0000u32 as i32),
         ))
+    }
+    #[inline(always)]
+    unsafe fn transpose(v: &mut [__m512]) {
+        let a: &mut [__m512; 16] = v.try_into().expect("16 vectors");
+        crate::gemm_f32::x86::transpose16(a)
+    }
+    #[inline(always)]
+    unsafe fn round_bf16(v: __m512) -> __m512 {
+        let b = _mm512_castps_si512(v);
+        let lsb = _mm512_and_si512(_mm512_srli_epi32::<16>(b), _mm512_set1_epi32(1));
+        let sum = _mm512_add_epi32(_mm512_add_epi32(b, _mm512_set1_epi32(0x7fff)), lsb);
+        let hi = _mm512_set1_epi32(0xffff_0000u32 as i32);
+        let rounded = _mm512_and_si512(sum, hi);
+        let quiet = _mm512_and_si512(_mm512_or_si512(b, _mm512_set1_epi32(0x40_0000)), hi);
+        let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
+        _mm512_castsi512_ps(_mm512_mask_blend_epi32(nan, rounded, quiet))
+    }
+    #[inline(always)]
+    unsafe fn bf16_pair_words(even: __m512, odd: __m512) -> __m512 {
+        let lo = _mm512_srli_epi32::<16>(_mm512_castps_si512(even));
+        let hi = _mm512_and_si512(
+            _mm512_castps_si512(odd),
+            _mm512_set1_epi32(0xffff_0000u32 as i32),
+        );
+        _mm512_castsi512_ps(_mm512_or_si512(lo, hi))
     }
 }
