@@ -18,7 +18,9 @@ thread count, this script times:
 
 Cases: a = N=50, one 16-token text; b = N=50, one 64-token text; c = N=50, a batch of 32
 texts of mixed lengths 8..64 (torch/ORT pad; emcoder packs); d = one plain forward (dropout
-off; emcoder `--samples 0`), one 16-token text.
+off; emcoder `--samples 0`), one 16-token text; e, f, g = N=50, one text of 256, 1024 and
+4096 tokens (long texts: PyTorch runs SDPA; at 4096 one iteration takes minutes, run it
+alone with `--cases g --iters 1`). The default cases are a-d.
 
 Run from anywhere with the reference venv's python, e.g.
     reference/.venv/bin/python benches/side_by_side.py --iters 10 --markdown
@@ -59,6 +61,9 @@ CASES = {
     "b": ("N=50, one 64-token text", 50, 64, 1, False),
     "c": ("N=50, 32 texts of mixed lengths 8..64", 50, 16, 32, True),
     "d": ("N=1 plain forward (dropout off), one 16-token text", 0, 16, 1, False),
+    "e": ("N=50, one 256-token text", 50, 256, 1, False),
+    "f": ("N=50, one 1024-token text", 50, 1024, 1, False),
+    "g": ("N=50, one 4096-token text", 50, 4096, 1, False),
 }
 
 ENGINES = ["pytorch_f32", "pytorch_bf16", "ort_f32", "emcoder_f32", "emcoder_bf16"]
@@ -543,7 +548,7 @@ def main():
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     for c in cases:
         if c not in CASES:
-            ap.error(f"unknown case {c!r} (a, b, c, d)")
+            ap.error(f"unknown case {c!r} ({', '.join(CASES)})")
     for e in engines:
         if e not in ENGINES:
             ap.error(f"unknown engine {e!r} ({', '.join(ENGINES)})")

@@ -61,6 +61,12 @@ enum Cmd {
         #[arg(long)]
         tokenizer: Option<PathBuf>,
     },
+    /// Show this CPU, the instruction-set levels it runs and each kernel family's variant.
+    Cpu {
+        /// Print only the level names this CPU runs, one per line (for scripts).
+        #[arg(long)]
+        levels: bool,
+    },
 }
 
 #[derive(Args)]
@@ -221,6 +227,16 @@ fn main() -> ExitCode {
             make_model::write(&dir, &shape, bf16, seed).map_err(|e| e.into())
         }
         Cmd::Inspect { dir, tokenizer } => inspect(dir, tokenizer),
+        Cmd::Cpu { levels } => {
+            if levels {
+                for isa in &emcoder::caps().available {
+                    println!("{isa}");
+                }
+            } else {
+                print!("{}", output::cpu_report());
+            }
+            Ok(())
+        }
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

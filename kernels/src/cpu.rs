@@ -330,7 +330,17 @@ fn model_name() -> String {
             let s = String::from_utf8_lossy(&bytes);
             let s = s.trim_matches(char::from(0)).trim();
             if !s.is_empty() {
-                return s.to_string();
+                // Family and model too: virtual machines often report a generic brand
+                // ("AMD EPYC"), and the family/model names the core (25/1: Zen 3).
+                let eax = __cpuid(1).eax;
+                let base_family = (eax >> 8) & 0xf;
+                let family = if base_family == 0xf {
+                    base_family + ((eax >> 20) & 0xff)
+                } else {
+                    base_family
+                };
+                let model = ((eax >> 4) & 0xf) | (((eax >> 16) & 0xf) << 4);
+                return format!("{s} (family {family}, model {model})");
             }
         }
     }
