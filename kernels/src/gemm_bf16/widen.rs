@@ -12,6 +12,9 @@
 //! needs two more, and LLVM then spills accumulators to the stack (measured: 2x slower).
 
 use super::{widx, MR, NR};
+
+/// How many pairs ahead the kernel prefetches the panel's words (two 16-pair blocks).
+const PREFETCH_PAIRS: usize = 32;
 use crate::cpu::Isa;
 use crate::simd::{self, Simd, SimdOp};
 
@@ -86,6 +89,13 @@ impl Tile<'_> {
             let mut acc: [[S::V; CW]; R] =
                 [std::array::from_fn(|u| S::load(self.bias.as_ptr().add(c0 + u * l))); R];
             for p in 0..kp {
+                // The panel is walked in 1 KB blocks 4 KB apart (16 pairs x 16 columns per
+                // block): a new page every 16 pairs, where hardware prefetchers stop. Fetch
+                // the same columns PREFETCH_PAIRS pairs ahead (past the panel: harmless).
+                for u in (0..CW * l).step_by(16) {
+                    let ahead = widx(p + PREFETCH_PAIRS, c0 + u);
+                    S::prefetch(panel.wrapping_add(ahead) as *const u8);
+                }
                 // Columns c0 + u l.. are contiguous inside one 16-column block.
                 let w: [*const u32; CW] = std::array::from_fn(|u| panel.add(widx(p, c0 + u * l)));
                 debug_assert!(w.iter().all(|p| (*p as usize).is_multiple_of(4 * l)));

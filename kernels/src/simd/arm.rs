@@ -83,6 +83,11 @@ unsafe impl Simd for Neon {
         vreinterpretq_f32_u32(vandq_u32(w, vdupq_n_u32(0xffff_0000)))
     }
     #[inline(always)]
+    unsafe fn prefetch(p: *const u8) {
+        // SAFETY: a prefetch hint never faults.
+        std::arch::asm!("prfm pldl1keep, [{p}]", p = in(reg) p, options(nostack, readonly, preserves_flags));
+    }
+    #[inline(always)]
     unsafe fn transpose(v: &mut [float32x4_t]) {
         debug_assert_eq!(v.len(), 4);
         let t0 = vtrn1q_f32(v[0], v[1]);

@@ -61,6 +61,8 @@ pub(crate) unsafe trait Simd: Copy + Send + Sync + 'static {
     unsafe fn widen_bf16_lo(p: *const u32) -> Self::V;
     /// As [`Simd::widen_bf16_lo`], the odd channels (`w & 0xffff0000`).
     unsafe fn widen_bf16_hi(p: *const u32) -> Self::V;
+    /// A hint to fetch the cache line of `p` into L1 (never faults, whatever `p`).
+    unsafe fn prefetch(p: *const u8);
     /// Transposes `LANES` vectors in place (`v.len() == LANES`): lane `j` of `v[i]` becomes
     /// lane `i` of `v[j]`.
     unsafe fn transpose(v: &mut [Self::V]);
@@ -145,6 +147,8 @@ unsafe impl Simd for Scalar {
     unsafe fn widen_bf16_hi(p: *const u32) -> f32 {
         f32::from_bits(p.read_volatile() & 0xffff_0000)
     }
+    #[inline(always)]
+    unsafe fn prefetch(_p: *const u8) {}
     #[inline(always)]
     unsafe fn transpose(_v: &mut [f32]) {}
     #[inline(always)]

@@ -97,6 +97,10 @@ unsafe impl Simd for Avx2 {
         ))
     }
     #[inline(always)]
+    unsafe fn prefetch(p: *const u8) {
+        _mm_prefetch::<_MM_HINT_T0>(p as *const i8)
+    }
+    #[inline(always)]
     unsafe fn transpose(v: &mut [__m256]) {
         debug_assert_eq!(v.len(), 8);
         let t: [__m256; 8] = std::array::from_fn(|i| {
@@ -225,6 +229,10 @@ unsafe impl Simd for Avx512 {
             w,
             _mm512_set1_epi32(0xffff_0000u32 as i32),
         ))
+    }
+    #[inline(always)]
+    unsafe fn prefetch(p: *const u8) {
+        _mm_prefetch::<_MM_HINT_T0>(p as *const i8)
     }
     #[inline(always)]
     unsafe fn transpose(v: &mut [__m512]) {
