@@ -104,16 +104,31 @@ struct SamplingArgs {
     /// (samples drawn in blocks of 10, at most --samples).
     #[arg(long, value_name = "E")]
     tolerance: Option<f32>,
+    /// Stop the prediction after this many seconds (an error, exit status 1): checked
+    /// before every layer, so it stops within about one layer's work.
+    #[arg(long, value_name = "SECONDS")]
+    timeout: Option<f64>,
 }
 
 impl SamplingArgs {
+    /// The prediction options; a timeout's deadline starts now.
     fn options(&self, truncate: bool) -> PredictOptions {
+        // A negative timeout is already past; one too large for a deadline is no deadline.
+        let deadline = self.timeout.and_then(|s| {
+            let d = std::time::Duration::try_from_secs_f64(s.max(0.0)).ok()?;
+            std::time::Instant::now().checked_add(d)
+        });
         PredictOptions {
             samples: self.samples,
             seed: self.seed,
             deterministic: self.deterministic,
             truncate,
             tolerance: self.tolerance,
+            stop: emcoder::Stop {
+                flag: None,
+                deadline,
+            },
+            ..Default::default()
         }
     }
 

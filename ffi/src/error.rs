@@ -119,6 +119,9 @@ impl From<emcoder_rt::Error> for EmcoderError {
             | E::DuplicateRole { .. }
             | E::Tokenizer(_) => EMCODER_ERR_BAD_MODEL,
             E::Input(_) => EMCODER_ERR_INVALID_ARGUMENT,
+            E::OutOfMemory(_) => EMCODER_ERR_OUT_OF_MEMORY,
+            // The C options cannot stop a call yet (no flag or deadline in this ABI).
+            E::Cancelled(_) => EMCODER_ERR_INTERNAL,
         };
         EmcoderError::new(code, e.to_string())
     }

@@ -87,6 +87,7 @@ impl EmcoderModelParams {
             },
             // EMCODER_ISA (validated at load) or the best level of this CPU.
             isa: None,
+            memory_budget: 0,
         })
     }
 }

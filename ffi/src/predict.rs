@@ -228,6 +228,7 @@ pub unsafe extern "C" fn emcoder_predict(
             deterministic: o.n_samples == 0,
             truncate: o.truncate != 0,
             tolerance: (o.tolerance > 0.0).then_some(o.tolerance),
+            ..Default::default()
         };
         let preds = m.model.predict(&texts, &opts)?;
         let mut p = EmcoderPrediction {

@@ -93,6 +93,14 @@ pub enum Error {
     /// An input (text, option) is not acceptable.
     #[error("invalid input: {0}")]
     Input(String),
+    /// Memory could not be obtained (the message says how much, for what, and what to
+    /// change); the model stays usable.
+    #[error("out of memory: {0}")]
+    OutOfMemory(String),
+    /// The call was cancelled or ran past its deadline (the message says which); what it
+    /// used is freed and the model stays usable.
+    #[error("cancelled: {0}")]
+    Cancelled(String),
 }
 
 /// Result with the runtime's error.

@@ -25,7 +25,9 @@ pub use error::{Error, Result};
 pub use model::{Config, ModelFiles, Placement, Threshold, TokenizerChoice};
 
 pub use emcoder_kernels::cpu::{caps, CpuCaps, Isa};
-use engine::forward::{Dropout, Forward, Scratch};
+use engine::arena::Arenas;
+use engine::forward::{Dropout, Forward};
+pub use engine::stop::Stop;
 use std::path::Path;
 
 /// The default seed of MC sampling (any fixed value; results are a pure function of it).
@@ -75,6 +77,11 @@ pub struct LoadOptions {
     /// Instruction-set level of every kernel; `None`: `EMCODER_ISA` when set (validated),
     /// else the best this CPU runs. A level this CPU cannot run is a load error.
     pub isa: Option<Isa>,
+    /// Scratch memory (bytes) the model's running calls may reserve together, idle arenas
+    /// included: a call reserves the most its texts can need ([`Model::call_scratch`]) and
+    /// waits (or fails fast, per call) while the budget is taken. 0: the default, twice
+    /// [`Model::scratch_bound`] (one worst-case call and as much again for others).
+    pub memory_budget: usize,
 }
 
 impl Default for LoadOptions {
@@ -86,6 +93,7 @@ impl Default for LoadOptions {
             max_rows: 16384,
             precision: Precision::F32,
             isa: None,
+            memory_budget: 0,
         }
     }
 }
@@ -105,6 +113,12 @@ pub struct PredictOptions {
     /// every label's mean probability has a standard error (std / sqrt(n)) below this,
     /// never drawing more than `samples`. `None`: always `samples`.
     pub tolerance: Option<f32>,
+    /// Cancellation flag and deadline, checked before every layer: a stopped call returns
+    /// [`Error::Cancelled`] within about one layer's work. Default: never.
+    pub stop: Stop,
+    /// When the model's memory budget is taken by running calls: wait for memory (true,
+    /// the default; `stop` still applies) or fail at once with [`Error::OutOfMemory`].
+    pub wait_for_memory: bool,
 }
 
 /// Samples per block of adaptive sampling (and the fewest it draws).
@@ -118,6 +132,8 @@ impl Default for PredictOptions {
             deterministic: false,
             truncate: false,
             tolerance: None,
+            stop: Stop::never(),
+            wait_for_memory: true,
         }
     }
 }
@@ -142,8 +158,8 @@ pub struct Model {
     threads: usize,
     opts: LoadOptions,
     isa: Isa,
-    /// Scratch arenas of finished calls, reused by later ones (one per concurrent call).
-    scratch: std::sync::Mutex<Vec<Scratch>>,
+    /// Scratch arenas under the memory budget (one per running call; one kept idle).
+    arenas: Arenas,
 }
 
 impl Model {
@@ -174,6 +190,11 @@ impl Model {
             .build()
             .map_err(|e| Error::Input(format!("cannot start {threads} worker threads: {e}")))?;
         let mut isa = choose_isa(opts.isa)?;
+        let rows = opts.max_rows.max(opts.max_tokens);
+        let budget = match opts.memory_budget {
+            0 => engine::forward::scratch_bound(&files.config, rows).saturating_mul(2),
+            b => b,
+        };
         if opts.precision == Precision::Bf16 {
             // AMX needs the OS's permission for the tile state, asked for only now; without
             // it the bf16 products run on AVX512_BF16.
@@ -193,7 +214,7 @@ impl Model {
             threads,
             opts: opts.clone(),
             isa,
-            scratch: Default::default(),
+            arenas: Arenas::new(budget),
         })
     }
 
@@ -262,8 +283,12 @@ impl Model {
         opts: &PredictOptions,
     ) -> Result<Vec<TextPrediction>> {
         let nl = self.config().num_labels;
+        let call = Call {
+            stop: &opts.stop,
+            wait: opts.wait_for_memory,
+        };
         if let (Some(tol), false) = (opts.tolerance, opts.deterministic) {
-            let per_text = self.adaptive_logits(ids, opts.samples, opts.seed, tol)?;
+            let per_text = self.adaptive(ids, opts.samples, opts.seed, tol, &call)?;
             return Ok(ids
                 .iter()
                 .zip(per_text)
@@ -277,9 +302,10 @@ impl Model {
         }
         let n = if opts.deterministic { 1 } else { opts.samples };
         let logits = if opts.deterministic {
-            self.logits(ids)?
+            self.validate(ids)?;
+            self.run(ids, 0..1, None, None, &call)?
         } else {
-            self.sample_logits(ids, n, opts.seed)?
+            self.sampled(ids, n, opts.seed, &call)?
         };
         let per_text = n as usize * nl;
         Ok(ids
@@ -304,6 +330,17 @@ impl Model {
         seed: u64,
         tolerance: f32,
     ) -> Result<Vec<Vec<f32>>> {
+        self.adaptive(ids, max_samples, seed, tolerance, &Call::default())
+    }
+
+    fn adaptive(
+        &self,
+        ids: &[Vec<u32>],
+        max_samples: u32,
+        seed: u64,
+        tolerance: f32,
+        call: &Call,
+    ) -> Result<Vec<Vec<f32>>> {
         check_samples(max_samples)?;
         if !(tolerance > 0.0 && tolerance.is_finite()) {
             return Err(Error::Input(format!(
@@ -322,7 +359,7 @@ impl Model {
         while !active.is_empty() && s0 < max_samples {
             let s1 = (s0 + ADAPTIVE_BLOCK).min(max_samples);
             let batch: Vec<Vec<u32>> = active.iter().map(|&i| ids[i].clone()).collect();
-            let z = self.run(&batch, s0..s1, Some(dropout), None);
+            let z = self.run(&batch, s0..s1, Some(dropout), None, call)?;
             let per = (s1 - s0) as usize * nl;
             for (&i, zt) in active.iter().zip(z.chunks_exact(per)) {
                 out[i].extend_from_slice(zt);
@@ -336,32 +373,42 @@ impl Model {
     /// Logits of the deterministic pass (dropout off): (texts, num_labels).
     pub fn logits(&self, ids: &[Vec<u32>]) -> Result<Vec<f32>> {
         self.validate(ids)?;
-        Ok(self.run(ids, 0..1, None, None))
+        self.run(ids, 0..1, None, None, &Call::default())
     }
 
     /// Logits of `n_samples` MC samples: (texts, n_samples, num_labels), text-major.
     pub fn sample_logits(&self, ids: &[Vec<u32>], n_samples: u32, seed: u64) -> Result<Vec<f32>> {
+        self.sampled(ids, n_samples, seed, &Call::default())
+    }
+
+    fn sampled(
+        &self,
+        ids: &[Vec<u32>],
+        n_samples: u32,
+        seed: u64,
+        call: &Call,
+    ) -> Result<Vec<f32>> {
         check_samples(n_samples)?;
         self.validate(ids)?;
         let dropout = Dropout {
             seed,
             p: self.config().dropout,
         };
-        Ok(self.run(ids, 0..n_samples, Some(dropout), None))
+        self.run(ids, 0..n_samples, Some(dropout), None, call)
     }
 
     /// The deterministic pass with its hidden states (for golden tests and debugging).
     pub fn trace(&self, ids: &[Vec<u32>]) -> Result<(Trace, Vec<f32>)> {
         self.validate(ids)?;
         let mut tr = Trace::default();
-        let z = self.run(ids, 0..1, None, Some(&mut tr));
+        let z = self.run(ids, 0..1, None, Some(&mut tr), &Call::default())?;
         Ok((tr, z))
     }
 
-    /// Bytes held by the scratch arenas (buffers reused across calls; one arena per call
-    /// that ran concurrently with others).
+    /// Bytes held by idle scratch arenas (buffers reused across calls; the model keeps at
+    /// most one once its calls have finished).
     pub fn scratch_bytes(&self) -> usize {
-        self.arenas().iter().map(Scratch::bytes).sum()
+        self.arenas.idle_bytes()
     }
 
     /// The most bytes one call's scratch arena can hold, whatever the number and length of
@@ -372,36 +419,53 @@ impl Model {
         engine::forward::scratch_bound(self.config(), rows)
     }
 
-    /// The free list of scratch arenas (an arena holds no invariant a panic could break,
-    /// so a poisoned lock is used as is).
-    fn arenas(&self) -> std::sync::MutexGuard<'_, Vec<Scratch>> {
-        self.scratch.lock().unwrap_or_else(|e| e.into_inner())
+    /// The scratch a call on these texts with `n_samples` samples reserves: the bound at
+    /// its largest chunk, `min(max(max_rows, longest text), total tokens x samples)` rows.
+    pub fn call_scratch(&self, ids: &[Vec<u32>], n_samples: u32) -> usize {
+        self.call_scratch_rows(ids, n_samples, self.opts.max_rows)
     }
 
-    /// Runs the forward on this model's pool with a scratch arena from the free list.
-    /// A trace keeps all rows in one chunk.
+    fn call_scratch_rows(&self, ids: &[Vec<u32>], n_samples: u32, max_rows: usize) -> usize {
+        let longest = ids.iter().map(Vec::len).max().unwrap_or(0);
+        let total: usize = ids.iter().map(Vec::len).sum();
+        let rows = max_rows
+            .max(longest)
+            .min(total.saturating_mul(n_samples.max(1) as usize));
+        engine::forward::scratch_bound(self.config(), rows)
+    }
+
+    /// The memory budget of the scratch arenas, in bytes.
+    pub fn memory_budget(&self) -> usize {
+        self.arenas.budget()
+    }
+
+    /// Runs the forward on this model's pool with a scratch arena lent under the memory
+    /// budget. A trace keeps all rows in one chunk.
     fn run(
         &self,
         ids: &[Vec<u32>],
         samples: std::ops::Range<u32>,
         dropout: Option<Dropout>,
         trace: Option<&mut Trace>,
-    ) -> Vec<f32> {
+        call: &Call,
+    ) -> Result<Vec<f32>> {
+        let max_rows = if trace.is_some() {
+            usize::MAX
+        } else {
+            self.opts.max_rows
+        };
         let fw = Forward {
             cfg: &self.files.config,
             w: &self.files.weights,
-            max_rows: if trace.is_some() {
-                usize::MAX
-            } else {
-                self.opts.max_rows
-            },
+            max_rows,
             isa: self.isa,
         };
-        let mut sc = self.arenas().pop().unwrap_or_default();
+        let need = self.call_scratch_rows(ids, samples.len() as u32, max_rows);
+        let mut lease = self.arenas.take(need, call.wait, call.stop)?;
         let z = self
             .pool
-            .install(|| fw.run(&mut sc, ids, samples, dropout, trace));
-        self.arenas().push(sc);
+            .install(|| fw.run(&mut lease.scratch, ids, samples, dropout, trace, call.stop));
+        self.arenas.give_back(lease);
         z
     }
 
@@ -446,6 +510,25 @@ fn choose_isa(requested: Option<Isa>) -> Result<Isa> {
             caps.available_names()
         ))),
         None => caps.selected.clone().map_err(Error::Input),
+    }
+}
+
+/// How one call runs: when to stop, and whether to wait for memory.
+struct Call<'a> {
+    stop: &'a Stop,
+    wait: bool,
+}
+
+impl Default for Call<'_> {
+    fn default() -> Self {
+        static NEVER: Stop = Stop {
+            flag: None,
+            deadline: None,
+        };
+        Call {
+            stop: &NEVER,
+            wait: true,
+        }
     }
 }
 

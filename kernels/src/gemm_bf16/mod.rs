@@ -306,6 +306,13 @@ fn padded_rows(m: usize) -> usize {
     m.div_ceil(32) * 32
 }
 
+/// The u32 words of `xp` that [`pack_activations`] uses for `m` rows of `k` channels at
+/// level `isa`: a caller that reserves this much capacity beforehand (fallibly) makes the
+/// packing allocate nothing.
+pub fn activation_words(m: usize, k: usize, isa: Isa) -> usize {
+    padded_rows(m) * row_words(isa, k) + 16
+}
+
 /// `x` rounded to bf16 and back to f32 (round to nearest even, NaN quiet): the value the
 /// kernels multiply.
 #[inline]
@@ -327,6 +334,7 @@ pub fn pack_activations(xp: &mut Vec<u32>, x: &[f32], m: usize, k: usize, isa: I
     let kp = pairs(k);
     let rw = row_words(isa, k);
     let len = padded_rows(m) * rw;
+    debug_assert_eq!(len + 16, activation_words(m, k, isa));
     if xp.len() < len + 16 {
         xp.reserve_exact(len + 16 - xp.len());
         xp.resize(len + 16, 0);

@@ -132,6 +132,25 @@ pub fn linear_f32(
     linear_f32_parts(&mut [(out, w, bias, n)], x, m, k, scratch, isa, None)
 }
 
+/// The floats of `scratch` that [`linear_f32`] (or [`linear_f32_parts`]) uses for `m` rows
+/// of `k` channels at level `isa`: a caller that reserves this much capacity beforehand
+/// (fallibly) makes the product allocate nothing.
+pub fn scratch_len(m: usize, k: usize, isa: Isa) -> usize {
+    if m == 0 || k == 0 {
+        return 0;
+    }
+    let g = match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 | Isa::Avx512Bf16 | Isa::Amx => <x86::Avx512 as F32Kernel>::geometry(k),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => <x86::Avx2 as F32Kernel>::geometry(k),
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon | Isa::NeonBf16 => <neon::Neon as F32Kernel>::geometry(k),
+        _ => Portable::geometry(k),
+    };
+    packed_len(g, m, k)
+}
+
 /// One weight of [`linear_f32_parts`]: `(out (m, n), w (n, k), bias (n), n)`.
 pub type F32Part<'a> = (&'a mut [f32], &'a [f32], Option<&'a [f32]>, usize);
 

@@ -6,14 +6,16 @@
 //! matrix products. Deterministic mode is the same code with one sample and no dropout.
 
 use super::batch::{chunks, text_groups, Packing};
+use super::stop::Stop;
+use crate::error::{Error, Result};
 use crate::model::{Config, FusedBf16, Layer, Linear, Weights};
 use emcoder_kernels::activation::{gelu, swiglu};
 use emcoder_kernels::attention::{self, attention_rows};
 use emcoder_kernels::gemm_bf16::{
-    linear_bf16, linear_bf16_packed, linear_bf16_packed_into, pack_activations, Epilogue,
-    PackedActivations,
+    activation_words, linear_bf16, linear_bf16_packed, linear_bf16_packed_into, pack_activations,
+    Epilogue, PackedActivations,
 };
-use emcoder_kernels::gemm_f32::{linear_f32, linear_f32_parts, F32Epilogue, F32Part};
+use emcoder_kernels::gemm_f32::{self, linear_f32, linear_f32_parts, F32Epilogue, F32Part};
 use emcoder_kernels::norm::{rmsnorm, rmsnorm_inplace};
 use emcoder_kernels::philox::{dropout_inplace, dropout_residual_add, DropoutSite};
 use emcoder_kernels::rope::{rope_apply, rope_tables};
@@ -119,13 +121,27 @@ impl Scratch {
 }
 
 /// The first `n` elements of `v`, growing it when shorter (new elements 0, old ones kept;
-/// to exactly `n`, so capacities stay within [`scratch_bound`]).
-fn grow<T: Copy + Default>(v: &mut Vec<T>, n: usize) -> &mut [T] {
+/// to exactly `n`, so capacities stay within [`scratch_bound`]). Running out of memory is
+/// an error, not an abort.
+fn grow<T: Copy + Default>(v: &mut Vec<T>, n: usize) -> Result<&mut [T]> {
     if v.len() < n {
-        v.reserve_exact(n - v.len());
+        reserve(v, n)?;
         v.resize(n, T::default());
     }
-    &mut v[..n]
+    Ok(&mut v[..n])
+}
+
+/// Capacity for `n` elements in `v` (exactly), fallibly.
+fn reserve<T>(v: &mut Vec<T>, n: usize) -> Result<()> {
+    if v.capacity() < n {
+        v.try_reserve_exact(n - v.len()).map_err(|_| {
+            Error::OutOfMemory(format!(
+                "{:.1} MB of scratch memory could not be allocated: lower max_rows or the memory budget, or free memory",
+                (n * std::mem::size_of::<T>()) as f64 / 1e6
+            ))
+        })?;
+    }
+    Ok(())
 }
 
 /// The most bytes a [`Scratch`] arena holds when no chunk has more than `rows` rows (the
@@ -156,9 +172,10 @@ impl Forward<'_> {
         m: usize,
         outs: [(&Linear, &mut [f32]); N],
         epilogue: Option<F32Epilogue>,
-    ) -> bool {
+    ) -> Result<bool> {
         if outs.iter().all(|(l, _)| l.packed.is_some()) {
             let k = outs[0].0.in_dim;
+            reserve(&mut ops.xp, activation_words(m, k, self.isa))?;
             pack_activations(&mut ops.xp, x, m, k, self.isa);
             let a = PackedActivations::new(&ops.xp, m, k, self.isa);
             for (lin, out) in outs {
@@ -169,6 +186,7 @@ impl Forward<'_> {
         } else if outs.iter().all(|(l, _)| l.packed.is_none()) {
             // f32: the input is packed once and all products run in one parallel pass.
             let k = outs[0].0.in_dim;
+            reserve(&mut ops.fp, gemm_f32::scratch_len(m, k, self.isa))?;
             let mut parts: Vec<F32Part> = outs
                 .into_iter()
                 .map(|(lin, out)| {
@@ -181,13 +199,13 @@ impl Forward<'_> {
                 })
                 .collect();
             linear_f32_parts(&mut parts, x, m, k, &mut ops.fp, self.isa, epilogue);
-            return epilogue.is_some();
+            return Ok(epilogue.is_some());
         } else {
             for (lin, out) in outs {
-                self.linear(ops, out, x, lin, m);
+                self.linear(ops, out, x, lin, m)?;
             }
         }
-        false
+        Ok(false)
     }
 
     /// One fused bf16 product (q|k|v, gate|up) of `x` (m rows) into `outs`, with an
@@ -200,16 +218,31 @@ impl Forward<'_> {
         f: &FusedBf16,
         outs: &mut [&mut [f32]],
         epilogue: Option<Epilogue>,
-    ) {
+    ) -> Result<()> {
         let k = f.packed.k;
+        reserve(&mut ops.xp, activation_words(m, k, self.isa))?;
         pack_activations(&mut ops.xp, x, m, k, self.isa);
         let a = PackedActivations::new(&ops.xp, m, k, self.isa);
         let b = f.bias.as_deref();
         linear_bf16_packed_into(outs, &a, &f.packed, b, epilogue);
+        Ok(())
     }
 
-    fn linear(&self, ops: &mut Operands, out: &mut [f32], x: &[f32], lin: &Linear, m: usize) {
+    /// One product `out = x · lin^T (+ b)` of `m` rows.
+    fn linear(
+        &self,
+        ops: &mut Operands,
+        out: &mut [f32],
+        x: &[f32],
+        lin: &Linear,
+        m: usize,
+    ) -> Result<()> {
         let b = lin.b.as_ref().map(|b| b.data());
+        let k = lin.in_dim;
+        match &lin.packed {
+            Some(_) => reserve(&mut ops.xp, activation_words(m, k, self.isa))?,
+            None => reserve(&mut ops.fp, gemm_f32::scratch_len(m, k, self.isa))?,
+        }
         match &lin.packed {
             Some(p) => linear_bf16(out, x, p, b, m, &mut ops.xp, self.isa),
             None => linear_f32(
@@ -224,6 +257,7 @@ impl Forward<'_> {
                 self.isa,
             ),
         }
+        Ok(())
     }
 
     /// Logits of every text under the MC samples `samples` (sample indices, so a later
@@ -236,7 +270,8 @@ impl Forward<'_> {
         samples: std::ops::Range<u32>,
         dropout: Option<Dropout>,
         mut trace: Option<&mut Trace>,
-    ) -> Vec<f32> {
+        stop: &Stop,
+    ) -> Result<Vec<f32>> {
         let (d, nl) = (self.cfg.d_model, self.cfg.num_labels);
         let lens: Vec<usize> = texts.iter().map(|t| t.len()).collect();
         let site = |sample: u32, site: u32| {
@@ -251,20 +286,23 @@ impl Forward<'_> {
         // Texts in groups of at most `max_rows` tokens (a longer text alone): stage A's
         // buffers are bounded like stage B's, whatever the number and length of the texts.
         let n_samples = samples.len();
-        let mut logits = vec![0.0f32; texts.len() * n_samples * nl];
+        let mut logits = Vec::new();
+        reserve(&mut logits, texts.len() * n_samples * nl)?;
+        logits.resize(texts.len() * n_samples * nl, 0.0f32);
         let n_layers = self.cfg.n_layers as u32;
         for group in text_groups(&lens, self.max_rows) {
+            stop.check()?;
             // Stage A: per text, up to layer 0's attention output, for this group's texts.
             let lens = &lens[group.clone()];
             let texts = &texts[group.clone()];
             let pack_a = Packing::new(lens.iter().enumerate().map(|(t, &l)| (t, 0, l)));
             let ra = pack_a.rows();
-            let h0 = grow(&mut sc.h0, ra * d);
+            let h0 = grow(&mut sc.h0, ra * d)?;
             self.embed(h0, texts);
             if let Some(tr) = trace.as_deref_mut() {
                 tr.embed = h0.to_vec();
             }
-            let a0 = grow(&mut sc.a0, ra * d);
+            let a0 = grow(&mut sc.a0, ra * d)?;
             self.attention(
                 a0,
                 h0,
@@ -272,14 +310,14 @@ impl Forward<'_> {
                 &pack_a,
                 &mut sc.attn,
                 &mut sc.ops,
-            );
+            )?;
             let (h0, a0) = (&sc.h0[..ra * d], &sc.a0[..ra * d]);
 
             for chunk in chunks(lens, samples.clone(), self.max_rows) {
                 let pack = Packing::new(chunk);
                 let rows = pack.rows();
                 // Layer 0 residual: h = h0 + dropout(a0), per (text, sample) sequence.
-                let h = grow(&mut sc.h, rows * d);
+                let h = grow(&mut sc.h, rows * d)?;
                 h.par_chunks_mut(d).enumerate().for_each(|(r, hr)| {
                     let s = &pack.seqs[pack.row_seq[r] as usize];
                     let pos = pack.row_pos[r];
@@ -293,14 +331,16 @@ impl Forward<'_> {
                         self.isa,
                     );
                 });
-                let a = grow(&mut sc.a, rows * d);
+                let a = grow(&mut sc.a, rows * d)?;
                 for (l, layer) in self.w.layers.iter().enumerate() {
                     let l = l as u32;
+                    stop.check()?;
                     if l > 0 {
-                        self.attention(a, h, layer, &pack, &mut sc.attn, &mut sc.ops);
+                        self.attention(a, h, layer, &pack, &mut sc.attn, &mut sc.ops)?;
                         self.residual(h, a, &pack, |s| site(s, 2 * l));
+                        stop.check()?;
                     }
-                    self.ffn(a, h, layer, rows, &mut sc.ffn, &mut sc.ops);
+                    self.ffn(a, h, layer, rows, &mut sc.ffn, &mut sc.ops)?;
                     self.residual(h, a, &pack, |s| site(s, 2 * l + 1));
                     if let Some(tr) = trace.as_deref_mut() {
                         tr.layers.push(h.to_vec());
@@ -317,7 +357,7 @@ impl Forward<'_> {
                 );
                 let h = &*h;
                 let ns = pack.seqs.len();
-                let pooled = grow(&mut sc.pooled, ns * d);
+                let pooled = grow(&mut sc.pooled, ns * d)?;
                 pooled.par_chunks_mut(d).zip(&pack.seqs).for_each(|(p, s)| {
                     let mut acc = vec![0.0f64; d];
                     for r in s.row0..s.row0 + s.len {
@@ -335,16 +375,16 @@ impl Forward<'_> {
                     tr.pooled = pooled.to_vec();
                 }
                 // Head: Linear -> GELU -> Dropout (site 2L, position 0) -> Linear.
-                let z1 = grow(&mut sc.z1, ns * d);
-                self.linear(&mut sc.ops, z1, pooled, &self.w.head1, ns);
+                let z1 = grow(&mut sc.z1, ns * d)?;
+                self.linear(&mut sc.ops, z1, pooled, &self.w.head1, ns)?;
                 z1.par_chunks_mut(d).zip(&pack.seqs).for_each(|(z, s)| {
                     z.iter_mut().for_each(|v| *v = gelu(*v));
                     if let Some(st) = site(s.sample, 2 * n_layers) {
                         dropout_inplace(z, &st, 0);
                     }
                 });
-                let z = grow(&mut sc.z, ns * nl);
-                self.linear(&mut sc.ops, z, z1, &self.w.head2, ns);
+                let z = grow(&mut sc.z, ns * nl)?;
+                self.linear(&mut sc.ops, z, z1, &self.w.head2, ns)?;
                 for (zs, s) in z.chunks_exact(nl).zip(&pack.seqs) {
                     let text = group.start + s.text;
                     let at = (text * n_samples + (s.sample - samples.start) as usize) * nl;
@@ -352,7 +392,7 @@ impl Forward<'_> {
                 }
             }
         }
-        logits
+        Ok(logits)
     }
 
     /// `h = embed_norm(token_embedding[ids])` for all texts, packed.
@@ -401,15 +441,15 @@ impl Forward<'_> {
         pack: &Packing,
         s: &mut AttnScratch,
         ops: &mut Operands,
-    ) {
+    ) -> Result<()> {
         let cfg = self.cfg;
         let (d, rows) = (cfg.d_model, pack.rows());
         let n = rows * d;
         let (x, q, k, v) = (
-            grow(&mut s.x, n),
-            grow(&mut s.q, n),
-            grow(&mut s.k, n),
-            grow(&mut s.v, n),
+            grow(&mut s.x, n)?,
+            grow(&mut s.q, n)?,
+            grow(&mut s.k, n)?,
+            grow(&mut s.v, n)?,
         );
         let isa = self.isa;
         rows_par(x, h, d, |xo, xi| {
@@ -420,8 +460,8 @@ impl Forward<'_> {
         let half = freqs.len();
         let t_max = pack.max_len();
         let (cos, sin) = (
-            grow(&mut s.cos, t_max * half),
-            grow(&mut s.sin, t_max * half),
+            grow(&mut s.cos, t_max * half)?,
+            grow(&mut s.sin, t_max * half)?,
         );
         rope_tables(cos, sin, freqs, t_max);
         let hd = cfg.head_dim();
@@ -456,7 +496,7 @@ impl Forward<'_> {
             Some(f) => {
                 // One bf16 product for q|k|v, RoPE in its epilogue.
                 let epilogue = hd.is_multiple_of(2).then_some(&rope_piece as _);
-                self.fused(ops, x, rows, f, &mut [q, k, v], epilogue);
+                self.fused(ops, x, rows, f, &mut [q, k, v], epilogue)?;
                 epilogue.is_some()
             }
             None => {
@@ -469,7 +509,7 @@ impl Forward<'_> {
                 };
                 let epilogue = hd.is_multiple_of(2).then_some(&epilogue as F32Epilogue);
                 let parts = [(&layer.q, q), (&layer.k, k), (&layer.v, v)];
-                self.linears(ops, x, rows, parts, epilogue)
+                self.linears(ops, x, rows, parts, epilogue)?
             }
         };
         if !roped {
@@ -497,9 +537,13 @@ impl Forward<'_> {
             }
         }
         let (q, k, v) = (&s.q[..n], &s.k[..n], &s.v[..n]);
+        let oom = std::sync::atomic::AtomicBool::new(false);
         tasks.into_par_iter().for_each(|(sq, r0, blk)| {
             SCORES.with_borrow_mut(|scores| {
-                let scores = grow(scores, attention::scratch_len(cfg.head_dim()));
+                let Ok(scores) = grow(scores, attention::scratch_len(cfg.head_dim())) else {
+                    oom.store(true, std::sync::atomic::Ordering::Relaxed);
+                    return;
+                };
                 let span = sq.row0 * d..(sq.row0 + sq.len) * d;
                 attention_rows(
                     blk,
@@ -515,7 +559,12 @@ impl Forward<'_> {
                 );
             })
         });
-        self.linear(ops, out, &s.x[..n], &layer.o, rows);
+        if oom.into_inner() {
+            return Err(Error::OutOfMemory(
+                "the attention kernel's per-thread scratch could not be allocated".into(),
+            ));
+        }
+        self.linear(ops, out, &s.x[..n], &layer.o, rows)
     }
 
     /// `out = down(silu(gate(x)) * up(x))` with `x = rmsnorm_2(h)`.
@@ -527,28 +576,28 @@ impl Forward<'_> {
         rows: usize,
         s: &mut FfnScratch,
         ops: &mut Operands,
-    ) {
+    ) -> Result<()> {
         let (d, f) = (self.cfg.d_model, self.cfg.d_ffn);
         let (x, g, u) = (
-            grow(&mut s.x, rows * d),
-            grow(&mut s.g, rows * f),
-            grow(&mut s.u, rows * f),
+            grow(&mut s.x, rows * d)?,
+            grow(&mut s.g, rows * f)?,
+            grow(&mut s.u, rows * f)?,
         );
         let (eps, isa) = (self.cfg.norm_eps, self.isa);
         rows_par(x, h, d, |xo, xi| {
             rmsnorm(xo, xi, layer.ln2.data(), xi.len() / d, d, eps, isa)
         });
         match &layer.gate_up {
-            Some(fu) => self.fused(ops, x, rows, fu, &mut [&mut *g, &mut *u], None),
+            Some(fu) => self.fused(ops, x, rows, fu, &mut [&mut *g, &mut *u], None)?,
             None => {
                 let parts = [(&layer.gate, &mut *g), (&layer.up, &mut *u)];
-                self.linears(ops, x, rows, parts, None);
+                self.linears(ops, x, rows, parts, None)?;
             }
         }
         g.par_chunks_mut(ROW_BLOCK * f)
             .zip(u.par_chunks(ROW_BLOCK * f))
             .for_each(|(g, u)| swiglu(g, u, isa));
-        self.linear(ops, out, g, &layer.down, rows);
+        self.linear(ops, out, g, &layer.down, rows)
     }
 }
 
