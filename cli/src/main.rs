@@ -426,7 +426,11 @@ fn bench_cmd(a: BenchArgs) -> CliResult {
 
 fn inspect(dir: PathBuf, tokenizer: Option<PathBuf>) -> CliResult {
     // The weights are inspected even when the tokenizer does not fit them: that is reported.
-    let files = emcoder::ModelFiles::load(&dir, &TokenizerChoice::None)?;
+    let scan = emcoder::FileOptions {
+        scan_non_finite: true,
+        ..Default::default()
+    };
+    let files = emcoder::ModelFiles::load_with(&dir, &TokenizerChoice::None, &scan)?;
     let choice = tokenizer.map(TokenizerChoice::Path).unwrap_or_default();
     let tok =
         emcoder::ModelFiles::load(&dir, &choice).map(|f| f.tokenizer.map(|t| t.source.to_string()));

@@ -157,6 +157,21 @@ pub fn inspect_report(f: &ModelFiles, tokenizer: &str) -> String {
             }
         );
     }
+    if f.non_finite.is_empty() {
+        let _ = writeln!(
+            s,
+            "non-finite values: none (every weight is a finite number)"
+        );
+    } else {
+        let _ = writeln!(
+            s,
+            "NON-FINITE VALUES in {} tensor(s): the model will predict NaN",
+            f.non_finite.len()
+        );
+        for (name, n) in &f.non_finite {
+            let _ = writeln!(s, "  {name}: {n} NaN or infinite value(s)");
+        }
+    }
     s.push_str(&cpu_report());
     s
 }

@@ -88,6 +88,8 @@ impl EmcoderModelParams {
             // EMCODER_ISA (validated at load) or the best level of this CPU.
             isa: None,
             memory_budget: 0,
+            copy_weights: false,
+            refuse_non_finite: false,
         })
     }
 }

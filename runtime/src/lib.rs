@@ -17,17 +17,19 @@
 
 pub mod engine;
 pub mod error;
+pub mod log;
 pub mod model;
 
 pub use engine::forward::Trace;
 pub use engine::stats::LabelStats;
 pub use error::{Error, Result};
-pub use model::{Config, ModelFiles, Placement, Threshold, TokenizerChoice};
+pub use model::{Config, FileOptions, ModelFiles, Placement, Threshold, TokenizerChoice};
 
 pub use emcoder_kernels::cpu::{caps, CpuCaps, Isa};
 use engine::arena::Arenas;
 use engine::forward::{Dropout, Forward};
 pub use engine::stop::Stop;
+use engine::workers::Workers;
 use std::path::Path;
 
 /// The default seed of MC sampling (any fixed value; results are a pure function of it).
@@ -82,6 +84,12 @@ pub struct LoadOptions {
     /// waits (or fails fast, per call) while the budget is taken. 0: the default, twice
     /// [`Model::scratch_bound`] (one worst-case call and as much again for others).
     pub memory_budget: usize,
+    /// Copy the weights into process memory instead of mapping the file (see
+    /// [`FileOptions::copy_weights`]: a mapped file replaced in place crashes the process).
+    pub copy_weights: bool,
+    /// Refuse weights holding NaN or infinite values (a pass over the weights at load;
+    /// `emcoder inspect` reports them either way).
+    pub refuse_non_finite: bool,
 }
 
 impl Default for LoadOptions {
@@ -94,6 +102,8 @@ impl Default for LoadOptions {
             precision: Precision::F32,
             isa: None,
             memory_budget: 0,
+            copy_weights: false,
+            refuse_non_finite: false,
         }
     }
 }
@@ -154,8 +164,7 @@ pub struct TextPrediction {
 /// A loaded model with its thread pool. Immutable; `&Model` can be shared across threads.
 pub struct Model {
     files: ModelFiles,
-    pool: rayon::ThreadPool,
-    threads: usize,
+    pool: Workers,
     opts: LoadOptions,
     isa: Isa,
     /// Scratch arenas under the memory budget (one per running call; one kept idle).
@@ -165,7 +174,20 @@ pub struct Model {
 impl Model {
     /// Loads a model directory.
     pub fn load(dir: &Path, opts: &LoadOptions) -> Result<Self> {
-        let files = ModelFiles::load(dir, &opts.tokenizer)?;
+        let fo = FileOptions {
+            copy_weights: opts.copy_weights,
+            scan_non_finite: opts.refuse_non_finite,
+        };
+        let files = ModelFiles::load_with(dir, &opts.tokenizer, &fo)?;
+        if let Some((name, n)) = files.non_finite.first() {
+            return Err(Error::BadSafetensors {
+                path: dir.join("model.safetensors"),
+                reason: format!(
+                    "{} tensor(s) hold NaN or infinite values ({name}: {n} of them); the model would predict NaN: re-export the weights (or load without refuse_non_finite to use them anyway)",
+                    files.non_finite.len()
+                ),
+            });
+        }
         Self::from_files(files, opts)
     }
 
@@ -184,11 +206,7 @@ impl Model {
         } else {
             opts.n_threads
         };
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("emcoder-{i}"))
-            .build()
-            .map_err(|e| Error::Input(format!("cannot start {threads} worker threads: {e}")))?;
+        let pool = Workers::start(threads)?;
         let mut isa = choose_isa(opts.isa)?;
         let rows = opts.max_rows.max(opts.max_tokens);
         let budget = match opts.memory_budget {
@@ -201,17 +219,34 @@ impl Model {
             if isa == Isa::Amx && !emcoder_kernels::cpu::request_amx() {
                 isa = Isa::Avx512Bf16;
             }
-            pool.install(|| {
+            pool.install(|| -> Result<()> {
                 let w = &mut files.weights;
-                w.layers.iter_mut().for_each(|l| l.pack_bf16(isa));
-                w.head1.pack_bf16(isa);
-                w.head2.pack_bf16(isa);
-            });
+                for l in w.layers.iter_mut() {
+                    l.pack_bf16(isa)?;
+                }
+                w.head1.pack_bf16(isa)?;
+                w.head2.pack_bf16(isa)
+            })??;
         }
+        log::log(log::Level::Info, || {
+            let kernels: Vec<String> = isa
+                .kernels()
+                .iter()
+                .map(|(f, v)| format!("{f}: {v}"))
+                .collect();
+            format!(
+                "model {}: {:?} precision, {threads} worker threads, cpu {}, kernels at level {isa} ({}); scratch memory budget {:.1} MB (one call's bound {:.1} MB)",
+                files.dir.display(),
+                opts.precision,
+                caps().model,
+                kernels.join("; "),
+                budget as f64 / 1e6,
+                engine::forward::scratch_bound(&files.config, rows) as f64 / 1e6
+            )
+        });
         Ok(Model {
             files,
             pool,
-            threads,
             opts: opts.clone(),
             isa,
             arenas: Arenas::new(budget),
@@ -240,7 +275,7 @@ impl Model {
 
     /// Worker threads.
     pub fn threads(&self) -> usize {
-        self.threads
+        self.pool.threads()
     }
 
     /// The instruction-set level every kernel of this model runs at
@@ -466,7 +501,7 @@ impl Model {
             .pool
             .install(|| fw.run(&mut lease.scratch, ids, samples, dropout, trace, call.stop));
         self.arenas.give_back(lease);
-        z
+        z?
     }
 
     fn validate(&self, ids: &[Vec<u32>]) -> Result<()> {
@@ -587,11 +622,11 @@ mod tests {
                     &mut l.up,
                     &mut l.down,
                 ] {
-                    lin.pack_bf16(Isa::Generic);
+                    lin.pack_bf16(Isa::Generic).unwrap();
                 }
             }
-            files.weights.head1.pack_bf16(Isa::Generic);
-            files.weights.head2.pack_bf16(Isa::Generic);
+            files.weights.head1.pack_bf16(Isa::Generic).unwrap();
+            files.weights.head2.pack_bf16(Isa::Generic).unwrap();
             let f32_opts = LoadOptions {
                 n_threads: 2,
                 tokenizer: TokenizerChoice::None,

@@ -177,6 +177,56 @@ fn config_that_disagrees_with_the_weights() {
     assert_has(&load_err(&dir), &["token_embedding", "vocab_size 50368"]);
 }
 
+/// Config values that size allocations are checked against the tensors before anything of
+/// their size is allocated: these used to abort the process (a 24 TB label list, an 8 GB
+/// layer list) instead of failing the load.
+#[test]
+fn hostile_config_values_fail_the_load_without_allocating() {
+    let (_t, dir) = copy_fixture("tiny-f32");
+    let cfg = std::fs::read_to_string(dir.join("config.json")).unwrap();
+    let base: serde_json::Value = serde_json::from_str(&cfg).unwrap();
+    let with = |key: &str, value: serde_json::Value, drop_labels: bool| {
+        let mut v = base.clone();
+        v[key] = value;
+        if drop_labels {
+            let o = v.as_object_mut().unwrap();
+            o.remove("id2label");
+            o.remove("label2id");
+        }
+        std::fs::write(dir.join("config.json"), v.to_string()).unwrap();
+        load_err(&dir)
+    };
+    let e = with("num_labels", 1_000_000_000_000u64.into(), true);
+    assert_has(&e, &["num_labels = 1000000000000", "no tensor"]);
+    let e = with("n_layers", 1_000_000_000u64.into(), false);
+    assert_has(&e, &["n_layers = 1000000000", "tensors"]);
+    let e = with("num_hidden_layers", usize::MAX.into(), false);
+    assert!(
+        e.contains("n_layers") || e.contains("num_hidden_layers"),
+        "{e}"
+    );
+    for eps in [0.0, -1.0] {
+        let e = with("norm_eps", eps.into(), false);
+        assert_has(&e, &["norm_eps", "positive"]);
+    }
+    let e = with("d_model", 4_000_000_000u64.into(), false);
+    assert_has(&e, &["token_embedding", "d_model 4000000000"]);
+    let e = with("rot_dim", 1_000_000_000_000u64.into(), false);
+    assert_has(&e, &["rot_dim"]);
+    // A label count the head confirms is named generically.
+    let mut v = base.clone();
+    let o = v.as_object_mut().unwrap();
+    o.remove("id2label");
+    o.remove("label2id");
+    std::fs::write(dir.join("config.json"), v.to_string()).unwrap();
+    let opts = LoadOptions {
+        tokenizer: TokenizerChoice::None,
+        ..Default::default()
+    };
+    let m = Model::load(&dir, &opts).unwrap();
+    assert_eq!(m.labels().len(), 28);
+}
+
 #[test]
 fn invalid_json_files() {
     let (_t, dir) = copy_fixture("tiny-f32");
@@ -311,4 +361,114 @@ fn tokenizer_that_does_not_fit_the_model() {
         .unwrap()
         .to_string();
     assert_has(&e, &["/no/such/tokenizer.json", "missing"]);
+}
+
+/// A very long text is never tokenized whole: truncation and the token limit look at a
+/// bounded prefix, and the kept tokens are exactly the whole text's first tokens.
+#[test]
+fn very_long_texts_are_tokenized_by_a_bounded_prefix() {
+    let with_limit = |max_tokens: usize| {
+        let opts = LoadOptions {
+            tokenizer: TokenizerChoice::Auto,
+            n_threads: 1,
+            max_tokens,
+            ..Default::default()
+        };
+        Model::load(&fixture("tiny-vocab-bf16"), &opts).unwrap()
+    };
+    // Real text: the GoEmotions test split joined (about 350 KB, 80k tokens).
+    let tsv = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/goemotions/test.tsv"),
+    )
+    .unwrap();
+    let text: String = tsv
+        .lines()
+        .filter_map(|l| l.split('\t').next())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let whole = with_limit(1 << 24).tokenize(&text, false).unwrap();
+    assert!(whole.len() > 50_000, "{} tokens", whole.len());
+    for limit in [2usize, 17, 512, 4096] {
+        let m = with_limit(limit);
+        let got = m.tokenize(&text, true).unwrap();
+        let mut want = whole[..limit - 1].to_vec();
+        want.push(50282);
+        assert_eq!(got, want, "limit {limit}");
+        let e = m.tokenize(&text, false).unwrap_err();
+        assert_has(&e.to_string(), &["more than the limit", "truncation"]);
+    }
+    // 100 MB: truncated or refused from a prefix (tokenized whole it would take seconds
+    // and gigabytes of encodings).
+    let huge = "so happy for you ".repeat(100 << 20 >> 4);
+    let m = with_limit(512);
+    let ids = m.tokenize(&huge, true).unwrap();
+    assert_eq!(ids.len(), 512);
+    assert_eq!(ids[..8], whole_prefix(&m, &huge[..4096])[..8]);
+    assert_has(
+        &m.tokenize(&huge, false).unwrap_err().to_string(),
+        &["more than 512 tokens"],
+    );
+    // One unbroken 10 MB run (no word boundary to cut at) is bounded too.
+    let run = "x".repeat(10 << 20);
+    assert_eq!(m.tokenize(&run, true).unwrap().len(), 512);
+}
+
+fn whole_prefix(m: &Model, s: &str) -> Vec<u32> {
+    m.tokenize(s, true).unwrap()
+}
+
+/// NaN or infinite weights are reported (and refused when asked).
+#[test]
+fn non_finite_weights_are_reported_and_can_be_refused() {
+    let (_t, dir) = copy_fixture("tiny-f32");
+    rewrite(&dir, |t| {
+        let (_, _, bytes) = t.get_mut("encoder.layers.1.ffn.up_proj.weight").unwrap();
+        bytes[8..12].copy_from_slice(&f32::NAN.to_le_bytes());
+        bytes[40..44].copy_from_slice(&f32::INFINITY.to_le_bytes());
+    });
+    let scan = emcoder::FileOptions {
+        scan_non_finite: true,
+        ..Default::default()
+    };
+    let files = emcoder::ModelFiles::load_with(&dir, &TokenizerChoice::None, &scan).unwrap();
+    assert_eq!(
+        files.non_finite,
+        vec![("encoder.layers.1.ffn.up_proj.weight".to_string(), 2)]
+    );
+    let opts = |refuse| LoadOptions {
+        tokenizer: TokenizerChoice::None,
+        refuse_non_finite: refuse,
+        ..Default::default()
+    };
+    let e = Model::load(&dir, &opts(true)).err().unwrap().to_string();
+    assert_has(&e, &["up_proj", "NaN or infinite", "refuse_non_finite"]);
+    assert!(Model::load(&dir, &opts(false)).is_ok());
+    let clean = emcoder::ModelFiles::load_with(&fixture("tiny-f32"), &TokenizerChoice::None, &scan);
+    assert!(clean.unwrap().non_finite.is_empty());
+}
+
+/// With copy_weights the process owns its weights: the file can be replaced in place
+/// (here: truncated) while the model runs. (A mapped model would die of SIGBUS: the README
+/// and the header say to replace model files by atomic rename.)
+#[test]
+fn copied_weights_survive_the_file_being_rewritten() {
+    let (_t, dir) = copy_fixture("tiny-f32");
+    let opts = |copy| LoadOptions {
+        tokenizer: TokenizerChoice::None,
+        copy_weights: copy,
+        n_threads: 2,
+        ..Default::default()
+    };
+    let mapped = Model::load(&dir, &opts(false)).unwrap();
+    let ids = vec![vec![1u32, 5, 9, 2], vec![1, 7, 3, 8, 11, 2]];
+    let want = mapped.sample_logits(&ids, 4, 9).unwrap();
+    drop(mapped);
+    let copied = Model::load(&dir, &opts(true)).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join("model.safetensors"))
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    assert_eq!(copied.sample_logits(&ids, 4, 9).unwrap(), want);
 }

@@ -168,3 +168,39 @@ fn idle_arenas_above_one_are_released() {
         "{held} bytes idle, one call reserves {one}"
     );
 }
+
+/// The log callback (off by default) reports the kernels and the memory budget at load and
+/// the arena's growth.
+#[test]
+fn the_log_callback_reports_kernels_budget_and_arena_growth() {
+    use emcoder::log::{set_logger, Level};
+    use std::sync::Mutex;
+    let seen: Arc<Mutex<Vec<(Level, String)>>> = Default::default();
+    let sink = seen.clone();
+    set_logger(
+        Some(Arc::new(move |l, m: &str| {
+            sink.lock().unwrap().push((l, m.to_string()))
+        })),
+        Level::Debug,
+    );
+    let model = load("tiny-f32", 2);
+    model
+        .predict_ids(&ids(2, 30), &with_stop(Stop::never(), 4))
+        .unwrap();
+    set_logger(None, Level::Debug);
+    let seen = seen.lock().unwrap();
+    let load = seen
+        .iter()
+        .find(|(l, m)| *l == Level::Info && m.contains("tiny-f32"))
+        .expect("a load message");
+    assert!(
+        load.1.contains("kernels at level") && load.1.contains("budget"),
+        "{}",
+        load.1
+    );
+    assert!(
+        seen.iter()
+            .any(|(l, m)| *l == Level::Debug && m.contains("arena grew")),
+        "{seen:?}"
+    );
+}

@@ -83,10 +83,13 @@ struct LineAligned {
 }
 
 impl LineAligned {
-    fn zeroed(len: usize) -> Self {
-        let buf = vec![0u32; len + 16];
+    /// `None` when the memory cannot be had (never an abort).
+    fn try_zeroed(len: usize) -> Option<Self> {
+        let mut buf = Vec::new();
+        buf.try_reserve_exact(len.checked_add(16)?).ok()?;
+        buf.resize(len + 16, 0u32);
         let off = align_words(buf.as_ptr());
-        LineAligned { buf, off, len }
+        Some(LineAligned { buf, off, len })
     }
     fn words(&self) -> &[u32] {
         &self.buf[self.off..self.off + self.len]
@@ -98,7 +101,8 @@ impl LineAligned {
 
 impl Clone for LineAligned {
     fn clone(&self) -> Self {
-        let mut c = LineAligned::zeroed(self.len);
+        let mut c =
+            LineAligned::try_zeroed(self.len).expect("out of memory cloning packed weights");
         c.words_mut().copy_from_slice(self.words());
         c
     }
@@ -145,14 +149,22 @@ pub fn pair(lo: f32, hi: f32) -> u32 {
 
 impl PackedBf16 {
     /// Packs `w`, (n, k) row-major f32 (an `nn.Linear` weight). `isa` only picks how
-    /// the packing runs (the words are the same for every level).
+    /// the packing runs (the words are the same for every level). Panics when the memory
+    /// cannot be had ([`Self::try_pack_parts`] returns an error instead).
     pub fn pack(w: &[f32], n: usize, k: usize, isa: Isa) -> Self {
         Self::pack_parts(&[(w, n)], k, isa)
     }
 
     /// Packs several weights of the same input width stacked by output rows, e.g. q, k
     /// and v into one (3d, d) product: `parts` are `(weight (n_i, k) row-major, n_i)`.
+    /// Panics when the memory cannot be had.
     pub fn pack_parts(parts: &[(&[f32], usize)], k: usize, isa: Isa) -> Self {
+        Self::try_pack_parts(parts, k, isa).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Self::pack_parts`], with an error (how many bytes) when the packed weights cannot
+    /// be allocated.
+    pub fn try_pack_parts(parts: &[(&[f32], usize)], k: usize, isa: Isa) -> Result<Self, String> {
         isa.assert_runs_here();
         Self::pack_parts_with(parts, k, (isa != Isa::Generic).then_some(isa))
     }
@@ -160,7 +172,11 @@ impl PackedBf16 {
     /// [`Self::pack_parts`], with the vector block conversion of level `simd` (AVX-512:
     /// 16 columns x 16 pairs; AVX2 8 x 8; NEON 4 x 4) or, with `None`, only the scalar loop:
     /// the same words either way (tested). `simd` must run here.
-    fn pack_parts_with(parts: &[(&[f32], usize)], k: usize, simd: Option<Isa>) -> Self {
+    fn pack_parts_with(
+        parts: &[(&[f32], usize)],
+        k: usize,
+        simd: Option<Isa>,
+    ) -> Result<Self, String> {
         for (w, n) in parts {
             assert!(w.len() >= n * k, "PackedBf16::pack: weight too small");
         }
@@ -177,7 +193,13 @@ impl PackedBf16 {
         };
         let kp = pairs(k);
         let panels = n.div_ceil(NR);
-        let mut data = LineAligned::zeroed(panels * kp * NR);
+        let words = panels * kp * NR;
+        let mut data = LineAligned::try_zeroed(words).ok_or_else(|| {
+            format!(
+                "out of memory: {:.1} MB for bf16 weights ({n} x {k}) could not be allocated",
+                words as f64 * 4e-6
+            )
+        })?;
         data.words_mut()
             .par_chunks_mut(kp * NR)
             .enumerate()
@@ -224,13 +246,13 @@ impl PackedBf16 {
                     }
                 }
             });
-        PackedBf16 {
+        Ok(PackedBf16 {
             n,
             k,
             kp,
             panels,
             data,
-        }
+        })
     }
 
     /// Bytes held.
@@ -795,9 +817,9 @@ mod tests {
                 .zip(&widths)
                 .map(|(w, &n)| (w.as_slice(), n))
                 .collect();
-            let b = PackedBf16::pack_parts_with(&parts, k, None);
+            let b = PackedBf16::pack_parts_with(&parts, k, None).unwrap();
             for &isa in &levels {
-                let a = PackedBf16::pack_parts_with(&parts, k, Some(isa));
+                let a = PackedBf16::pack_parts_with(&parts, k, Some(isa)).unwrap();
                 assert!(
                     a.data.words() == b.data.words(),
                     "{isa}: k {k} widths {widths:?}"

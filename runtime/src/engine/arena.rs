@@ -12,6 +12,7 @@
 use super::forward::Scratch;
 use super::stop::Stop;
 use crate::error::{Error, Result};
+use crate::log::{log, Level};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -41,6 +42,8 @@ pub struct Lease {
     /// The arena.
     pub scratch: Scratch,
     reserved: usize,
+    /// Its bytes when lent (to report growth).
+    lent_bytes: usize,
 }
 
 impl Arenas {
@@ -88,6 +91,7 @@ impl Arenas {
             )));
         }
         let mut st = self.lock();
+        let mut waited = false;
         loop {
             let idle = st.idle_bytes();
             if st.reserved + need + idle <= self.budget {
@@ -98,9 +102,14 @@ impl Arenas {
                     Some(i) => st.idle.swap_remove(i),
                     None => Scratch::default(),
                 };
-                let reserved = need.max(scratch.bytes());
+                let lent_bytes = scratch.bytes();
+                let reserved = need.max(lent_bytes);
                 st.reserved += reserved;
-                return Ok(Lease { scratch, reserved });
+                return Ok(Lease {
+                    scratch,
+                    reserved,
+                    lent_bytes,
+                });
             }
             if idle > 0 {
                 // Free what is idle before waiting for anyone.
@@ -117,6 +126,18 @@ impl Arenas {
                 )));
             }
             stop.check()?;
+            if !waited {
+                waited = true;
+                let reserved = st.reserved;
+                log(Level::Warn, || {
+                    format!(
+                        "a call waits for scratch memory: it needs up to {} MB, running calls reserve {} MB of the {} MB budget",
+                        mb(need),
+                        mb(reserved),
+                        mb(self.budget)
+                    )
+                });
+            }
             st = self
                 .returned
                 .wait_timeout(st, Duration::from_millis(20))
@@ -129,6 +150,17 @@ impl Arenas {
     /// idle arena (freeing the others); an arena larger than the budget allows next to the
     /// running calls is freed too.
     pub fn give_back(&self, lease: Lease) {
+        let now = lease.scratch.bytes();
+        if now > lease.lent_bytes {
+            log(Level::Debug, || {
+                format!(
+                    "scratch arena grew from {} MB to {} MB (reserved {} MB)",
+                    mb(lease.lent_bytes),
+                    mb(now),
+                    mb(lease.reserved)
+                )
+            });
+        }
         let mut st = self.lock();
         st.reserved -= lease.reserved;
         st.idle.clear();

@@ -5,3 +5,4 @@ pub mod batch;
 pub mod forward;
 pub mod stats;
 pub mod stop;
+pub mod workers;

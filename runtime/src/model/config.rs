@@ -144,7 +144,8 @@ impl Config {
                     .into(),
             )
         })?;
-        let labels = parse_labels(obj, int("num_labels")?).map_err(bad)?;
+        let num_labels = int("num_labels")?;
+        let labels = parse_labels(obj, num_labels).map_err(bad)?;
         let cfg = Config {
             d_model,
             n_head,
@@ -152,7 +153,7 @@ impl Config {
             d_ffn,
             vocab_size,
             dropout,
-            num_labels: labels.len(),
+            num_labels: num_labels.unwrap_or(labels.len()),
             labels,
             rope_theta: float("rope_theta")?.unwrap_or(10_000.0),
             norm_eps: float("norm_eps")?.unwrap_or(f32::EPSILON),
@@ -161,6 +162,32 @@ impl Config {
         };
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// Checks the values that size allocations against the tensors actually in the file,
+    /// before anything proportional to them is allocated (a tiny folder must not make the
+    /// loader allocate gigabytes): `n_layers` against the number of tensors (a layer has at
+    /// least 6), `num_labels` against the largest first dimension (the head's last weight
+    /// has `num_labels` rows). Then names the labels when the config gave no `id2label`.
+    /// (`vocab_size`, `d_model` and `d_ffn` are checked against the shapes by the resolver
+    /// before any buffer of their size exists.)
+    pub fn check_against_tensors(&mut self, n_tensors: usize, largest_dim0: usize) -> Result<()> {
+        if self.n_layers.saturating_mul(6) > n_tensors {
+            return Err(Error::Config(format!(
+                "config says n_layers = {} but model.safetensors holds only {n_tensors} tensors (each layer has at least 6): fix n_layers (or num_hidden_layers)",
+                self.n_layers
+            )));
+        }
+        if self.num_labels > largest_dim0 {
+            return Err(Error::Config(format!(
+                "config says num_labels = {} but no tensor of model.safetensors has that many rows (the head's last weight is (num_labels, d_model)): fix num_labels",
+                self.num_labels
+            )));
+        }
+        if self.labels.len() != self.num_labels {
+            self.labels = (0..self.num_labels).map(|i| format!("LABEL_{i}")).collect();
+        }
+        Ok(())
     }
 
     /// `d_model / n_head`.
@@ -197,10 +224,11 @@ impl Config {
         if !(0.0..1.0).contains(&self.dropout) {
             return err(format!("dropout {} must be in [0, 1)", self.dropout));
         }
-        if !(self.norm_eps >= 0.0 && self.norm_eps.is_finite()) {
+        if !(self.norm_eps > 0.0 && self.norm_eps.is_finite()) {
             return err(format!(
-                "norm_eps {} must be a finite non-negative number",
-                self.norm_eps
+                "norm_eps {} must be a finite positive number (PyTorch's default is {:e})",
+                self.norm_eps,
+                f32::EPSILON
             ));
         }
         if !(self.rope_theta > 0.0 && self.rope_theta.is_finite()) {
@@ -262,11 +290,13 @@ fn parse_labels(
         }
         Some(other) => return Err(format!("id2label must be an object, found {other}")),
         None => {
+            // Generic names for another count are made once the tensors confirm the count
+            // (`Config::check_against_tensors`): a config alone must not size allocations.
             let n = num_labels.unwrap_or(GOEMOTIONS_LABELS.len());
             if n == GOEMOTIONS_LABELS.len() {
                 GOEMOTIONS_LABELS.iter().map(|s| s.to_string()).collect()
             } else {
-                (0..n).map(|i| format!("LABEL_{i}")).collect()
+                return Ok(Vec::new());
             }
         }
     };

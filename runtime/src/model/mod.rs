@@ -27,6 +27,20 @@ pub enum TokenizerChoice {
     None,
 }
 
+/// How the files of a model directory are read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FileOptions {
+    /// Copy `model.safetensors` into process memory instead of reading the weights in
+    /// place from a memory map. With a map (the default), replacing the file in place while
+    /// a process uses it crashes that process (SIGBUS on the next page it reads): updates
+    /// must be atomic renames. With a copy the process owns its weights, at the cost of
+    /// the file's size in memory and the time to read it.
+    pub copy_weights: bool,
+    /// Count the NaN and infinite values of every tensor ([`ModelFiles::non_finite`]); a
+    /// full pass over the weights.
+    pub scan_non_finite: bool,
+}
+
 /// A loaded model directory. Immutable after load; share it across threads.
 pub struct ModelFiles {
     /// Directory it was loaded from.
@@ -43,22 +57,33 @@ pub struct ModelFiles {
     pub thresholds_file: Option<PathBuf>,
     /// The tokenizer, unless loaded without one.
     pub tokenizer: Option<TextTokenizer>,
+    /// Tensors holding NaN or infinite values, with their count (only filled when the
+    /// load asked for the scan, [`FileOptions::scan_non_finite`]).
+    pub non_finite: Vec<(String, usize)>,
+}
+
+/// What `load_weights` reads.
+struct Loaded {
+    config: Config,
+    weights: Weights,
+    placements: Vec<Placement>,
+    thresholds: Vec<Threshold>,
+    thresholds_file: Option<PathBuf>,
+    non_finite: Vec<(String, usize)>,
 }
 
 impl ModelFiles {
     /// Config, weights, placements and thresholds of `dir`.
-    #[allow(clippy::type_complexity)]
-    fn load_weights(
-        dir: &Path,
-    ) -> Result<(
-        Config,
-        Weights,
-        Vec<Placement>,
-        Vec<Threshold>,
-        Option<PathBuf>,
-    )> {
-        let config = Config::from_file(&dir.join("config.json"))?;
-        let file = tensors::TensorFile::open(&dir.join("model.safetensors"))?;
+    fn load_weights(dir: &Path, fo: &FileOptions) -> Result<Loaded> {
+        let mut config = Config::from_file(&dir.join("config.json"))?;
+        let file = tensors::TensorFile::open(&dir.join("model.safetensors"), fo.copy_weights)?;
+        let largest_dim0 = file
+            .tensors
+            .values()
+            .filter_map(|t| t.shape.first().copied())
+            .max()
+            .unwrap_or(0);
+        config.check_against_tensors(file.tensors.len(), largest_dim0)?;
         let (weights, placements) = resolve::resolve(&file, &config)?;
         let tpath = dir.join("thresholds.json");
         let (thresholds, thresholds_file) = if tpath.exists() {
@@ -69,12 +94,35 @@ impl ModelFiles {
         } else {
             (vec![Threshold::default(); config.num_labels], None)
         };
-        Ok((config, weights, placements, thresholds, thresholds_file))
+        let non_finite = if fo.scan_non_finite {
+            file.tensors
+                .values()
+                .filter_map(|t| {
+                    let n = file.non_finite(t);
+                    (n > 0).then(|| (t.name.clone(), n))
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok(Loaded {
+            config,
+            weights,
+            placements,
+            thresholds,
+            thresholds_file,
+            non_finite,
+        })
     }
 
     /// Loads `dir` (`model.safetensors`, `config.json`, optional `thresholds.json` and
-    /// `tokenizer.json`).
+    /// `tokenizer.json`), weights read in place from a memory map.
     pub fn load(dir: &Path, tokenizer: &TokenizerChoice) -> Result<Self> {
+        Self::load_with(dir, tokenizer, &FileOptions::default())
+    }
+
+    /// [`ModelFiles::load`] with [`FileOptions`].
+    pub fn load_with(dir: &Path, tokenizer: &TokenizerChoice, fo: &FileOptions) -> Result<Self> {
         if !dir.is_dir() {
             return Err(Error::MissingFile {
                 path: dir.to_owned(),
@@ -99,13 +147,20 @@ impl ModelFiles {
         };
         let (model, tokenizer) = std::thread::scope(|s| {
             let tok = s.spawn(load_tokenizer);
-            let model = Self::load_weights(dir);
+            let model = Self::load_weights(dir, fo);
             let tok = tok
                 .join()
                 .unwrap_or_else(|_| Err(Error::Tokenizer("the tokenizer loader panicked".into())));
             (model, tok)
         });
-        let (config, weights, placements, thresholds, thresholds_file) = model?;
+        let Loaded {
+            config,
+            weights,
+            placements,
+            thresholds,
+            thresholds_file,
+            non_finite,
+        } = model?;
         let tokenizer = tokenizer?;
         if let Some(t) = &tokenizer {
             if t.vocab_size() > config.vocab_size {
@@ -125,6 +180,7 @@ impl ModelFiles {
             thresholds,
             thresholds_file,
             tokenizer,
+            non_finite,
         })
     }
 }

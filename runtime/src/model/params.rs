@@ -1,6 +1,7 @@
 //! Typed views of the weights, resolved to the roles of the forward pass.
 
 use super::tensors::Storage;
+use crate::error::{Error, Result};
 use emcoder_kernels::gemm_bf16::PackedBf16;
 use emcoder_kernels::Isa;
 use std::sync::Arc;
@@ -70,13 +71,11 @@ pub struct Linear {
 impl Linear {
     /// Packs the weight to bf16 for the bf16 kernels (the f32 weight stays mapped, unused);
     /// `isa` picks how the packing runs.
-    pub fn pack_bf16(&mut self, isa: Isa) {
-        self.packed = Some(Arc::new(PackedBf16::pack(
-            self.w.data(),
-            self.out_dim,
-            self.in_dim,
-            isa,
-        )));
+    pub fn pack_bf16(&mut self, isa: Isa) -> Result<()> {
+        let p = PackedBf16::try_pack_parts(&[(self.w.data(), self.out_dim)], self.in_dim, isa)
+            .map_err(Error::OutOfMemory)?;
+        self.packed = Some(Arc::new(p));
+        Ok(())
     }
 
     /// Rows `r0..r0+n` of this layer (one projection of a fused q/k/v or gate/up).
@@ -101,7 +100,7 @@ pub struct FusedBf16 {
 }
 
 impl FusedBf16 {
-    fn new(parts: &[&Linear], isa: Isa) -> Self {
+    fn new(parts: &[&Linear], isa: Isa) -> Result<Self> {
         let k = parts[0].in_dim;
         let ws: Vec<(&[f32], usize)> = parts.iter().map(|l| (l.w.data(), l.out_dim)).collect();
         let bias = parts.iter().any(|l| l.b.is_some()).then(|| {
@@ -113,10 +112,11 @@ impl FusedBf16 {
                 })
                 .collect()
         });
-        FusedBf16 {
-            packed: Arc::new(PackedBf16::pack_parts(&ws, k, isa)),
+        let packed = PackedBf16::try_pack_parts(&ws, k, isa).map_err(Error::OutOfMemory)?;
+        Ok(FusedBf16 {
+            packed: Arc::new(packed),
             bias,
-        }
+        })
     }
 }
 
@@ -151,11 +151,11 @@ pub struct Layer {
 
 impl Layer {
     /// Packs the layer for bf16 products: q|k|v and gate|up fused, o and down alone.
-    pub fn pack_bf16(&mut self, isa: Isa) {
-        self.qkv = Some(FusedBf16::new(&[&self.q, &self.k, &self.v], isa));
-        self.gate_up = Some(FusedBf16::new(&[&self.gate, &self.up], isa));
-        self.o.pack_bf16(isa);
-        self.down.pack_bf16(isa);
+    pub fn pack_bf16(&mut self, isa: Isa) -> Result<()> {
+        self.qkv = Some(FusedBf16::new(&[&self.q, &self.k, &self.v], isa)?);
+        self.gate_up = Some(FusedBf16::new(&[&self.gate, &self.up], isa)?);
+        self.o.pack_bf16(isa)?;
+        self.down.pack_bf16(isa)
     }
 }
 

@@ -81,9 +81,10 @@ pub struct TensorFile {
 }
 
 impl TensorFile {
-    /// Maps and indexes `path`. Truncated files, corrupt headers, overlapping or
-    /// out-of-range offsets are reported as [`Error::BadSafetensors`].
-    pub fn open(path: &Path) -> Result<Self> {
+    /// Maps and indexes `path` (or, with `copy`, reads it into process memory: an
+    /// anonymous map, so the same code reads it). Truncated files, corrupt headers,
+    /// overlapping or out-of-range offsets are reported as [`Error::BadSafetensors`].
+    pub fn open(path: &Path, copy: bool) -> Result<Self> {
         let file = File::open(path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => Error::MissingFile {
                 path: path.to_owned(),
@@ -110,12 +111,28 @@ impl TensorFile {
                 "file is {len} bytes; a safetensors file starts with an 8-byte header size"
             )));
         }
-        // SAFETY: the file is opened read-only; like every mmap-based loader we assume it is not
-        // truncated or rewritten by another process while the model is loaded.
-        let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::Io {
+        let io = |e: std::io::Error| Error::Io {
             path: path.to_owned(),
             source: e,
-        })?;
+        };
+        let map = if copy {
+            let n = usize::try_from(len).map_err(|_| bad(format!("{len} bytes")))?;
+            let mut m = memmap2::MmapMut::map_anon(n).map_err(|e| {
+                Error::OutOfMemory(format!(
+                    "cannot allocate {:.1} MB to copy {} into memory ({e}): load it mapped instead (copy_weights off)",
+                    n as f64 / 1e6,
+                    path.display()
+                ))
+            })?;
+            use std::io::Read;
+            (&file).read_exact(&mut m[..]).map_err(io)?;
+            m.make_read_only().map_err(io)?
+        } else {
+            // SAFETY: the file is opened read-only. A map is only valid while nobody
+            // truncates or rewrites the file in place: documented (README, header) with
+            // the remedy, atomic renames or copy_weights.
+            unsafe { Mmap::map(&file) }.map_err(io)?
+        };
         let map = Arc::new(map);
         let st = SafeTensors::deserialize(&map).map_err(|e| bad(e.to_string()))?;
         let base = map.as_ptr() as usize;
@@ -139,6 +156,26 @@ impl TensorFile {
             map,
             tensors,
         })
+    }
+
+    /// How many of `t`'s values are NaN or infinite (0 for non-float dtypes).
+    pub fn non_finite(&self, t: &RawTensor) -> usize {
+        let bytes = &self.map[t.offset..t.offset + t.nbytes];
+        match t.dtype {
+            Dtype::F32 => bytes
+                .chunks_exact(4)
+                .filter(|b| !f32::from_le_bytes([b[0], b[1], b[2], b[3]]).is_finite())
+                .count(),
+            Dtype::F16 => bytes
+                .chunks_exact(2)
+                .filter(|b| !half::f16::from_le_bytes([b[0], b[1]]).is_finite())
+                .count(),
+            Dtype::BF16 => bytes
+                .chunks_exact(2)
+                .filter(|b| !half::bf16::from_le_bytes([b[0], b[1]]).is_finite())
+                .count(),
+            _ => 0,
+        }
     }
 
     /// Reads tensor `t` as f32: in place when possible, widened otherwise.

@@ -34,6 +34,8 @@ pub struct TextTokenizer {
     /// Where it came from.
     pub source: TokenizerSource,
     sep_id: Option<u32>,
+    /// Bytes of the longest vocabulary entry (an upper bound on the text one token covers).
+    max_token_bytes: usize,
 }
 
 impl TextTokenizer {
@@ -58,10 +60,18 @@ impl TextTokenizer {
         let inner = tokenizers::Tokenizer::from_bytes(bytes)
             .map_err(|e| Error::Tokenizer(format!("cannot load {source}: {e}")))?;
         let sep_id = inner.token_to_id("[SEP]");
+        let max_token_bytes = inner
+            .get_vocab(true)
+            .keys()
+            .map(|k| k.len())
+            .max()
+            .unwrap_or(1)
+            .max(1);
         Ok(TextTokenizer {
             inner,
             source,
             sep_id,
+            max_token_bytes,
         })
     }
 
@@ -72,17 +82,40 @@ impl TextTokenizer {
 
     /// Encodes one text with its special tokens. Longer than `max_tokens`: an error, or with
     /// `truncate` the first `max_tokens - 1` tokens followed by `[SEP]`.
+    ///
+    /// The tokenizer only sees a bounded prefix of a long text: about `max_tokens + 64`
+    /// tokens' worth of bytes (at the longest vocabulary entry's length), cut before a space
+    /// that follows a word, so the prefix's tokens are the text's first tokens; the prefix
+    /// doubles only when it yields too few tokens (runs of whitespace that a pre-tokenizer
+    /// drops). A 100 MB text costs no more than a few kilobytes to truncate or to refuse.
     pub fn encode(&self, text: &str, max_tokens: usize, truncate: bool) -> Result<Vec<u32>> {
-        let enc = self
-            .inner
-            .encode(text, true)
-            .map_err(|e| Error::Input(format!("the tokenizer cannot encode this text: {e}")))?;
-        let mut ids = enc.get_ids().to_vec();
+        let mut budget = max_tokens
+            .saturating_add(64)
+            .saturating_mul(self.max_token_bytes);
+        let (mut ids, whole) = loop {
+            let (part, whole) = match prefix(text, budget) {
+                Some(p) => (p, false),
+                None => (text, true),
+            };
+            let enc = self
+                .inner
+                .encode(part, true)
+                .map_err(|e| Error::Input(format!("the tokenizer cannot encode this text: {e}")))?;
+            // Within a prefix, trust only tokens well before its end.
+            if whole || enc.get_ids().len() > max_tokens + 32 {
+                break (enc.get_ids().to_vec(), whole);
+            }
+            budget = budget.saturating_mul(2);
+        };
         if ids.len() > max_tokens {
             if !truncate {
+                let count = if whole {
+                    format!("{} tokens", ids.len())
+                } else {
+                    format!("more than {max_tokens} tokens")
+                };
                 return Err(Error::Input(format!(
-                    "text has {} tokens, more than the limit of {max_tokens}; raise the limit (max_tokens) or ask for truncation",
-                    ids.len()
+                    "text has {count}, more than the limit of {max_tokens}; raise the limit (max_tokens) or ask for truncation"
                 )));
             }
             let sep = self.sep_id.ok_or_else(|| {
@@ -98,4 +131,25 @@ impl TextTokenizer {
         }
         Ok(ids)
     }
+}
+
+/// The first bytes of `text`, about `budget` of them, cut right before an ASCII space that
+/// follows a non-space (a word boundary that every whitespace-aware pre-tokenizer keeps),
+/// else at a character boundary; `None` when the text is not longer than `budget`.
+fn prefix(text: &str, budget: usize) -> Option<&str> {
+    if text.len() <= budget {
+        return None;
+    }
+    let b = text.as_bytes();
+    let lo = budget / 2;
+    let cut = (lo.max(1)..=budget)
+        .rev()
+        .find(|&i| b[i] == b' ' && !b[i - 1].is_ascii_whitespace())
+        .unwrap_or_else(|| {
+            (0..=budget)
+                .rev()
+                .find(|&i| text.is_char_boundary(i))
+                .unwrap_or(0)
+        });
+    Some(&text[..cut])
 }
