@@ -125,8 +125,8 @@ impl SamplingArgs {
             truncate,
             tolerance: self.tolerance,
             stop: emcoder::Stop {
-                flag: None,
                 deadline,
+                ..Default::default()
             },
             ..Default::default()
         }

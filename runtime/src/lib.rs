@@ -559,6 +559,7 @@ impl Default for Call<'_> {
         static NEVER: Stop = Stop {
             flag: None,
             deadline: None,
+            callback: None,
         };
         Call {
             stop: &NEVER,

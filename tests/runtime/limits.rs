@@ -37,6 +37,7 @@ fn a_past_deadline_or_a_set_flag_cancels_and_the_model_stays_usable() {
     let past = Stop {
         flag: None,
         deadline: Some(Instant::now()),
+        callback: None,
     };
     let e = model.predict_ids(&texts, &with_stop(past, 8)).unwrap_err();
     assert!(
@@ -47,6 +48,7 @@ fn a_past_deadline_or_a_set_flag_cancels_and_the_model_stays_usable() {
     let set = Stop {
         flag: Some(flag),
         deadline: None,
+        callback: None,
     };
     let e = model.predict_ids(&texts, &with_stop(set, 8)).unwrap_err();
     assert!(
@@ -58,6 +60,7 @@ fn a_past_deadline_or_a_set_flag_cancels_and_the_model_stays_usable() {
         Stop {
             flag: None,
             deadline: Some(Instant::now()),
+            callback: None,
         },
         1,
     );
@@ -97,6 +100,7 @@ fn a_flag_set_during_the_call_stops_it() {
     let stop = Stop {
         flag: Some(flag.clone()),
         deadline: None,
+        callback: None,
     };
     let setter = {
         let flag = flag.clone();

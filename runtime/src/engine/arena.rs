@@ -200,6 +200,7 @@ mod tests {
         let late = Stop {
             flag: None,
             deadline: Some(Instant::now() + Duration::from_millis(50)),
+            callback: None,
         };
         assert!(matches!(a.take(60, true, &late), Err(Error::Cancelled(_))));
         let l2 = a.take(40, false, &never).unwrap();

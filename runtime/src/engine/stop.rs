@@ -5,15 +5,31 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+/// A caller's own "should this call stop?" test (e.g. a flag in C memory), called from the
+/// model's worker threads, so it must be cheap and thread-safe.
+pub type StopFn = Arc<dyn Fn() -> bool + Send + Sync>;
+
 /// When a call must stop early. The forward pass checks it before every layer of every
 /// chunk (and while it waits for memory), so a stopped call returns within about one
 /// layer's work with [`Error::Cancelled`], having freed what it used.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct Stop {
     /// Set it (from any thread) to cancel the calls that share it.
     pub flag: Option<Arc<AtomicBool>>,
     /// The call fails once this instant has passed.
     pub deadline: Option<Instant>,
+    /// Cancels the call when it returns true.
+    pub callback: Option<StopFn>,
+}
+
+impl std::fmt::Debug for Stop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stop")
+            .field("flag", &self.flag)
+            .field("deadline", &self.deadline)
+            .field("callback", &self.callback.as_ref().map(|_| "fn"))
+            .finish()
+    }
 }
 
 impl Stop {
@@ -22,13 +38,14 @@ impl Stop {
         Stop::default()
     }
 
-    /// `Err(Cancelled)` when the flag is set or the deadline has passed.
+    /// `Err(Cancelled)` when the flag is set, the callback says so, or the deadline has
+    /// passed.
     pub fn check(&self) -> Result<()> {
-        if self
+        let flagged = self
             .flag
             .as_ref()
-            .is_some_and(|f| f.load(Ordering::Relaxed))
-        {
+            .is_some_and(|f| f.load(Ordering::Relaxed));
+        if flagged || self.callback.as_ref().is_some_and(|c| c()) {
             return Err(Error::Cancelled(
                 "the call was cancelled by its caller".into(),
             ));
@@ -56,14 +73,20 @@ mod tests {
         let s = Stop {
             flag: Some(flag.clone()),
             deadline: Some(Instant::now() + Duration::from_secs(60)),
+            callback: None,
         };
         assert!(s.check().is_ok());
         flag.store(true, Ordering::Relaxed);
         assert!(matches!(s.check(), Err(Error::Cancelled(m)) if m.contains("cancelled")));
         let late = Stop {
-            flag: None,
             deadline: Some(Instant::now()),
+            ..Stop::never()
         };
         assert!(matches!(late.check(), Err(Error::Cancelled(m)) if m.contains("deadline")));
+        let by_fn = Stop {
+            callback: Some(Arc::new(|| true)),
+            ..Stop::never()
+        };
+        assert!(matches!(by_fn.check(), Err(Error::Cancelled(m)) if m.contains("cancelled")));
     }
 }
