@@ -6,7 +6,7 @@
 //! Each element is the same chain as every other kernel's: one fused multiply-add per
 //! channel in channel order, then the bias.
 
-use super::{F32Kernel, Geometry, Tile};
+use super::{F32Kernel, Geometry, PackPanel, Tile};
 use std::arch::aarch64::*;
 
 /// Weight rows per tile.
@@ -25,7 +25,15 @@ impl F32Kernel for Neon {
     }
 
     unsafe fn pack_panel(dst: &mut [f32], x: &[f32], r0: usize, rows: usize, wd: usize, k: usize) {
-        pack_panel(dst, x, r0, rows, wd, k)
+        let op = PackPanel {
+            dst,
+            x,
+            r0,
+            rows,
+            wd,
+            k,
+        };
+        crate::simd::dispatch(crate::cpu::Isa::Neon, op)
     }
 
     unsafe fn tile(t: &Tile, width: usize, wd: usize) {
@@ -42,59 +50,6 @@ impl F32Kernel for Neon {
                         _ => kernel::<1, 1>(&one),
                     }
                 }
-            }
-        }
-    }
-}
-
-/// Transposes rows `r0..r0 + rows` of `x` into a panel of width `wd` (a multiple of 4):
-/// 4 x 4 blocks transposed in registers, the rest (channel tails, padding rows) scalar.
-///
-/// # Safety
-/// As [`F32Kernel::pack_panel`].
-#[target_feature(enable = "neon")]
-unsafe fn pack_panel(dst: &mut [f32], x: &[f32], r0: usize, rows: usize, wd: usize, k: usize) {
-    debug_assert!(dst.len() >= wd * k && wd.is_multiple_of(4) && rows <= wd);
-    let (d, src) = (dst.as_mut_ptr(), x.as_ptr().add(r0 * k));
-    let k4 = k / 4 * 4;
-    for g in 0..wd / 4 {
-        let valid = rows.saturating_sub(4 * g).min(4);
-        for c0 in (0..k4).step_by(4) {
-            if valid == 4 {
-                let s = src.add(4 * g * k + c0);
-                let (a, b) = (vld1q_f32(s), vld1q_f32(s.add(k)));
-                let (c, e) = (vld1q_f32(s.add(2 * k)), vld1q_f32(s.add(3 * k)));
-                // 4 x 4 transpose: row i lane j -> row j lane i.
-                let t0 = vtrn1q_f32(a, b);
-                let t1 = vtrn2q_f32(a, b);
-                let t2 = vtrn1q_f32(c, e);
-                let t3 = vtrn2q_f32(c, e);
-                let f = |x: float32x4_t| vreinterpretq_f64_f32(x);
-                let h = |x: float64x2_t| vreinterpretq_f32_f64(x);
-                let o = d.add(c0 * wd + 4 * g);
-                vst1q_f32(o, h(vtrn1q_f64(f(t0), f(t2))));
-                vst1q_f32(o.add(wd), h(vtrn1q_f64(f(t1), f(t3))));
-                vst1q_f32(o.add(2 * wd), h(vtrn2q_f64(f(t0), f(t2))));
-                vst1q_f32(o.add(3 * wd), h(vtrn2q_f64(f(t1), f(t3))));
-            } else {
-                for c in c0..c0 + 4 {
-                    for r in 0..4 {
-                        *d.add(c * wd + 4 * g + r) = if r < valid {
-                            *src.add((4 * g + r) * k + c)
-                        } else {
-                            0.0
-                        };
-                    }
-                }
-            }
-        }
-        for c in k4..k {
-            for r in 0..4 {
-                *d.add(c * wd + 4 * g + r) = if r < valid {
-                    *src.add((4 * g + r) * k + c)
-                } else {
-                    0.0
-                };
             }
         }
     }

@@ -68,7 +68,9 @@ pub struct Forward<'a> {
 }
 
 /// Every buffer of a forward pass, reused across calls: a call only grows what it needs
-/// (no allocation per layer, none at all once warm) and never relies on contents.
+/// (to exactly what it needs, fallibly) and never relies on contents. Once warm, a call
+/// allocates only per-chunk bookkeeping proportional to its sequences and rows (packing
+/// tables, task lists: a few bytes per row), never a buffer of activations.
 #[derive(Default)]
 pub struct Scratch {
     h0: Vec<f32>,
@@ -359,15 +361,19 @@ impl Forward<'_> {
                 let ns = pack.seqs.len();
                 let pooled = grow(&mut sc.pooled, ns * d)?;
                 pooled.par_chunks_mut(d).zip(&pack.seqs).for_each(|(p, s)| {
-                    let mut acc = vec![0.0f64; d];
-                    for r in s.row0..s.row0 + s.len {
-                        for (a, x) in acc.iter_mut().zip(&h[r * d..(r + 1) * d]) {
-                            *a += *x as f64;
-                        }
-                    }
+                    // f64 sums in rows order, 64 channels at a time (no allocation).
                     let count = (s.len as f64).max(1e-9);
-                    for (o, a) in p.iter_mut().zip(&acc) {
-                        *o = (*a / count) as f32;
+                    for (c0, pc) in (0..d).step_by(64).zip(p.chunks_mut(64)) {
+                        let mut acc = [0.0f64; 64];
+                        for r in s.row0..s.row0 + s.len {
+                            let row = &h[r * d + c0..r * d + c0 + pc.len()];
+                            for (a, x) in acc.iter_mut().zip(row) {
+                                *a += *x as f64;
+                            }
+                        }
+                        for (o, a) in pc.iter_mut().zip(&acc) {
+                            *o = (*a / count) as f32;
+                        }
                     }
                 });
                 if let Some(tr) = trace.as_deref_mut() {
@@ -432,10 +438,28 @@ impl Forward<'_> {
             });
     }
 
-    /// `out = out_proj(attention(rope(q), rope(k), v))` of `rmsnorm_1(h)`, per sequence.
+    /// `out = out_proj(attention(rope(q), rope(k), v))` of `rmsnorm_1(h)`, per sequence:
+    /// the three steps below.
     fn attention(
         &self,
         out: &mut [f32],
+        h: &[f32],
+        layer: &Layer,
+        pack: &Packing,
+        s: &mut AttnScratch,
+        ops: &mut Operands,
+    ) -> Result<()> {
+        let n = pack.rows() * self.cfg.d_model;
+        self.qkv(h, layer, pack, s, ops)?;
+        self.attend(pack, s)?;
+        self.linear(ops, out, &s.x[..n], &layer.o, pack.rows())
+    }
+
+    /// Step 1: `x = rmsnorm_1(h)`, then `q, k, v` projections with RoPE on `q` and `k`
+    /// (in the products' epilogues where the kernels offer one, else after them), into
+    /// `s.x, s.q, s.k, s.v`.
+    fn qkv(
+        &self,
         h: &[f32],
         layer: &Layer,
         pack: &Packing,
@@ -522,8 +546,15 @@ impl Forward<'_> {
                 });
             }
         }
+        Ok(())
+    }
 
-        // Attention: tasks of up to ATT_BLOCK query rows, never crossing a sequence.
+    /// Step 2: the attention kernel on `s.q, s.k, s.v`, per sequence, in tasks of up to
+    /// `ATT_BLOCK` query rows (never crossing a sequence); the result replaces `s.x`.
+    fn attend(&self, pack: &Packing, s: &mut AttnScratch) -> Result<()> {
+        let cfg = self.cfg;
+        let (d, isa) = (cfg.d_model, self.isa);
+        let n = pack.rows() * d;
         let mut tasks = Vec::new();
         let mut rest = &mut s.x[..n];
         for sq in &pack.seqs {
@@ -564,7 +595,7 @@ impl Forward<'_> {
                 "the attention kernel's per-thread scratch could not be allocated".into(),
             ));
         }
-        self.linear(ops, out, &s.x[..n], &layer.o, rows)
+        Ok(())
     }
 
     /// `out = down(silu(gate(x)) * up(x))` with `x = rmsnorm_2(h)`.
