@@ -11,6 +11,7 @@ pub mod gemm_bf16;
 pub mod gemm_f32;
 pub mod matmul;
 pub mod norm;
+mod out_ptr;
 pub mod philox;
 pub mod rope;
 pub(crate) mod simd;

@@ -20,6 +20,7 @@
 //! The activations' layout depends on the kernel ([`pack_activations`]).
 
 use crate::cpu::Isa;
+use crate::out_ptr::OutPtr;
 use crate::simd::{self, Simd, SimdOp};
 use half::bf16;
 use rayon::prelude::*;
@@ -476,20 +477,6 @@ impl<'a> PackedActivations<'a> {
         }
     }
 }
-
-/// Raw output pointer shared by the tasks; each writes a disjoint block.
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-impl OutPtr {
-    /// The pointer (a method, so closures capture the whole `Send` wrapper).
-    fn ptr(self) -> *mut f32 {
-        self.0
-    }
-}
-// SAFETY: tasks write disjoint (row range x column panel) blocks of one output buffer.
-unsafe impl Send for OutPtr {}
-// SAFETY: as above; no two tasks touch the same element.
-unsafe impl Sync for OutPtr {}
 
 /// `out (m, n) = x (m, k) · W^T (+ bias)` with `W` packed. `xp` is scratch for the bf16
 /// activations. Runs on the current rayon pool.

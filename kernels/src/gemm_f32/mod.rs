@@ -45,6 +45,7 @@
 //! (the portable kernel uses `f32::mul_add`, which is fused too).
 
 use crate::cpu::Isa;
+use crate::out_ptr::OutPtr;
 use crate::simd::{Simd, SimdOp};
 use rayon::prelude::*;
 
@@ -92,20 +93,6 @@ pub(crate) trait F32Kernel {
 const MAX_TILES_PER_TASK: usize = 16;
 /// Tasks per thread aimed at when there are few panels (load balance on a shared machine).
 const TASKS_PER_THREAD: usize = 4;
-
-/// Raw output pointer shared by the tasks; each writes a disjoint block.
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-impl OutPtr {
-    /// The pointer (a method, so closures capture the whole `Send` wrapper).
-    fn ptr(self) -> *mut f32 {
-        self.0
-    }
-}
-// SAFETY: tasks write disjoint (panel rows x column tiles) blocks of one output buffer.
-unsafe impl Send for OutPtr {}
-// SAFETY: as above; no two tasks touch the same element.
-unsafe impl Sync for OutPtr {}
 
 /// `out (m, n) = x (m, k) · w^T (+ bias)`; `w` is (n, k) row-major exactly as PyTorch's
 /// `nn.Linear` stores it and is read in place (never copied or repacked).
@@ -344,6 +331,30 @@ impl SimdOp for PackPanel<'_> {
             }
         }
     }
+}
+
+/// [`PackPanel`] compiled for level `isa` (the packing of the AVX2 and NEON kernels).
+///
+/// # Safety
+/// `isa` runs here; the arguments satisfy [`F32Kernel::pack_panel`]'s contract.
+pub(crate) unsafe fn pack_panel_at(
+    isa: Isa,
+    dst: &mut [f32],
+    x: &[f32],
+    r0: usize,
+    rows: usize,
+    wd: usize,
+    k: usize,
+) {
+    let op = PackPanel {
+        dst,
+        x,
+        r0,
+        rows,
+        wd,
+        k,
+    };
+    crate::simd::dispatch(isa, op)
 }
 
 /// The one driver of every kernel: pack the activations once (in parallel, panel by

@@ -6,7 +6,7 @@
 //! Each element is the same chain as every other kernel's: one fused multiply-add per
 //! channel in channel order, then the bias.
 
-use super::{F32Kernel, Geometry, PackPanel, Tile};
+use super::{pack_panel_at, F32Kernel, Geometry, Tile};
 use std::arch::aarch64::*;
 
 /// Weight rows per tile.
@@ -25,15 +25,7 @@ impl F32Kernel for Neon {
     }
 
     unsafe fn pack_panel(dst: &mut [f32], x: &[f32], r0: usize, rows: usize, wd: usize, k: usize) {
-        let op = PackPanel {
-            dst,
-            x,
-            r0,
-            rows,
-            wd,
-            k,
-        };
-        crate::simd::dispatch(crate::cpu::Isa::Neon, op)
+        pack_panel_at(crate::cpu::Isa::Neon, dst, x, r0, rows, wd, k)
     }
 
     unsafe fn tile(t: &Tile, width: usize, wd: usize) {

@@ -1,7 +1,7 @@
 //! The x86-64 f32 kernels: AVX-512 (assembly inner loops, 14 or 10 weight rows x 32 or 16
 //! activation rows) and AVX2 + FMA (6 x 16).
 
-use super::{F32Kernel, Geometry, PackPanel, Tile};
+use super::{pack_panel_at, F32Kernel, Geometry, Tile};
 
 /// How far ahead in each weight row the AVX-512 kernels prefetch (see the module docs).
 const PREFETCH_BYTES: usize = 256;
@@ -56,15 +56,7 @@ impl F32Kernel for Avx2 {
     }
 
     unsafe fn pack_panel(dst: &mut [f32], x: &[f32], r0: usize, rows: usize, wd: usize, k: usize) {
-        let op = PackPanel {
-            dst,
-            x,
-            r0,
-            rows,
-            wd,
-            k,
-        };
-        crate::simd::dispatch(crate::cpu::Isa::Avx2, op)
+        pack_panel_at(crate::cpu::Isa::Avx2, dst, x, r0, rows, wd, k)
     }
 
     unsafe fn tile(t: &Tile, width: usize, wd: usize) {
