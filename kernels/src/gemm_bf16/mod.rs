@@ -62,6 +62,18 @@ fn layout(isa: Isa) -> Layout {
     }
 }
 
+/// Panics unless the products can run at `isa` here: the level runs on this CPU and, for
+/// `amx`, the OS granted this process the tile state (asked for on first use: a process
+/// that never runs a bf16 product at the amx level never asks).
+#[track_caller]
+fn check_level(isa: Isa) {
+    isa.assert_runs_here();
+    assert!(
+        isa != Isa::Amx || crate::cpu::request_amx(),
+        "the OS did not grant this process the AMX tile state: use the avx512-bf16 level"
+    );
+}
+
 /// Words per row of packed activations.
 fn row_words(isa: Isa, k: usize) -> usize {
     match layout(isa) {
@@ -572,7 +584,7 @@ pub fn linear_bf16_packed_into(
     if let Some(b) = bias {
         assert_eq!(b.len(), n, "linear_bf16_packed: bias length");
     }
-    isa.assert_runs_here();
+    check_level(isa);
     if m == 0 || n == 0 {
         return;
     }
