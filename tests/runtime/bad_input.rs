@@ -472,3 +472,31 @@ fn copied_weights_survive_the_file_being_rewritten() {
         .unwrap();
     assert_eq!(copied.sample_logits(&ids, 4, 9).unwrap(), want);
 }
+
+/// A level this CPU cannot run is a load error that names the levels it can, never an
+/// illegal instruction.
+#[test]
+fn a_level_this_cpu_cannot_run_is_refused_at_load() {
+    let caps = emcoder::caps();
+    let missing = emcoder::Isa::ALL
+        .into_iter()
+        .find(|i| !caps.available.contains(i))
+        .expect("no CPU runs both x86-64 and AArch64 levels");
+    let opts = LoadOptions {
+        tokenizer: TokenizerChoice::None,
+        isa: Some(missing),
+        ..Default::default()
+    };
+    let e = Model::load(&fixture("tiny-f32"), &opts)
+        .err()
+        .unwrap()
+        .to_string();
+    assert_has(&e, &["cannot run", missing.name(), "generic"]);
+    for &isa in &caps.available {
+        let ok = LoadOptions {
+            isa: Some(isa),
+            ..opts.clone()
+        };
+        assert_eq!(Model::load(&fixture("tiny-f32"), &ok).unwrap().isa(), isa);
+    }
+}

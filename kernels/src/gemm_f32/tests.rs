@@ -324,3 +324,26 @@ fn short_weights_panic() {
         Isa::Generic,
     );
 }
+
+/// Asking for a level this CPU cannot run panics with a message (the runtime never does:
+/// it loads models at available levels only); it never executes the instructions.
+#[test]
+#[should_panic(expected = "cannot run on this CPU")]
+fn a_level_this_cpu_cannot_run_panics() {
+    let missing = Isa::ALL
+        .into_iter()
+        .find(|i| !i.runs_here())
+        .expect("no CPU runs both x86-64 and AArch64 levels");
+    let mut out = vec![0.0; 4];
+    linear_f32(
+        &mut out,
+        &[1.0; 4],
+        &[1.0; 4],
+        None,
+        2,
+        2,
+        2,
+        &mut Vec::new(),
+        missing,
+    );
+}
