@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds libemcoder (release) and runs the tests of every binding: C (shared and static, under
-# valgrind), the install step with pkg-config, C++, Go and Python. CI runs this; so can you:
+# valgrind), the SONAME and the install step with pkg-config, C++, Go and Python. CI runs this;
+# so can you:
 #
 #   bash scripts/test-bindings.sh          (or: make test-bindings)
 #
@@ -35,6 +36,9 @@ SECONDS=0
 
 step "build libemcoder and the expected-values generator (cargo, release)"
 "$CARGO" build --release -p emcoder-ffi --lib --example expected_values
+# Programs linked against libemcoder.so record its SONAME, libemcoder.so.0, and load that name
+# at run time (make lib makes the same link).
+ln -sf libemcoder.so "$LIB/libemcoder.so.0"
 mkdir -p "$OUT"
 "$LIB/examples/expected_values" "$MODEL" "$EXPECTED"
 echo "expected values of the Rust API: $EXPECTED"
@@ -70,14 +74,39 @@ else
     sed -n '/LEAK SUMMARY/,/suppressed:/p; /ERROR SUMMARY/p' "$OUT/valgrind.log" | sed 's/^==[0-9]*== //'
 fi
 
+step "SONAME: libemcoder.so.0"
+soname=$(readelf -d "$LIB/libemcoder.so" | sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/p')
+if [[ $soname != libemcoder.so.0 ]]; then
+    echo "libemcoder.so has SONAME '$soname', expected libemcoder.so.0" >&2
+    exit 1
+fi
+echo "SONAME $soname"
+
 step "install + pkg-config: make install PREFIX=$OUT/prefix"
 rm -rf "$OUT/prefix"
 make --no-print-directory install PREFIX="$OUT/prefix" CARGO="$CARGO" >/dev/null
+VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
+# The versioned file and its two links: libemcoder.so -> libemcoder.so.0 -> libemcoder.so.0.x.y.
+SOFILE=libemcoder.so.0.${VERSION#*.}
+if [[ ! -f $OUT/prefix/lib/$SOFILE || -L $OUT/prefix/lib/$SOFILE ||
+    $(readlink "$OUT/prefix/lib/libemcoder.so.0") != "$SOFILE" ||
+    $(readlink "$OUT/prefix/lib/libemcoder.so") != libemcoder.so.0 ]]; then
+    echo "make install: expected $SOFILE with the links libemcoder.so.0 and libemcoder.so:" >&2
+    ls -l "$OUT/prefix/lib" >&2
+    exit 1
+fi
+echo "installed libemcoder.so -> $(readlink "$OUT/prefix/lib/libemcoder.so") -> $SOFILE"
 export PKG_CONFIG_PATH=$OUT/prefix/lib/pkgconfig
 # shellcheck disable=SC2046 # word splitting of pkg-config's output is intended
 "$CC" -std=c11 -Wall -Werror tests/c/app.c -o "$OUT/app_shared" $(pkg-config --cflags --libs emcoder)
 # shellcheck disable=SC2046
 "$CC" -std=c11 -Wall -Werror tests/c/app.c -o "$OUT/app_static" $(pkg-config --cflags --libs emcoder-static)
+# The program records the SONAME and runs against the installed links.
+if ! readelf -d "$OUT/app_shared" | grep -q 'NEEDED.*\[libemcoder\.so\.0\]'; then
+    echo "app_shared does not record libemcoder.so.0 (NEEDED):" >&2
+    readelf -d "$OUT/app_shared" | grep NEEDED >&2
+    exit 1
+fi
 LD_LIBRARY_PATH=$OUT/prefix/lib "$OUT/app_shared" "$MODEL" "I am so happy you are here!" >/dev/null
 "$OUT/app_static" "$MODEL" "I am so happy you are here!"
 echo "pkg-config emcoder: $(pkg-config --cflags --libs emcoder)"
