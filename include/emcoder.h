@@ -18,7 +18,40 @@
  *     `const EmcoderModel *` may be called concurrently from any number of threads (the calls
  *     share the model's worker pool). Predictions and errors are immutable and may be read from
  *     any thread. A *_free must not race with other uses of the same handle.
- *   - Check emcoder_abi_version() == EMCODER_ABI_VERSION once at start-up.
+ *
+ * ABI evolution (the library is libemcoder.so.0, SONAME libemcoder.so.0):
+ *   - EmcoderModelParams and EmcoderPredictOptions start with `uint32_t struct_size`, the
+ *     sizeof the caller was compiled with (emcoder_model_default_params() and
+ *     emcoder_predict_default_options(), inline below, set it). Fields are only ever appended,
+ *     each new one after the previous version's whole sizeof (never in its tail padding), and
+ *     a new field's 0 means the behaviour from before it existed. The library reads only the
+ *     fields that lie entirely within struct_size bytes and gives the others their defaults,
+ *     so a program built against an older header keeps working with a newer library.
+ *     struct_size 0 (a zero-initialized struct) stands for the ABI 2 layout.
+ *   - EMCODER_ABI_VERSION counts these compatible additions (fields, functions, error codes).
+ *     Check emcoder_abi_version() >= EMCODER_ABI_VERSION once at start-up. An incompatible
+ *     change would change the SONAME (libemcoder.so.1).
+ *
+ * Memory: one call's scratch is at most emcoder_model_scratch_bound(model), a linear function
+ * of max(max_rows, max_tokens) and the model's dimensions, whatever the number and length of
+ * the texts. Calls reserve it under the model's memory_budget before they start, and wait (or,
+ * with fail_fast_on_memory, fail) while running calls hold the budget. Allocations that grow
+ * with a request or a model are fallible: running out of memory is EMCODER_ERR_OUT_OF_MEMORY,
+ * never an abort, and the model stays usable.
+ *
+ * Cancellation: EmcoderPredictOptions.cancel (a flag you set from any thread) and .timeout_ms
+ * are checked before every layer of every chunk of rows and while a call waits for memory; a
+ * stopped call returns EMCODER_ERR_CANCELLED within about one layer's work, having freed its
+ * scratch reservation and buffers, and the model stays usable.
+ *
+ * Weights are memory-mapped: replacing or truncating model.safetensors in place while a model
+ * uses it crashes the process (SIGBUS). Update model directories by atomic rename, or load with
+ * EmcoderModelParams.copy_weights.
+ *
+ * Processes: emcoder_model_free joins the model's threads before it returns, so dlclose() after
+ * freeing every model (and removing any log callback) is safe. A process forked after a model
+ * was loaded cannot use that model (fork copies no worker threads): its calls fail with
+ * EMCODER_ERR_INVALID_ARGUMENT instead of hanging; load a new model in the child.
  *
  * Minimal use:
  *     EmcoderModel *m = NULL; EmcoderError *e = NULL;
@@ -44,11 +77,20 @@
 #include <stdint.h>
 
 /**
- * Version of the C ABI this header describes. A change of any struct layout, function
- * signature or meaning increments it; compare it with `emcoder_abi_version()` at start-up to
- * detect a header/library mismatch.
+ * The cancellation flag of EmcoderPredictOptions.cancel: an aligned int32_t the caller owns and
+ * sets to nonzero (atomically) to stop the predictions given it.
  */
-#define EMCODER_ABI_VERSION 1
+typedef volatile int32_t EmcoderCancelFlag;
+
+/**
+ * Version of the C ABI this header describes, within the SONAME `libemcoder.so.0`. Each
+ * compatible addition (a field appended to a struct, a new function, a new error code)
+ * increments it; a library of version N serves every program built against a header of
+ * version 2..=N. An incompatible change would change the SONAME instead. Check
+ * `emcoder_abi_version() >= EMCODER_ABI_VERSION` at start-up. (ABI 1 had no `struct_size`:
+ * programs built against it must be rebuilt.)
+ */
+#define EMCODER_ABI_VERSION 2
 
 /**
  * The CPU, the only device of this build.
@@ -74,6 +116,21 @@
  * The default number of MC-dropout samples per text, as in the model card.
  */
 #define EMCODER_DEFAULT_SAMPLES 50
+
+/**
+ * Log level: details (scratch arena growth).
+ */
+#define EMCODER_LOG_DEBUG 0
+
+/**
+ * Log level: choices made (kernels and memory budget at load).
+ */
+#define EMCODER_LOG_INFO 1
+
+/**
+ * Log level: something an operator may want to change (calls waiting for memory).
+ */
+#define EMCODER_LOG_WARN 2
 
 /**
  * Status codes returned by every function that can fail: 0 is success, each failure has its
@@ -108,10 +165,13 @@ enum EmcoderStatus
      */
     EMCODER_ERR_BAD_MODEL = -4,
     /**
-     * Memory for the request could not be obtained: the result buffers of a prediction
-     * (texts x samples x labels) cannot be allocated, or the OS refused a memory map. Checked
-     * before the work starts; an allocation failure deep inside the compute still aborts the
-     * process, as Rust does by default.
+     * Memory could not be obtained (the message says how much, for what, and what to change):
+     * the call's scratch exceeds the model's `memory_budget`, the budget is taken by running
+     * calls and the call set `fail_fast_on_memory`, or the system refused an allocation
+     * (scratch arenas, embedding and attention buffers, logits, results, packed weights) or a
+     * memory map. Allocations that grow with the request or the model are fallible, so
+     * running out of memory (e.g. under `ulimit -v`) returns this code instead of aborting the
+     * process; what the call allocated is freed and the model stays usable.
      */
     EMCODER_ERR_OUT_OF_MEMORY = -5,
     /**
@@ -119,6 +179,14 @@ enum EmcoderStatus
      * message). Please report it; the library stays usable.
      */
     EMCODER_ERR_INTERNAL = -6,
+    /**
+     * The prediction was stopped: its `cancel` flag was set, or it ran past its
+     * `timeout_ms` (the message says which). The flag and the deadline are checked before
+     * every layer of every chunk of rows and while the call waits for memory, so a stopped
+     * call returns within about one layer's work; what it used is freed and the model stays
+     * usable.
+     */
+    EMCODER_ERR_CANCELLED = -7,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -141,16 +209,28 @@ typedef struct EmcoderError EmcoderError;
 typedef struct EmcoderModel EmcoderModel;
 
 /**
- * The results of one `emcoder_predict` call: per text, its token count and one
- * `EmcoderLabelStats` per label. Owns its data; immutable.
+ * The results of one `emcoder_predict` or `emcoder_predict_texts` call: per text, its token
+ * count and one `EmcoderLabelStats` per label. Owns its data; immutable.
  */
 typedef struct EmcoderPrediction EmcoderPrediction;
 
 /**
- * How to load a model. Get one from `emcoder_model_default_params()` and change fields;
- * a zero-initialized struct also works (every 0 means the default).
+ * How to load a model. Get one from `emcoder_model_default_params()` (or fill one with
+ * `emcoder_model_params_init`) and change fields. A zero-initialized struct also works: every
+ * 0 means the default, and `struct_size` 0 stands for the ABI 2 layout.
+ *
+ * Growth: fields are only appended, and a new field's 0 means the behaviour before it
+ * existed; the library reads only the fields that lie within `struct_size` bytes (the others
+ * take their defaults), so a program built against an older header keeps working.
  */
 typedef struct EmcoderModelParams {
+    /**
+     * `sizeof(EmcoderModelParams)` as the caller was compiled: set by
+     * `emcoder_model_default_params()` / `emcoder_model_params_init`. The library reads only
+     * the fields that lie entirely within these bytes. 0 (a zero-initialized struct): the
+     * ABI 2 layout, every field of this version.
+     */
+    uint32_t struct_size;
     /**
      * A `tokenizer.json` file (NUL-terminated path, read during the load call only).
      * NULL: `<model_dir>/tokenizer.json` when the directory holds one, else the built-in
@@ -173,8 +253,10 @@ typedef struct EmcoderModelParams {
      */
     uint32_t device;
     /**
-     * Rows (tokens x samples) computed at once: bounds scratch memory, never changes results.
-     * 0: the default (16384).
+     * Rows (tokens x samples) computed at once, never changes results. One call's scratch
+     * memory is at most `emcoder_model_scratch_bound()`, a linear function of
+     * `max(max_rows, max_tokens)` and the model's dimensions, whatever the number and length
+     * of the texts. 0: the default (16384).
      */
     uint32_t max_rows;
     /**
@@ -185,12 +267,52 @@ typedef struct EmcoderModelParams {
      * `EMCODER_ERR_INVALID_ARGUMENT`.
      */
     uint32_t precision;
+    /**
+     * Scratch memory, in bytes, that the model's running calls may reserve together (idle
+     * arenas included). Each call reserves the most its texts can need before it starts;
+     * while the budget is taken it waits (or fails with `EMCODER_ERR_OUT_OF_MEMORY` when its
+     * options set `fail_fast_on_memory`), and a call that alone needs more than the budget
+     * fails with `EMCODER_ERR_OUT_OF_MEMORY` (the message names `memory_budget`). 0: the
+     * default, twice `emcoder_model_scratch_bound()`. Weights are not counted. Default 0.
+     */
+    uint64_t memory_budget;
+    /**
+     * Instruction-set level of every kernel, by name (`"generic"`, `"avx2"`, `"avx512"`,
+     * `"avx512-bf16"`, `"amx"`, `"neon"`, `"neon-bf16"`; NUL-terminated, read during the call).
+     * An unknown name, or a level this CPU cannot run, fails with
+     * `EMCODER_ERR_INVALID_ARGUMENT`. NULL or `""`: the `EMCODER_ISA` environment variable
+     * when set, else the best level of this CPU. Default NULL.
+     */
+    const char *isa;
+    /**
+     * Nonzero: read `model.safetensors` into process memory instead of mapping it. A mapped
+     * file that is replaced or truncated in place while the model lives crashes the process
+     * (SIGBUS); update model files by atomic rename, or set this. Default 0 (mapped).
+     */
+    uint8_t copy_weights;
+    /**
+     * Nonzero: fail with `EMCODER_ERR_BAD_MODEL` when a weight is NaN or infinite (one pass
+     * over the weights at load). Default 0.
+     */
+    uint8_t refuse_non_finite;
 } EmcoderModelParams;
 
 /**
- * How to predict. Get one from `emcoder_predict_default_options()` and change fields.
+ * How to predict. Get one from `emcoder_predict_default_options()` (or fill one with
+ * `emcoder_predict_options_init`) and change fields. A zero-initialized struct means
+ * `n_samples` 0 (one deterministic pass), seed 0, and the defaults of every other field;
+ * `struct_size` 0 stands for the ABI 2 layout.
+ *
+ * Growth: fields are only appended, and a new field's 0 means the behaviour before it
+ * existed; the library reads only the fields that lie within `struct_size` bytes.
  */
 typedef struct EmcoderPredictOptions {
+    /**
+     * `sizeof(EmcoderPredictOptions)` as the caller was compiled: set by
+     * `emcoder_predict_default_options()` / `emcoder_predict_options_init`. The library reads
+     * only the fields that lie entirely within these bytes. 0: the ABI 2 layout.
+     */
+    uint32_t struct_size;
     /**
      * Monte-Carlo dropout samples per text. 0: one deterministic pass with dropout off
      * (`std`, `aleatoric`... come from that one pass, and the logits are available through
@@ -204,8 +326,9 @@ typedef struct EmcoderPredictOptions {
      */
     uint64_t seed;
     /**
-     * Nonzero: cut texts longer than the model's `max_tokens` (keeping `[CLS] ... [SEP]`);
-     * 0: such texts fail with `EMCODER_ERR_INVALID_ARGUMENT`. Default 0.
+     * Nonzero: cut texts longer than the model's `max_tokens` (keeping `[CLS] ... [SEP]`; the
+     * tokenizer sees a bounded prefix of a very long text); 0: such texts fail with
+     * `EMCODER_ERR_INVALID_ARGUMENT`. Default 0.
      */
     uint8_t truncate;
     /**
@@ -216,7 +339,48 @@ typedef struct EmcoderPredictOptions {
      * Default 0.
      */
     float tolerance;
+    /**
+     * A cancellation flag owned by the caller, or NULL. Setting `*cancel` to nonzero from any
+     * thread stops the calls that were given it: each returns `EMCODER_ERR_CANCELLED` within
+     * about one layer's work (the flag is read before every layer and while waiting for
+     * memory). Write it atomically (C11 `atomic_store_explicit` on an aligned int32_t,
+     * `std::atomic_ref<int32_t>`, Go's `atomic.StoreInt32`; the library reads it with a
+     * relaxed atomic load); it must be 4-byte aligned and stay valid until the call returns.
+     * The library never writes it: reset it yourself before reusing it. Default NULL.
+     */
+    const EmcoderCancelFlag *cancel;
+    /**
+     * A deadline, in milliseconds from the start of the call: past it, the call returns
+     * `EMCODER_ERR_CANCELLED` within about one layer's work. Tokenizing is not interrupted,
+     * so a call can overrun by the time its texts take to tokenize (bounded by `max_tokens`
+     * per text when truncating). 0: none. Default 0.
+     */
+    uint64_t timeout_ms;
+    /**
+     * Nonzero: when the model's memory budget is taken by running calls, fail at once with
+     * `EMCODER_ERR_OUT_OF_MEMORY` instead of waiting for them (the wait still honours
+     * `cancel` and `timeout_ms`). Default 0 (wait).
+     */
+    uint8_t fail_fast_on_memory;
 } EmcoderPredictOptions;
+
+/**
+ * A text given as a pointer and a length, for callers whose strings are not NUL-terminated
+ * (Go, Python, C++ `std::string_view`): `len` bytes of UTF-8 at `data`, read during the call
+ * only. `data` may be NULL when `len` is 0 (an empty text). A text must not contain a NUL
+ * byte (U+0000): that is `EMCODER_ERR_INVALID_ARGUMENT`, so that both predict functions read
+ * the same texts.
+ */
+typedef struct EmcoderText {
+    /**
+     * The first byte; NULL only when `len` is 0.
+     */
+    const char *data;
+    /**
+     * The length in bytes (no terminator).
+     */
+    size_t len;
+} EmcoderText;
 
 /**
  * Statistics of one label of one text over the MC samples.
@@ -248,6 +412,12 @@ typedef struct EmcoderLabelStats {
     uint8_t predicted;
 } EmcoderLabelStats;
 
+/**
+ * A log callback: `level` (`EMCODER_LOG_*`), a NUL-terminated UTF-8 `message` valid only
+ * during the call, and the `user` pointer given to `emcoder_set_log_callback`.
+ */
+typedef void (*EmcoderLogCallback)(int32_t level, const char *message, void *user);
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -262,7 +432,9 @@ const char *emcoder_version(void);
 
 /**
  * Returns the ABI version of the loaded library. A program built against this header should
- * check `emcoder_abi_version() == EMCODER_ABI_VERSION` before any other call.
+ * check `emcoder_abi_version() >= EMCODER_ABI_VERSION` before any other call: a newer library
+ * serves older programs (see `EMCODER_ABI_VERSION`), an older one lacks what this header
+ * declares.
  *
  * Thread safety: safe from any thread.
  */
@@ -314,12 +486,19 @@ void emcoder_error_free(struct EmcoderError *error);
 const char *emcoder_error_code_name(int32_t code);
 
 /**
- * Returns the default load parameters: built-in or directory tokenizer, all cores, 4096 tokens,
- * CPU.
+ * Fills `*params` with the default load parameters (built-in or directory tokenizer, all
+ * cores, 4096 tokens, CPU, f32, the default memory budget, mapped weights) for a struct of
+ * `struct_size` bytes, and sets `params->struct_size`: it writes the fields that lie within
+ * `struct_size` bytes and nothing past them. Pass `sizeof(EmcoderModelParams)`, as the inline
+ * `emcoder_model_default_params()` of this header does.
  *
+ * NULL handling: `params` NULL, or `struct_size` < 4, writes nothing.
  * Thread safety: safe from any thread.
+ *
+ * # Safety
+ * `params` is NULL or points to `struct_size` writable bytes, aligned for the struct.
  */
-struct EmcoderModelParams emcoder_model_default_params(void);
+void emcoder_model_params_init(struct EmcoderModelParams *params, uint32_t struct_size);
 
 /**
  * Loads the model directory `model_dir` (`model.safetensors`, `config.json`, optional
@@ -336,10 +515,16 @@ struct EmcoderModelParams emcoder_model_default_params(void);
  * NULL handling: `params` NULL means `emcoder_model_default_params()`; `err` may be NULL;
  * `model_dir` and `out` must not be NULL.
  * Thread safety: safe from any thread; loads may run concurrently.
+ * Weights: an F32 `model.safetensors` is used in place from a memory map unless
+ * `copy_weights` is set. Replacing or truncating that file in place while the model lives
+ * crashes the process with SIGBUS: update model directories by writing a new file and
+ * renaming it over the old one (the mapping keeps the old inode), or load with
+ * `copy_weights`.
  *
  * # Safety
  * `model_dir` is NULL or a NUL-terminated string; `params` is NULL or points to a valid
- * struct whose `tokenizer_path` is NULL or NUL-terminated; `out` and `err` are NULL or point to
+ * struct of at least `params->struct_size` bytes (of the ABI 2 layout when it is 0) whose
+ * `tokenizer_path` and `isa` are NULL or NUL-terminated; `out` and `err` are NULL or point to
  * writable storage for one pointer.
  */
 int32_t emcoder_model_load(const char *model_dir,
@@ -348,11 +533,15 @@ int32_t emcoder_model_load(const char *model_dir,
                            struct EmcoderError **err);
 
 /**
- * Frees a model and stops its worker threads.
+ * Frees a model: stops its worker threads and waits for them to exit, so that no code of the
+ * library runs for this model once it returns (calling `dlclose` on libemcoder right after is
+ * safe when no other model is alive and no log callback is set).
  *
  * NULL handling: NULL is a no-op.
  * Thread safety: call it once, after every other call on this model (and every prediction
  * running on it) has returned. Predictions made by the model stay valid: they own their data.
+ * Fork: in a child process forked after the load, it frees the model's memory without
+ * waiting for the threads (the child has none of them).
  *
  * # Safety
  * `model` is NULL or a model from `emcoder_model_load` that has not been freed.
@@ -395,33 +584,90 @@ const char *emcoder_model_label(const struct EmcoderModel *model, size_t index);
 uint32_t emcoder_model_n_threads(const struct EmcoderModel *model);
 
 /**
- * Returns the default prediction options: 50 MC samples, seed 42, no truncation.
+ * Returns the most scratch memory, in bytes, that one call on this model can use, whatever the
+ * number and length of its texts: a linear function of `max(max_rows, max_tokens)` and the
+ * model's dimensions. (Weights, the tokenized texts and the results are not scratch.)
  *
+ * NULL handling: `model` NULL returns 0.
  * Thread safety: safe from any thread.
+ *
+ * # Safety
+ * `model` is NULL or a live model.
  */
-struct EmcoderPredictOptions emcoder_predict_default_options(void);
+uint64_t emcoder_model_scratch_bound(const struct EmcoderModel *model);
 
 /**
- * Predicts the emotions of `n_texts` texts: for each, one `EmcoderLabelStats` per label over
- * `options->n_samples` MC-dropout samples (or one deterministic pass when it is 0).
+ * Returns the memory budget of the model's scratch arenas, in bytes: the `memory_budget`
+ * parameter, or its default (twice `emcoder_model_scratch_bound()`) when that was 0.
+ *
+ * NULL handling: `model` NULL returns 0.
+ * Thread safety: safe from any thread.
+ *
+ * # Safety
+ * `model` is NULL or a live model.
+ */
+uint64_t emcoder_model_memory_budget(const struct EmcoderModel *model);
+
+/**
+ * Returns the name of the instruction-set level the model's kernels run at, e.g.
+ * `"avx512"` (the names of `EmcoderModelParams::isa`).
+ *
+ * Ownership: the string is static; never free it.
+ * NULL handling: `model` NULL returns NULL.
+ * Thread safety: safe from any thread.
+ *
+ * # Safety
+ * `model` is NULL or a live model.
+ */
+const char *emcoder_model_isa(const struct EmcoderModel *model);
+
+/**
+ * Fills `*options` with the default prediction options (50 MC samples, seed 42, no
+ * truncation, no adaptive sampling, no cancellation flag, no timeout, waiting for memory) for
+ * a struct of `struct_size` bytes, and sets `options->struct_size`: it writes the fields that
+ * lie within `struct_size` bytes and nothing past them. Pass
+ * `sizeof(EmcoderPredictOptions)`, as the inline `emcoder_predict_default_options()` of this
+ * header does.
+ *
+ * NULL handling: `options` NULL, or `struct_size` < 4, writes nothing.
+ * Thread safety: safe from any thread.
+ *
+ * # Safety
+ * `options` is NULL or points to `struct_size` writable bytes, aligned for the struct.
+ */
+void emcoder_predict_options_init(struct EmcoderPredictOptions *options, uint32_t struct_size);
+
+/**
+ * Predicts the emotions of `n_texts` NUL-terminated texts: for each, one `EmcoderLabelStats`
+ * per label over `options->n_samples` MC-dropout samples (or one deterministic pass when it
+ * is 0).
  *
  * Returns 0 and sets `*out` to the new prediction, or returns a negative code, sets `*out` to
  * NULL and, when `err` is not NULL, sets `*err` to a new error (else `*err` is set to NULL).
  * Codes: `EMCODER_ERR_INVALID_ARGUMENT` (NULL `model`/`texts`/`out` or a NULL entry of `texts`,
- * `n_texts` 0, a text over `max_tokens` without truncation), `EMCODER_ERR_INVALID_UTF8`,
- * `EMCODER_ERR_BAD_MODEL` (the tokenizer fails), `EMCODER_ERR_OUT_OF_MEMORY`.
+ * `n_texts` 0, a text over `max_tokens` without truncation, a bad option, a model loaded
+ * before this process forked), `EMCODER_ERR_INVALID_UTF8`, `EMCODER_ERR_BAD_MODEL` (the
+ * tokenizer fails), `EMCODER_ERR_OUT_OF_MEMORY` (see its doc), `EMCODER_ERR_CANCELLED`
+ * (`options->cancel` set, or `options->timeout_ms` passed).
  *
+ * Memory: the call's scratch is at most `emcoder_model_scratch_bound()`, reserved under the
+ * model's memory budget before the work starts (see `EmcoderModelParams::memory_budget`);
+ * the results take texts x labels x 24 bytes; MC samples take texts x samples x labels x 4
+ * bytes while the call runs.
  * Ownership: the caller owns `*out` (free it with `emcoder_prediction_free`) and `*err`;
  * `texts` and `options` are only read during the call.
  * NULL handling: `options` NULL means `emcoder_predict_default_options()`; `err` may be NULL;
  * `model`, `texts`, every `texts[i]` and `out` must not be NULL.
  * Thread safety: safe to call concurrently from any number of threads on the same model; the
  * calls share the model's worker threads.
+ * Fork: in a child process forked after the model was loaded, the model has no worker threads
+ * (fork copies only the calling thread): the call fails with `EMCODER_ERR_INVALID_ARGUMENT`
+ * (the message says so) instead of waiting forever. Load a new model in the child.
  *
  * # Safety
  * `model` is NULL or a live model; `texts` is NULL or points to `n_texts` pointers, each NULL
- * or NUL-terminated; `options` is NULL or valid; `out` and `err` are NULL or point to writable
- * storage for one pointer.
+ * or NUL-terminated; `options` is NULL or valid (see `EmcoderPredictOptions::struct_size`);
+ * `out` and `err` are NULL or point to writable storage for one pointer.
  */
 int32_t emcoder_predict(const struct EmcoderModel *model,
                         const char *const *texts,
@@ -431,13 +677,33 @@ int32_t emcoder_predict(const struct EmcoderModel *model,
                         struct EmcoderError **err);
 
 /**
+ * `emcoder_predict` over texts given as (pointer, length) pairs, so that callers whose
+ * strings are not NUL-terminated need not copy them. Same results, codes, memory, ownership,
+ * thread safety and fork behaviour; in addition, a text containing a NUL byte, or a NULL
+ * `data` with a nonzero `len`, is `EMCODER_ERR_INVALID_ARGUMENT` (the message names
+ * `texts[i]`), and invalid UTF-8 is `EMCODER_ERR_INVALID_UTF8`.
+ *
+ * # Safety
+ * `model` is NULL or a live model; `texts` is NULL or points to `n_texts` `EmcoderText`s,
+ * each with `len` readable bytes at `data` (or `len` 0); `options` is NULL or valid; `out`
+ * and `err` are NULL or point to writable storage for one pointer.
+ */
+int32_t emcoder_predict_texts(const struct EmcoderModel *model,
+                              const struct EmcoderText *texts,
+                              size_t n_texts,
+                              const struct EmcoderPredictOptions *options,
+                              struct EmcoderPrediction **out,
+                              struct EmcoderError **err);
+
+/**
  * Frees a prediction.
  *
  * NULL handling: NULL is a no-op.
  * Thread safety: call it once, after every other use of the prediction has returned.
  *
  * # Safety
- * `prediction` is NULL or a prediction from `emcoder_predict` that has not been freed.
+ * `prediction` is NULL or a prediction from `emcoder_predict` or `emcoder_predict_texts`
+ * that has not been freed.
  */
 void emcoder_prediction_free(struct EmcoderPrediction *prediction);
 
@@ -519,6 +785,29 @@ const float *emcoder_prediction_logits(const struct EmcoderPrediction *predictio
                                        size_t text_index);
 
 /**
+ * Sets the process-wide log callback, or removes it with `cb` NULL (the default: no
+ * logging). Messages of `min_level` and above are delivered: `EMCODER_LOG_INFO` reports the
+ * kernels and memory budget chosen at each load, `EMCODER_LOG_WARN` the calls that wait for
+ * memory, `EMCODER_LOG_DEBUG` also the growth of scratch arenas.
+ *
+ * Returns 0, or `EMCODER_ERR_INVALID_ARGUMENT` (and changes nothing) when `min_level` is not
+ * one of the `EMCODER_LOG_*` levels.
+ * The callback: called from any thread, possibly from several at once (make it thread-safe),
+ * with `user` as given; `message` is valid only during the call. It must not call into
+ * libemcoder (no `emcoder_set_log_callback`, no predict: that could deadlock) and must not
+ * unwind (no C++ exception, no longjmp) out of the call.
+ * Replacing or removing the callback waits for the deliveries in progress: once this function
+ * returns, the previous callback is neither running nor called again, so its `user` may be
+ * freed (and the code it lives in unloaded).
+ * Thread safety: safe from any thread; the setting is process-wide (all models).
+ *
+ * # Safety
+ * `cb` is NULL or a function that may be called as described, with `user`, until the callback
+ * is replaced or removed.
+ */
+int32_t emcoder_set_log_callback(EmcoderLogCallback cb, void *user, int32_t min_level);
+
+/**
  * Panics inside the library on purpose. It exists only so that tests can prove the guarantee
  * that no panic crosses the C boundary: it returns `EMCODER_ERR_INTERNAL` and, when `err` is not
  * NULL, sets `*err` to an error whose message carries the panic message. The panic message is
@@ -537,3 +826,33 @@ int32_t emcoder_debug_panic(struct EmcoderError **err);
 #endif  // __cplusplus
 
 #endif  /* EMCODER_H */
+
+#ifndef EMCODER_H_INLINE
+#define EMCODER_H_INLINE
+/**
+ * Returns the default load parameters (built-in or directory tokenizer, all cores, 4096 tokens,
+ * CPU, f32, the default memory budget, mapped weights) with `struct_size` set to the size this
+ * header declares. Inline: it calls emcoder_model_params_init with this header's sizeof.
+ *
+ * Thread safety: safe from any thread.
+ */
+static inline EmcoderModelParams emcoder_model_default_params(void) {
+    EmcoderModelParams params;
+    emcoder_model_params_init(&params, (uint32_t)sizeof params);
+    return params;
+}
+
+/**
+ * Returns the default prediction options (50 MC samples, seed 42, no truncation, no adaptive
+ * sampling, no cancellation flag, no timeout, waiting for memory) with `struct_size` set to the
+ * size this header declares. Inline: it calls emcoder_predict_options_init with this header's
+ * sizeof.
+ *
+ * Thread safety: safe from any thread.
+ */
+static inline EmcoderPredictOptions emcoder_predict_default_options(void) {
+    EmcoderPredictOptions options;
+    emcoder_predict_options_init(&options, (uint32_t)sizeof options);
+    return options;
+}
+#endif  /* EMCODER_H_INLINE */

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds libemcoder (release) and runs the tests of every binding: C (shared and static, under
-# valgrind), the SONAME and the install step with pkg-config, C++, Go and Python. CI runs this;
-# so can you:
+# valgrind; cancellation, memory limits and fork; an old caller; dlopen/dlclose), the SONAME
+# and the install step with pkg-config, C++, Go and Python. CI runs this; so can you:
 #
 #   bash scripts/test-bindings.sh          (or: make test-bindings)
 #
@@ -52,6 +52,18 @@ step "C: tests/c/test_emcoder.c against libemcoder.so"
     -L"$LIB" -lemcoder -Wl,-rpath,"$LIB" -lpthread -lm
 "$OUT/test_c_shared" "$MODEL" "$EXPECTED"
 
+step "C: tests/c/test_limits.c (cancellation, timeouts, memory budget and limit, fork, log)"
+"$CC" "${CFLAGS_TEST[@]}" -Iinclude tests/c/test_limits.c -o "$OUT/test_limits" \
+    -L"$LIB" -lemcoder -Wl,-rpath,"$LIB" -lpthread
+"$OUT/test_limits" "$MODEL"
+
+step "C: an old caller (smaller structs) and dlopen/dlclose in a loop"
+"$CC" "${CFLAGS_TEST[@]}" tests/c/test_old_caller.c -o "$OUT/test_old_caller" \
+    -L"$LIB" -lemcoder -Wl,-rpath,"$LIB"
+"$OUT/test_old_caller" "$MODEL"
+"$CC" "${CFLAGS_TEST[@]}" -Iinclude tests/c/test_dlclose.c -o "$OUT/test_dlclose" -ldl -lpthread
+"$OUT/test_dlclose" "$LIB/libemcoder.so" "$MODEL"
+
 step "C: tests/c/test_emcoder.c against libemcoder.a"
 "$CC" "${CFLAGS_TEST[@]}" -Iinclude tests/c/test_emcoder.c -o "$OUT/test_c_static" \
     "$LIB/libemcoder.a" -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
@@ -68,10 +80,15 @@ else
     # Fails on any memory error and on definite/indirect leaks. tests/c/valgrind.supp
     # documents the few process-lifetime allocations of dependencies that valgrind calls
     # "possibly lost"; with it the summary must show 0 possibly lost.
-    valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,indirect \
-        --suppressions=tests/c/valgrind.supp --log-file="$OUT/valgrind.log" \
-        "$OUT/test_c_shared" "$MODEL" "$EXPECTED"
+    VALGRIND=(valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,indirect
+        --suppressions=tests/c/valgrind.supp)
+    "${VALGRIND[@]}" --log-file="$OUT/valgrind.log" "$OUT/test_c_shared" "$MODEL" "$EXPECTED"
     sed -n '/LEAK SUMMARY/,/suppressed:/p; /ERROR SUMMARY/p' "$OUT/valgrind.log" | sed 's/^==[0-9]*== //'
+    # Cancellation (flag, timeout), the memory budget and the log callback too; the fork and
+    # RLIMIT_AS children are skipped there (tests/c/test_limits.c says why).
+    EMCODER_TEST_UNDER_VALGRIND=1 "${VALGRIND[@]}" --log-file="$OUT/valgrind-limits.log" \
+        "$OUT/test_limits" "$MODEL"
+    sed -n '/LEAK SUMMARY/,/suppressed:/p; /ERROR SUMMARY/p' "$OUT/valgrind-limits.log" | sed 's/^==[0-9]*== //'
 fi
 
 step "SONAME: libemcoder.so.0"

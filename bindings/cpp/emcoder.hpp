@@ -5,24 +5,34 @@
 //   for (size_t i = 0; i < p.num_labels(); i++)
 //       std::cout << model.label(i) << ' ' << p.labels(0)[i].mean << '\n';
 //
-// Errors are thrown as emcoder::Error (a std::runtime_error carrying the EMCODER_ERR_* code);
-// out-of-range indexes throw std::out_of_range. Ownership is RAII: Model and Prediction are
-// move-only and free their handle in their destructor; a Prediction owns its data and may
-// outlive its Model. Thread safety: a Model is immutable; call predict() on one Model from any
-// number of threads at once. Requires C++20 (std::span, concepts); tested with g++ 12.
+//   emcoder::CancelToken stop;                       // stop.cancel() from any thread
+//   model.predict(texts, {.cancel = &stop, .timeout = std::chrono::milliseconds(500)});
+//
+// Errors are thrown as emcoder::Error (a std::runtime_error carrying the EMCODER_ERR_* code;
+// a cancelled or timed-out call is EMCODER_ERR_CANCELLED); out-of-range indexes throw
+// std::out_of_range. Texts are passed to the library as (pointer, length) pairs: no copies, no
+// terminators needed. Ownership is RAII: Model and Prediction are move-only and free their
+// handle in their destructor; a Prediction owns its data and may outlive its Model. Thread
+// safety: a Model is immutable; call predict() on one Model from any number of threads at once.
+// Requires C++20 (std::span, std::atomic_ref, concepts); tested with g++ 12.
 #pragma once
 
 #include "emcoder.h"
 
+#include <atomic>
+#include <chrono>
 #include <concepts>
 #include <cstdint>
+#include <functional>
 #include <initializer_list>
 #include <memory>
+#include <mutex>
 #include <ranges>
 #include <span>
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 namespace emcoder {
@@ -62,13 +72,14 @@ struct PredictionDeleter {
 
 }  // namespace detail
 
-/// Throws emcoder::Error unless the loaded library speaks the ABI of this header.
+/// Throws emcoder::Error unless the loaded library serves the ABI of this header (a newer
+/// library serves older headers: the structs only grow).
 inline void check_abi() {
-    if (emcoder_abi_version() != EMCODER_ABI_VERSION)
+    if (emcoder_abi_version() < EMCODER_ABI_VERSION)
         throw Error(EMCODER_ERR_INTERNAL,
                     "libemcoder has ABI version " + std::to_string(emcoder_abi_version()) +
                         " but emcoder.h is version " + std::to_string(EMCODER_ABI_VERSION) +
-                        ": rebuild against the installed library");
+                        ": install a newer libemcoder or build against its header");
 }
 
 /// How to load a model (see EmcoderModelParams in emcoder.h; every 0 means the default).
@@ -76,8 +87,38 @@ struct ModelParams {
     std::string tokenizer_path;  ///< empty: <dir>/tokenizer.json, else the built-in tokenizer
     uint32_t n_threads = 0;      ///< worker threads; 0: all cores
     uint32_t max_tokens = 0;     ///< longest text in tokens; 0: 4096
-    uint32_t max_rows = 0;       ///< rows computed at once (memory bound); 0: default
+    uint32_t max_rows = 0;       ///< rows computed at once (bounds scratch); 0: default
     uint32_t device = EMCODER_DEVICE_CPU;  ///< only the CPU in this build
+    uint32_t precision = EMCODER_PRECISION_F32;  ///< or EMCODER_PRECISION_BF16
+    uint64_t memory_budget = 0;  ///< bytes of scratch for all running calls; 0: 2 x scratch_bound
+    std::string isa;             ///< kernel level ("generic", "avx2", ...); empty: best / $EMCODER_ISA
+    bool copy_weights = false;   ///< read the weights into memory instead of mapping the file
+    bool refuse_non_finite = false;  ///< fail to load weights holding NaN or infinity
+};
+
+/// A cancellation flag: pass its address in PredictOptions::cancel, call cancel() from any
+/// thread, and the calls given it throw emcoder::Error(EMCODER_ERR_CANCELLED) within about one
+/// layer's work. Neither copyable nor movable (the library reads it where it is); reset()
+/// before reusing it.
+class CancelToken {
+public:
+    CancelToken() = default;
+    CancelToken(const CancelToken &) = delete;
+    CancelToken &operator=(const CancelToken &) = delete;
+
+    /// Stops the calls that use this token.
+    void cancel() noexcept { std::atomic_ref<int32_t>(flag_).store(1, std::memory_order_relaxed); }
+    /// Clears the flag, for the next calls.
+    void reset() noexcept { std::atomic_ref<int32_t>(flag_).store(0, std::memory_order_relaxed); }
+    /// Whether cancel() was called (since the last reset()).
+    bool cancelled() const noexcept {
+        return std::atomic_ref<int32_t>(flag_).load(std::memory_order_relaxed) != 0;
+    }
+    /// The flag for EmcoderPredictOptions::cancel.
+    const EmcoderCancelFlag *flag() const noexcept { return &flag_; }
+
+private:
+    alignas(std::atomic_ref<int32_t>::required_alignment) mutable int32_t flag_ = 0;
 };
 
 /// How to predict (see EmcoderPredictOptions in emcoder.h).
@@ -85,7 +126,42 @@ struct PredictOptions {
     uint32_t n_samples = EMCODER_DEFAULT_SAMPLES;  ///< MC samples; 0: one deterministic pass
     uint64_t seed = EMCODER_DEFAULT_SEED;          ///< seed of the dropout masks
     bool truncate = false;                         ///< cut texts over max_tokens instead of failing
+    const CancelToken *cancel = nullptr;           ///< stops the call when cancelled
+    std::chrono::milliseconds timeout{0};          ///< stops the call after this; 0: no limit
+    bool fail_fast_on_memory = false;  ///< fail at once while the memory budget is taken
 };
+
+namespace detail {
+
+using LogFn = std::function<void(int32_t level, std::string_view message)>;
+
+/// Calls the C++ log function; nothing may unwind into the library.
+inline void log_trampoline(int32_t level, const char *message, void *user) {
+    try {
+        (*static_cast<LogFn *>(user))(level, message);
+    } catch (...) {
+    }
+}
+
+}  // namespace detail
+
+/// Sets the process-wide log function (nullptr removes it): `fn(level, message)` for messages of
+/// `min_level` (EMCODER_LOG_DEBUG/INFO/WARN) and above, called from any thread, possibly at once
+/// (make it thread-safe); it must not call into libemcoder. Exceptions it throws are dropped.
+/// Throws emcoder::Error for an unknown level.
+inline void set_log_callback(detail::LogFn fn, int32_t min_level = EMCODER_LOG_INFO) {
+    static std::mutex mu;
+    static std::unique_ptr<detail::LogFn> current;
+    std::lock_guard<std::mutex> lock(mu);
+    auto next = fn ? std::make_unique<detail::LogFn>(std::move(fn)) : nullptr;
+    const int32_t code = emcoder_set_log_callback(next ? &detail::log_trampoline : nullptr,
+                                                  next.get(), min_level);
+    if (code != EMCODER_OK)
+        throw Error(code, "emcoder_set_log_callback: level " + std::to_string(min_level) +
+                              " is not one of EMCODER_LOG_DEBUG/INFO/WARN");
+    // The library has stopped calling the previous function: it can go.
+    current = std::move(next);
+}
 
 /// The results of one predict() call. Move-only; owns its data.
 class Prediction {
@@ -139,6 +215,11 @@ public:
         if (params.max_tokens) p.max_tokens = params.max_tokens;
         if (params.max_rows) p.max_rows = params.max_rows;
         p.device = params.device;
+        p.precision = params.precision;
+        p.memory_budget = params.memory_budget;
+        if (!params.isa.empty()) p.isa = params.isa.c_str();
+        p.copy_weights = params.copy_weights ? 1 : 0;
+        p.refuse_non_finite = params.refuse_non_finite ? 1 : 0;
         const std::string d(dir);
         EmcoderModel *m = nullptr;
         EmcoderError *err = nullptr;
@@ -164,29 +245,37 @@ public:
     }
     /// Worker threads of the model's pool.
     uint32_t n_threads() const noexcept { return emcoder_model_n_threads(m_.get()); }
+    /// The most scratch memory one call can use, in bytes (emcoder_model_scratch_bound).
+    uint64_t scratch_bound() const noexcept { return emcoder_model_scratch_bound(m_.get()); }
+    /// The scratch memory budget of all running calls, in bytes.
+    uint64_t memory_budget() const noexcept { return emcoder_model_memory_budget(m_.get()); }
+    /// The instruction-set level of the kernels, e.g. "avx2" (empty for a moved-from model).
+    std::string_view isa() const noexcept {
+        const char *s = emcoder_model_isa(m_.get());
+        return s ? s : "";
+    }
 
-    /// Predicts `texts` (UTF-8). An empty input gives an empty Prediction. Throws
-    /// emcoder::Error (a text containing a NUL byte is EMCODER_ERR_INVALID_ARGUMENT).
+    /// Predicts `texts` (UTF-8), passed as (pointer, length) pairs without copies. An empty
+    /// input gives an empty Prediction. Throws emcoder::Error: a text containing a NUL byte is
+    /// EMCODER_ERR_INVALID_ARGUMENT, a cancelled or timed-out call EMCODER_ERR_CANCELLED.
     Prediction predict(std::span<const std::string_view> texts,
                        const PredictOptions &options = {}) const {
         if (texts.empty()) return Prediction();
-        std::vector<std::string> owned;  // NUL-terminated copies
-        std::vector<const char *> ptrs;
-        owned.reserve(texts.size());
-        ptrs.reserve(texts.size());
-        for (size_t i = 0; i < texts.size(); i++) {
-            if (texts[i].find('\0') != std::string_view::npos)
-                throw Error(EMCODER_ERR_INVALID_ARGUMENT,
-                            "text " + std::to_string(i) + " contains a NUL byte");
-            ptrs.push_back(owned.emplace_back(texts[i]).c_str());
-        }
+        std::vector<EmcoderText> views(texts.size());
+        for (size_t i = 0; i < texts.size(); i++) views[i] = {texts[i].data(), texts[i].size()};
         EmcoderPredictOptions o = emcoder_predict_default_options();
         o.n_samples = options.n_samples;
         o.seed = options.seed;
         o.truncate = options.truncate ? 1 : 0;
+        o.cancel = options.cancel ? options.cancel->flag() : nullptr;
+        // A negative timeout is already over (1 ms); 0 is none.
+        const auto ms = options.timeout.count();
+        o.timeout_ms = ms == 0 ? 0 : ms < 0 ? 1 : static_cast<uint64_t>(ms);
+        o.fail_fast_on_memory = options.fail_fast_on_memory ? 1 : 0;
         EmcoderPrediction *p = nullptr;
         EmcoderError *err = nullptr;
-        const int32_t code = emcoder_predict(m_.get(), ptrs.data(), ptrs.size(), &o, &p, &err);
+        const int32_t code =
+            emcoder_predict_texts(m_.get(), views.data(), views.size(), &o, &p, &err);
         detail::check(code, err);
         return Prediction(p);
     }
@@ -197,12 +286,25 @@ public:
         return predict(std::span<const std::string_view>(texts.begin(), texts.size()), options);
     }
 
-    /// predict() over any range of string-like values (std::vector<std::string>, ...).
+    /// predict() over any range of string-like values (std::vector<std::string>, ...): views
+    /// of its elements, no copies (a range that yields temporaries is copied first, so that
+    /// no view dangles).
     template <std::ranges::input_range R>
-        requires std::convertible_to<std::ranges::range_reference_t<R>, std::string_view>
+        requires std::convertible_to<std::ranges::range_reference_t<const R>, std::string_view>
     Prediction predict(const R &texts, const PredictOptions &options = {}) const {
+        using Ref = std::ranges::range_reference_t<const R>;
+        constexpr bool borrowed = std::is_lvalue_reference_v<Ref> ||
+                                  std::is_same_v<std::remove_cvref_t<Ref>, std::string_view> ||
+                                  std::is_pointer_v<std::remove_cvref_t<Ref>>;
+        std::vector<std::string> owned;
         std::vector<std::string_view> views;
-        for (auto &&t : texts) views.emplace_back(t);
+        for (auto &&t : texts) {
+            if constexpr (borrowed)
+                views.emplace_back(t);
+            else
+                owned.emplace_back(std::string_view(t));
+        }
+        if constexpr (!borrowed) views.assign(owned.begin(), owned.end());
         return predict(std::span<const std::string_view>(views), options);
     }
 

@@ -2,11 +2,15 @@
 //
 // Usage: test_emcoder_cpp <model_dir> <expected_file>
 // Checks the numbers against the Rust API (the file written by ffi/examples/expected_values.rs)
-// through every input form (initializer list, std::span, std::vector<std::string>), the
-// exceptions (code and message) of each error path, RAII ownership and moves, and concurrent
-// predictions on one model from several std::threads.
+// through every input form (initializer list, std::span, std::vector<std::string>, views into
+// one buffer without terminators), the exceptions (code and message) of each error path, the
+// load parameters (isa, memory budget, copied weights), cancellation (a CancelToken set before
+// the call and from another thread, a timeout), the log callback, RAII ownership and moves, and
+// concurrent predictions on one model from several std::threads.
 #include "emcoder.hpp"
 
+#include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -177,6 +181,82 @@ int main(int argc, char **argv) {
         threw = true;
     }
     CHECK(threw);
+
+    // Views into one buffer, no terminators: the numbers of the NUL-terminated texts.
+    {
+        std::string joined;
+        for (const auto &t : c0.texts) joined += t;
+        std::vector<std::string_view> parts;
+        size_t at = 0;
+        for (const auto &t : c0.texts) {
+            parts.emplace_back(joined.data() + at, t.size());
+            at += t.size();
+        }
+        CHECK(matches(model.predict(std::span<const std::string_view>(parts), options(c0)), c0));
+    }
+
+    // Cancellation: a token cancelled before the call, one cancelled by another thread during a
+    // long call, and a timeout; the model keeps its numbers afterwards.
+    {
+        emcoder::CancelToken token;
+        token.cancel();
+        CHECK(token.cancelled());
+        EXPECT_ERROR(EMCODER_ERR_CANCELLED, model.predict({"ok"}, {.cancel = &token}));
+        token.reset();
+        CHECK(model.predict({"ok"}, {.cancel = &token}).num_texts() == 1);
+
+        std::string words;
+        for (int i = 0; i < 200; i++) words += "a b ";
+        const std::vector<std::string> heavy(16, words);  // 16 x 402 tokens x 2000 samples
+        std::thread canceller([&] {
+            std::this_thread::sleep_for(std::chrono::milliseconds(50));
+            token.cancel();
+        });
+        const auto t0 = std::chrono::steady_clock::now();
+        EXPECT_ERROR(EMCODER_ERR_CANCELLED,
+                     model.predict(heavy, {.n_samples = 2000, .cancel = &token}));
+        canceller.join();
+        CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(5));
+        try {
+            (void)model.predict(heavy, {.n_samples = 2000, .timeout = std::chrono::milliseconds(1)});
+            CHECK(false);
+        } catch (const emcoder::Error &e) {
+            CHECK(e.code() == EMCODER_ERR_CANCELLED && e.code_name() == "EMCODER_ERR_CANCELLED");
+            CHECK(std::string(e.what()).find("deadline") != std::string::npos);
+        }
+        CHECK(matches(model.predict(c0.texts, options(c0)), c0));
+    }
+
+    // Load parameters: the instruction-set override, a memory budget, copied weights; the log
+    // callback hears of the load.
+    {
+        std::atomic<int> infos{0};
+        emcoder::set_log_callback([&](int32_t level, std::string_view message) {
+            if (level == EMCODER_LOG_INFO && message.find("budget") != std::string_view::npos)
+                infos++;
+        });
+        emcoder::Model generic(dir, {.n_threads = 1, .memory_budget = 4u << 20,
+                                     .isa = "generic", .copy_weights = true,
+                                     .refuse_non_finite = true});
+        emcoder::set_log_callback(nullptr);
+        CHECK(infos.load() == 1);
+        CHECK(generic.isa() == "generic" && generic.memory_budget() == 4u << 20);
+        CHECK(generic.scratch_bound() > generic.memory_budget());
+        CHECK(generic.predict({"ok"}, {.n_samples = 3}).n_samples(0) == 3);
+        // 32 texts x 100 words x 50 samples need a full chunk of scratch: over the budget.
+        std::string hundred;
+        for (int i = 0; i < 50; i++) hundred += "a b ";
+        try {
+            (void)generic.predict(std::vector<std::string>(32, hundred));
+            CHECK(false);
+        } catch (const emcoder::Error &e) {
+            CHECK(e.code() == EMCODER_ERR_OUT_OF_MEMORY);
+            CHECK(std::string(e.what()).find("memory_budget") != std::string::npos);
+        }
+        EXPECT_ERROR(EMCODER_ERR_INVALID_ARGUMENT, emcoder::Model(dir, {.isa = "sse9"}));
+        EXPECT_ERROR(EMCODER_ERR_INVALID_ARGUMENT,
+                     emcoder::set_log_callback([](int32_t, std::string_view) {}, 9));
+    }
 
     // Concurrent predictions on one model equal the Rust API's.
     std::vector<std::thread> threads;

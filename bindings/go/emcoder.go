@@ -4,12 +4,18 @@
 //	m, err := emcoder.Load("tests/fixtures/tiny-vocab-bf16", nil)
 //	if err != nil { ... }
 //	defer m.Close()
-//	preds, err := m.Predict([]string{"I am so happy you are here!"}, nil)
+//	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+//	defer cancel()
+//	preds, err := m.Predict(ctx, []string{"I am so happy you are here!"}, nil)
 //	for _, l := range preds[0].Labels { fmt.Println(l.Label, l.Mean, l.Std) }
 //
-// A *Model is safe for concurrent use by any number of goroutines: the model is immutable and
-// the calls share its pool of worker threads. Close waits for running predictions to finish.
-// Results are copied into Go memory; nothing returned needs freeing.
+// Predict honours its context: the context's deadline becomes the call's timeout, and its
+// cancellation sets the call's cancel flag, so a cancelled or expired call returns within about
+// one layer's work with an error that matches both ErrCancelled and ctx.Err() (errors.Is).
+// Texts are passed to the library in place (pointer and length, pinned for the call), not
+// copied. A *Model is safe for concurrent use by any number of goroutines: the model is
+// immutable and the calls share its pool of worker threads. Close waits for running predictions
+// to finish. Results are copied into Go memory; nothing returned needs freeing.
 //
 // Linking: by default the package links the library built in this checkout
 // (../../target/release, with an rpath); build with -tags emcoder_pkgconfig to use an
@@ -23,11 +29,15 @@ package emcoder
 import "C"
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"math"
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 	"unsafe"
 )
 
@@ -40,18 +50,21 @@ const (
 	CodeInvalidUTF8     Code = C.EMCODER_ERR_INVALID_UTF8     // a text is not valid UTF-8
 	CodeIO              Code = C.EMCODER_ERR_IO               // a file is missing or unreadable
 	CodeBadModel        Code = C.EMCODER_ERR_BAD_MODEL        // a model file is invalid
-	CodeOutOfMemory     Code = C.EMCODER_ERR_OUT_OF_MEMORY    // the request's buffers cannot be allocated
+	CodeOutOfMemory     Code = C.EMCODER_ERR_OUT_OF_MEMORY    // over the memory budget, or the system's memory
 	CodeInternal        Code = C.EMCODER_ERR_INTERNAL         // a bug: a panic caught in the library
+	CodeCancelled       Code = C.EMCODER_ERR_CANCELLED        // the context was cancelled or expired
 )
 
 // String returns the C name of the code, e.g. "EMCODER_ERR_IO".
 func (c Code) String() string { return C.GoString(C.emcoder_error_code_name(C.int32_t(c))) }
 
 // Error is an error of libemcoder: its code and message. Compare with errors.Is against the
-// Err* values, which match any error of the same code.
+// Err* values, which match any error of the same code. A call stopped by its context also
+// matches the context's error (context.Canceled or context.DeadlineExceeded).
 type Error struct {
 	Code    Code
 	Message string
+	cause   error // the context's error, for a cancelled call
 }
 
 func (e *Error) Error() string {
@@ -60,6 +73,9 @@ func (e *Error) Error() string {
 	}
 	return "emcoder: " + e.Message
 }
+
+// Unwrap returns the context's error of a call the context stopped, else nil.
+func (e *Error) Unwrap() error { return e.cause }
 
 // Is reports whether target is the sentinel (or an error) of the same code.
 func (e *Error) Is(target error) bool {
@@ -75,6 +91,7 @@ var (
 	ErrBadModel        = &Error{Code: CodeBadModel}
 	ErrOutOfMemory     = &Error{Code: CodeOutOfMemory}
 	ErrInternal        = &Error{Code: CodeInternal}
+	ErrCancelled       = &Error{Code: CodeCancelled}
 	// ErrClosed is returned by calls on a closed Model.
 	ErrClosed = errors.New("emcoder: model is closed")
 )
@@ -89,11 +106,12 @@ func takeError(code C.int32_t, e *C.EmcoderError) error {
 // Version returns the version of the loaded libemcoder, e.g. "0.1.0".
 func Version() string { return C.GoString(C.emcoder_version()) }
 
-// checkABI fails when the loaded library does not speak the ABI of the header compiled in.
+// checkABI fails when the loaded library is older than the header compiled in (a newer one
+// serves it: the structs only grow).
 func checkABI() error {
-	if got := uint32(C.emcoder_abi_version()); got != C.EMCODER_ABI_VERSION {
+	if got := uint32(C.emcoder_abi_version()); got < C.EMCODER_ABI_VERSION {
 		return &Error{Code: CodeInternal, Message: fmt.Sprintf(
-			"libemcoder has ABI version %d but emcoder.h is version %d: rebuild", got, C.EMCODER_ABI_VERSION)}
+			"libemcoder has ABI version %d but emcoder.h is version %d: install a newer libemcoder", got, C.EMCODER_ABI_VERSION)}
 	}
 	return nil
 }
@@ -106,8 +124,23 @@ type Options struct {
 	Threads int
 	// MaxTokens is the longest accepted text in tokens ([CLS] and [SEP] included); 0: 4096.
 	MaxTokens int
-	// MaxRows bounds the rows (tokens x samples) computed at once; 0: the library's default.
+	// MaxRows bounds the rows (tokens x samples) computed at once, and so one call's scratch
+	// memory (Model.ScratchBound); 0: the library's default.
 	MaxRows int
+	// BF16 packs the weights to bfloat16 at load and runs the products in bf16.
+	BF16 bool
+	// MemoryBudget is the scratch memory, in bytes, that running calls may reserve together;
+	// a call that needs more fails with ErrOutOfMemory, calls wait while it is taken (see
+	// PredictOptions.FailFastOnMemory). 0: twice ScratchBound.
+	MemoryBudget uint64
+	// ISA names the kernels' instruction-set level ("generic", "avx2", ...); "": the
+	// EMCODER_ISA environment variable, else the best this CPU runs.
+	ISA string
+	// CopyWeights reads model.safetensors into memory instead of mapping it (a mapped file
+	// replaced in place crashes the process with SIGBUS: update models by atomic rename).
+	CopyWeights bool
+	// RefuseNonFinite fails the load (ErrBadModel) when a weight is NaN or infinite.
+	RefuseNonFinite bool
 }
 
 // PredictOptions say how to predict; nil means DefaultPredictOptions().
@@ -121,6 +154,9 @@ type PredictOptions struct {
 	Deterministic bool
 	// Truncate cuts texts longer than MaxTokens instead of failing.
 	Truncate bool
+	// FailFastOnMemory fails with ErrOutOfMemory at once when the model's memory budget is
+	// taken by running calls, instead of waiting for them (until the context ends).
+	FailFastOnMemory bool
 }
 
 // DefaultPredictOptions returns the library's defaults: 50 samples, seed 42.
@@ -169,8 +205,9 @@ func Load(dir string, opts *Options) (*Model, error) {
 			return nil, &Error{Code: CodeInvalidArgument, Message: fmt.Sprintf("Options.%s %d is out of range", name, v)}
 		}
 	}
-	if strings.IndexByte(dir, 0) >= 0 || strings.IndexByte(opts.TokenizerPath, 0) >= 0 {
-		return nil, &Error{Code: CodeInvalidArgument, Message: "a path contains a NUL byte"}
+	if strings.IndexByte(dir, 0) >= 0 || strings.IndexByte(opts.TokenizerPath, 0) >= 0 ||
+		strings.IndexByte(opts.ISA, 0) >= 0 {
+		return nil, &Error{Code: CodeInvalidArgument, Message: "a path or name contains a NUL byte"}
 	}
 	params := C.emcoder_model_default_params()
 	params.n_threads = C.uint32_t(opts.Threads)
@@ -180,12 +217,23 @@ func Load(dir string, opts *Options) (*Model, error) {
 	if opts.MaxRows != 0 {
 		params.max_rows = C.uint32_t(opts.MaxRows)
 	}
+	if opts.BF16 {
+		params.precision = C.EMCODER_PRECISION_BF16
+	}
+	params.memory_budget = C.uint64_t(opts.MemoryBudget)
+	params.copy_weights = boolByte(opts.CopyWeights)
+	params.refuse_non_finite = boolByte(opts.RefuseNonFinite)
 	cdir := C.CString(dir)
 	defer C.free(unsafe.Pointer(cdir))
 	if opts.TokenizerPath != "" {
 		ctok := C.CString(opts.TokenizerPath)
 		defer C.free(unsafe.Pointer(ctok))
 		params.tokenizer_path = ctok
+	}
+	if opts.ISA != "" {
+		cisa := C.CString(opts.ISA)
+		defer C.free(unsafe.Pointer(cisa))
+		params.isa = cisa
 	}
 	var ptr *C.EmcoderModel
 	var cerr *C.EmcoderError
@@ -201,8 +249,40 @@ func Load(dir string, opts *Options) (*Model, error) {
 	return m, nil
 }
 
+func boolByte(b bool) C.uint8_t {
+	if b {
+		return 1
+	}
+	return 0
+}
+
 // Labels returns the label names in id order (the order of Prediction.Labels).
 func (m *Model) Labels() []string { return append([]string(nil), m.labels...) }
+
+// ScratchBound returns the most scratch memory, in bytes, one call can use whatever its texts
+// (a linear function of max(MaxRows, MaxTokens) and the model's size); 0 once closed.
+func (m *Model) ScratchBound() uint64 {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return uint64(C.emcoder_model_scratch_bound(m.ptr))
+}
+
+// MemoryBudget returns the scratch memory budget of the running calls, in bytes; 0 once closed.
+func (m *Model) MemoryBudget() uint64 {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return uint64(C.emcoder_model_memory_budget(m.ptr))
+}
+
+// ISA returns the instruction-set level of the model's kernels, e.g. "avx2"; "" once closed.
+func (m *Model) ISA() string {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if p := C.emcoder_model_isa(m.ptr); p != nil {
+		return C.GoString(p)
+	}
+	return ""
+}
 
 // Close frees the model after running predictions finish. Closing twice is a no-op.
 func (m *Model) Close() error {
@@ -217,8 +297,10 @@ func (m *Model) Close() error {
 }
 
 // Predict predicts every text (UTF-8). opts may be nil (DefaultPredictOptions). An empty
-// texts gives an empty result. Errors are *Error (see the Err* sentinels) or ErrClosed.
-func (m *Model) Predict(texts []string, opts *PredictOptions) ([]Prediction, error) {
+// texts gives an empty result. ctx bounds the call: its deadline is the call's timeout and its
+// cancellation stops the call within about one layer's work, with an error matching both
+// ErrCancelled and ctx.Err(). Other errors are *Error (see the Err* sentinels) or ErrClosed.
+func (m *Model) Predict(ctx context.Context, texts []string, opts *PredictOptions) ([]Prediction, error) {
 	o := DefaultPredictOptions()
 	if opts != nil {
 		o = *opts
@@ -233,39 +315,80 @@ func (m *Model) Predict(texts []string, opts *PredictOptions) ([]Prediction, err
 		copts.n_samples = C.uint32_t(o.Samples)
 	}
 	copts.seed = C.uint64_t(o.Seed)
-	if o.Truncate {
-		copts.truncate = 1
-	}
+	copts.truncate = boolByte(o.Truncate)
+	copts.fail_fast_on_memory = boolByte(o.FailFastOnMemory)
 	if len(texts) == 0 {
 		return []Prediction{}, nil
 	}
-	// C strings live in C memory; the array of pointers to them may live in Go memory.
-	ctexts := make([]*C.char, len(texts))
-	defer func() {
-		for _, p := range ctexts {
-			C.free(unsafe.Pointer(p))
+	if err := ctx.Err(); err != nil {
+		return nil, cancelled(err)
+	}
+	if d, ok := ctx.Deadline(); ok {
+		// Rounded up, so that the context has expired when the library stops the call.
+		ms := uint64(1)
+		if left := time.Until(d); left > time.Millisecond {
+			ms = uint64(math.Ceil(float64(left) / float64(time.Millisecond)))
+		}
+		copts.timeout_ms = C.uint64_t(ms)
+	}
+
+	// The texts stay where they are: (pointer, length) pairs into the Go strings, pinned for
+	// the call; so does the cancel flag the library reads.
+	var pin runtime.Pinner
+	defer pin.Unpin()
+	ctexts := make([]C.EmcoderText, len(texts))
+	for i, t := range texts {
+		if len(t) > 0 {
+			data := unsafe.StringData(t)
+			pin.Pin(data)
+			ctexts[i].data = (*C.char)(unsafe.Pointer(data))
+			ctexts[i].len = C.size_t(len(t))
+		}
+	}
+	flag := new(int32)
+	pin.Pin(flag)
+	copts.cancel = (*C.EmcoderCancelFlag)(unsafe.Pointer(flag))
+	finished := make(chan struct{})
+	watcher := make(chan struct{})
+	go func() {
+		defer close(watcher)
+		select {
+		case <-ctx.Done():
+			atomic.StoreInt32(flag, 1)
+		case <-finished:
 		}
 	}()
-	for i, t := range texts {
-		if strings.IndexByte(t, 0) >= 0 {
-			return nil, &Error{Code: CodeInvalidArgument, Message: fmt.Sprintf("text %d contains a NUL byte", i)}
-		}
-		ctexts[i] = C.CString(t)
-	}
 
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	if m.ptr == nil {
+		close(finished)
+		<-watcher
 		return nil, ErrClosed
 	}
 	var p *C.EmcoderPrediction
 	var cerr *C.EmcoderError
-	code := C.emcoder_predict(m.ptr, &ctexts[0], C.size_t(len(texts)), &copts, &p, &cerr)
+	code := C.emcoder_predict_texts(m.ptr, &ctexts[0], C.size_t(len(texts)), &copts, &p, &cerr)
+	close(finished)
+	<-watcher
+	runtime.KeepAlive(texts)
 	if code != C.EMCODER_OK {
-		return nil, takeError(code, cerr)
+		err := takeError(code, cerr)
+		if e := err.(*Error); e.Code == CodeCancelled {
+			e.cause = ctx.Err()
+			if d, ok := ctx.Deadline(); ok && e.cause == nil && !time.Now().Before(d) {
+				e.cause = context.DeadlineExceeded // its timer has not fired yet
+			}
+		}
+		return nil, err
 	}
 	defer C.emcoder_prediction_free(p)
 	return m.copyPrediction(p, len(texts)), nil
+}
+
+// cancelled is the error of a call whose context ended before it started.
+func cancelled(cause error) error {
+	return &Error{Code: CodeCancelled, Message: "cancelled before it started: " + cause.Error(), cause: cause}
 }
 
 // copyPrediction copies a C prediction into Go values.

@@ -2,6 +2,7 @@ package emcoder
 
 import (
 	"bufio"
+	"context"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -13,7 +14,11 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
+
+// The context of the calls that need no deadline.
+var bg = context.Background()
 
 // The fixture model of the repository (full vocabulary, BF16, built-in tokenizer).
 var fixture = filepath.Join("..", "..", "tests", "fixtures", "tiny-vocab-bf16")
@@ -70,35 +75,36 @@ func TestLabelsAndVersion(t *testing.T) {
 
 func TestPredictErrors(t *testing.T) {
 	m := load(t)
-	if _, err := m.Predict([]string{"ok", "bad \x80 byte"}, nil); !errors.Is(err, ErrInvalidUTF8) {
+	if _, err := m.Predict(bg, []string{"ok", "bad \x80 byte"}, nil); !errors.Is(err, ErrInvalidUTF8) {
 		t.Fatalf("invalid UTF-8: got %v", err)
 	}
-	if _, err := m.Predict([]string{"a\x00b"}, nil); !errors.Is(err, ErrInvalidArgument) {
+	if _, err := m.Predict(bg, []string{"ok", "a\x00b"}, nil); !errors.Is(err, ErrInvalidArgument) ||
+		!strings.Contains(err.Error(), "texts[1]") {
 		t.Fatalf("NUL byte: got %v", err)
 	}
-	if _, err := m.Predict([]string{"ok"}, &PredictOptions{Samples: -3}); !errors.Is(err, ErrInvalidArgument) {
+	if _, err := m.Predict(bg, []string{"ok"}, &PredictOptions{Samples: -3}); !errors.Is(err, ErrInvalidArgument) {
 		t.Fatalf("negative samples: got %v", err)
 	}
 	long := strings.Repeat("a ", 5000)
-	if _, err := m.Predict([]string{long}, &PredictOptions{Deterministic: true}); !errors.Is(err, ErrInvalidArgument) {
+	if _, err := m.Predict(bg, []string{long}, &PredictOptions{Deterministic: true}); !errors.Is(err, ErrInvalidArgument) {
 		t.Fatalf("too long: got %v", err)
 	}
-	p, err := m.Predict([]string{long}, &PredictOptions{Deterministic: true, Truncate: true})
+	p, err := m.Predict(bg, []string{long}, &PredictOptions{Deterministic: true, Truncate: true})
 	if err != nil || p[0].Tokens != 4096 || p[0].Samples != 0 || len(p[0].Logits) != 28 {
 		t.Fatalf("truncate: %v %+v", err, p)
 	}
-	if p, err := m.Predict(nil, nil); err != nil || len(p) != 0 {
+	if p, err := m.Predict(bg, nil, nil); err != nil || len(p) != 0 {
 		t.Fatalf("empty: %v %v", p, err)
 	}
 }
 
 func TestDefaults(t *testing.T) {
 	m := load(t)
-	a, err := m.Predict([]string{"ok"}, nil)
+	a, err := m.Predict(bg, []string{"ok"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := m.Predict([]string{"ok"}, &PredictOptions{Samples: 50, Seed: 42})
+	b, err := m.Predict(bg, []string{"ok"}, &PredictOptions{Samples: 50, Seed: 42})
 	if err != nil || !reflect.DeepEqual(a, b) || a[0].Samples != 50 || a[0].Logits != nil {
 		t.Fatalf("nil options must be 50 samples, seed 42: %v", err)
 	}
@@ -115,8 +121,111 @@ func TestClose(t *testing.T) {
 	if err := m.Close(); err != nil {
 		t.Fatal("second Close:", err)
 	}
-	if _, err := m.Predict([]string{"ok"}, nil); !errors.Is(err, ErrClosed) {
+	if _, err := m.Predict(bg, []string{"ok"}, nil); !errors.Is(err, ErrClosed) {
 		t.Fatalf("after Close: got %v", err)
+	}
+}
+
+// A context cancelled before, cancelled during, or expiring during a call stops it with an
+// error matching ErrCancelled and the context's error; the model keeps its numbers.
+func TestContextCancellation(t *testing.T) {
+	m := load(t)
+	det := &PredictOptions{Deterministic: true}
+	before, err := m.Predict(bg, texts, det)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done, cancel := context.WithCancel(bg)
+	cancel()
+	if _, err := m.Predict(done, []string{"ok"}, nil); !errors.Is(err, ErrCancelled) || !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled context: got %v", err)
+	}
+
+	// 16 texts x 402 tokens x 2000 samples: seconds of work, stopped after 50 ms.
+	heavy := make([]string, 16)
+	for i := range heavy {
+		heavy[i] = strings.Repeat("a b ", 200)
+	}
+	many := &PredictOptions{Samples: 2000, Seed: 1}
+	ctx, cancel := context.WithCancel(bg)
+	time.AfterFunc(50*time.Millisecond, cancel)
+	start := time.Now()
+	_, err = m.Predict(ctx, heavy, many)
+	if !errors.Is(err, ErrCancelled) || !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancel during the call: got %v", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("the cancelled call took %v", d)
+	}
+
+	ctx, cancel = context.WithTimeout(bg, 20*time.Millisecond)
+	defer cancel()
+	_, err = m.Predict(ctx, heavy, many)
+	// The library's timeout or the context's own timer stops it, whichever comes first.
+	var e *Error
+	if !errors.Is(err, ErrCancelled) || !errors.Is(err, context.DeadlineExceeded) ||
+		!errors.As(err, &e) || e.Code != CodeCancelled {
+		t.Fatalf("deadline: got %v", err)
+	}
+
+	after, err := m.Predict(bg, texts, det)
+	if err != nil || !reflect.DeepEqual(before, after) {
+		t.Fatalf("the model changed after cancellations: %v", err)
+	}
+}
+
+// Texts are read in place: substrings of one string give the numbers of separate strings.
+func TestTextsInPlace(t *testing.T) {
+	m := load(t)
+	joined := strings.Join(texts, "")
+	parts := make([]string, len(texts))
+	at := 0
+	for i, s := range texts {
+		parts[i] = joined[at : at+len(s)]
+		at += len(s)
+	}
+	opts := &PredictOptions{Samples: 4, Seed: 3}
+	a, err := m.Predict(bg, parts, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := m.Predict(bg, texts, opts)
+	if err != nil || !reflect.DeepEqual(a, b) {
+		t.Fatalf("substrings differ from the strings: %v", err)
+	}
+	if p, err := m.Predict(bg, []string{"", "ok"}, opts); err != nil || p[0].Tokens != 2 {
+		t.Fatalf("empty text: %v %+v", err, p)
+	}
+}
+
+// The load options of the library: the kernel level, the memory budget, copied weights.
+func TestLoadOptionsAndMemoryBudget(t *testing.T) {
+	if _, err := Load(fixture, &Options{ISA: "sse9"}); !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("unknown ISA: got %v", err)
+	}
+	m, err := Load(fixture, &Options{Threads: 2, ISA: "generic", MemoryBudget: 4 << 20,
+		CopyWeights: true, RefuseNonFinite: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if m.ISA() != "generic" || m.MemoryBudget() != 4<<20 || m.ScratchBound() <= 4<<20 {
+		t.Fatalf("ISA %q, budget %d, bound %d", m.ISA(), m.MemoryBudget(), m.ScratchBound())
+	}
+	if _, err := m.Predict(bg, []string{"ok"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	// 32 texts x 102 tokens x 50 samples: a whole chunk of scratch, over the budget.
+	big := make([]string, 32)
+	for i := range big {
+		big[i] = strings.Repeat("a b ", 50)
+	}
+	_, err = m.Predict(bg, big, nil)
+	if !errors.Is(err, ErrOutOfMemory) || !strings.Contains(err.Error(), "memory_budget") {
+		t.Fatalf("over the budget: got %v", err)
+	}
+	if _, err := m.Predict(bg, []string{"ok"}, &PredictOptions{FailFastOnMemory: true, Samples: 5}); err != nil {
+		t.Fatalf("after: %v", err)
 	}
 }
 
@@ -126,13 +235,13 @@ func TestConcurrentPredictEqualsSerial(t *testing.T) {
 	opts := &PredictOptions{Samples: 6, Seed: 7}
 	serial := make([][]Prediction, len(texts))
 	for i := range texts {
-		p, err := m.Predict(texts[i:i+1], opts)
+		p, err := m.Predict(bg, texts[i:i+1], opts)
 		if err != nil {
 			t.Fatal(err)
 		}
 		serial[i] = p
 	}
-	batch, err := m.Predict(texts, opts)
+	batch, err := m.Predict(bg, texts, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,7 +262,7 @@ func TestConcurrentPredictEqualsSerial(t *testing.T) {
 			defer wg.Done()
 			for r := 0; r < rounds; r++ {
 				i := (g + r) % len(texts)
-				p, err := m.Predict(texts[i:i+1], opts)
+				p, err := m.Predict(bg, texts[i:i+1], opts)
 				if err != nil {
 					errs <- err
 				} else if !reflect.DeepEqual(p, serial[i]) {
@@ -182,7 +291,7 @@ func TestMatchesRustAPI(t *testing.T) {
 	}
 	for _, c := range cases {
 		opts := &PredictOptions{Samples: c.samples, Seed: c.seed, Deterministic: c.samples == 0}
-		got, err := m.Predict(c.texts, opts)
+		got, err := m.Predict(bg, c.texts, opts)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -25,14 +25,23 @@ pub enum EmcoderStatus {
     /// A file of the model directory is invalid: safetensors, config.json, thresholds.json or
     /// the tokenizer is corrupt, inconsistent or unsupported (the message says what to fix).
     EMCODER_ERR_BAD_MODEL = -4,
-    /// Memory for the request could not be obtained: the result buffers of a prediction
-    /// (texts x samples x labels) cannot be allocated, or the OS refused a memory map. Checked
-    /// before the work starts; an allocation failure deep inside the compute still aborts the
-    /// process, as Rust does by default.
+    /// Memory could not be obtained (the message says how much, for what, and what to change):
+    /// the call's scratch exceeds the model's `memory_budget`, the budget is taken by running
+    /// calls and the call set `fail_fast_on_memory`, or the system refused an allocation
+    /// (scratch arenas, embedding and attention buffers, logits, results, packed weights) or a
+    /// memory map. Allocations that grow with the request or the model are fallible, so
+    /// running out of memory (e.g. under `ulimit -v`) returns this code instead of aborting the
+    /// process; what the call allocated is freed and the model stays usable.
     EMCODER_ERR_OUT_OF_MEMORY = -5,
     /// A bug in libemcoder: a panic was caught at the boundary (the message carries the panic
     /// message). Please report it; the library stays usable.
     EMCODER_ERR_INTERNAL = -6,
+    /// The prediction was stopped: its `cancel` flag was set, or it ran past its
+    /// `timeout_ms` (the message says which). The flag and the deadline are checked before
+    /// every layer of every chunk of rows and while the call waits for memory, so a stopped
+    /// call returns within about one layer's work; what it used is freed and the model stays
+    /// usable.
+    EMCODER_ERR_CANCELLED = -7,
 }
 
 pub(crate) const EMCODER_OK: i32 = EmcoderStatus::EMCODER_OK as i32;
@@ -43,9 +52,11 @@ pub(crate) const EMCODER_ERR_IO: i32 = EmcoderStatus::EMCODER_ERR_IO as i32;
 pub(crate) const EMCODER_ERR_BAD_MODEL: i32 = EmcoderStatus::EMCODER_ERR_BAD_MODEL as i32;
 pub(crate) const EMCODER_ERR_OUT_OF_MEMORY: i32 = EmcoderStatus::EMCODER_ERR_OUT_OF_MEMORY as i32;
 pub(crate) const EMCODER_ERR_INTERNAL: i32 = EmcoderStatus::EMCODER_ERR_INTERNAL as i32;
+pub(crate) const EMCODER_ERR_CANCELLED: i32 = EmcoderStatus::EMCODER_ERR_CANCELLED as i32;
 
 /// An error: a negative code and a human-readable message. Created by the library, owned by the
 /// caller, released with `emcoder_error_free`.
+#[derive(Debug)]
 pub struct EmcoderError {
     code: i32,
     message: CString,
@@ -120,8 +131,7 @@ impl From<emcoder_rt::Error> for EmcoderError {
             | E::Tokenizer(_) => EMCODER_ERR_BAD_MODEL,
             E::Input(_) => EMCODER_ERR_INVALID_ARGUMENT,
             E::OutOfMemory(_) => EMCODER_ERR_OUT_OF_MEMORY,
-            // The C options cannot stop a call yet (no flag or deadline in this ABI).
-            E::Cancelled(_) => EMCODER_ERR_INTERNAL,
+            E::Cancelled(_) => EMCODER_ERR_CANCELLED,
         };
         EmcoderError::new(code, e.to_string())
     }
@@ -227,6 +237,7 @@ pub extern "C" fn emcoder_error_code_name(code: i32) -> *const c_char {
             EMCODER_ERR_BAD_MODEL => c"EMCODER_ERR_BAD_MODEL",
             EMCODER_ERR_OUT_OF_MEMORY => c"EMCODER_ERR_OUT_OF_MEMORY",
             EMCODER_ERR_INTERNAL => c"EMCODER_ERR_INTERNAL",
+            EMCODER_ERR_CANCELLED => c"EMCODER_ERR_CANCELLED",
             _ => c"EMCODER_ERR_UNKNOWN",
         }
         .as_ptr()
@@ -295,10 +306,20 @@ mod tests {
         assert_eq!(code(E::Config("c".into())), EMCODER_ERR_BAD_MODEL);
         assert_eq!(code(E::Tokenizer("t".into())), EMCODER_ERR_BAD_MODEL);
         assert_eq!(code(E::Input("i".into())), EMCODER_ERR_INVALID_ARGUMENT);
-        for c in [0, -1, -2, -3, -4, -5, -6, -7, 1] {
+        assert_eq!(code(E::OutOfMemory("o".into())), EMCODER_ERR_OUT_OF_MEMORY);
+        assert_eq!(code(E::Cancelled("c".into())), EMCODER_ERR_CANCELLED);
+        let name = |c| {
             // SAFETY: the name is a static C string.
-            let name = unsafe { CStr::from_ptr(emcoder_error_code_name(c)) };
-            assert!(name.to_str().unwrap().starts_with("EMCODER_"));
+            unsafe { CStr::from_ptr(emcoder_error_code_name(c)) }
+                .to_str()
+                .unwrap()
+        };
+        assert_eq!(name(-7), "EMCODER_ERR_CANCELLED");
+        assert_eq!(name(-5), "EMCODER_ERR_OUT_OF_MEMORY");
+        for c in [0, -1, -2, -3, -4, -5, -6, -7] {
+            assert_ne!(name(c), "EMCODER_ERR_UNKNOWN", "code {c}");
         }
+        assert_eq!(name(-8), "EMCODER_ERR_UNKNOWN");
+        assert_eq!(name(1), "EMCODER_ERR_UNKNOWN");
     }
 }

@@ -7,32 +7,45 @@
 //! This crate only translates: it checks the C arguments, calls [`emcoder_rt`], maps errors to
 //! codes and catches panics. Layout:
 //! - [`error`]: codes, the error object, the panic guards;
-//! - [`model`]: load parameters, loading, labels;
-//! - [`predict`]: predict options, prediction results;
+//! - [`extensible`]: the `struct_size` protocol of the params and options structs;
+//! - [`model`]: load parameters, loading, labels, memory figures;
+//! - [`predict`]: predict options (cancellation, timeout), texts, the predict calls;
+//! - [`prediction`]: the prediction object and its accessors;
+//! - [`log`]: the log callback;
 //! - [`debug`]: `emcoder_debug_panic`, which proves the panic guarantee in tests.
 //!
 //! Conventions (the header states them for every function): 0 is success and each failure has
 //! its own negative code; errors come back through an optional `EmcoderError **err`; NULL
 //! options mean defaults; each handle has one `*_free`, which accepts NULL; no panic crosses the
-//! boundary (a caught panic is `EMCODER_ERR_INTERNAL`).
+//! boundary (a caught panic is `EMCODER_ERR_INTERNAL`); structs passed in start with
+//! `struct_size` and only grow at their end.
 
 pub mod error;
+pub(crate) mod extensible;
 pub mod model;
 pub mod predict;
+pub mod prediction;
+// After the model and the predictions, in the header too.
+pub mod log;
 // Last, so that the header lists emcoder_debug_panic after the API proper.
 pub mod debug;
 
 pub use debug::*;
 pub use error::*;
+pub use log::*;
 pub use model::*;
 pub use predict::*;
+pub use prediction::*;
 
 use std::ffi::c_char;
 
-/// Version of the C ABI this header describes. A change of any struct layout, function
-/// signature or meaning increments it; compare it with `emcoder_abi_version()` at start-up to
-/// detect a header/library mismatch.
-pub const EMCODER_ABI_VERSION: u32 = 1;
+/// Version of the C ABI this header describes, within the SONAME `libemcoder.so.0`. Each
+/// compatible addition (a field appended to a struct, a new function, a new error code)
+/// increments it; a library of version N serves every program built against a header of
+/// version 2..=N. An incompatible change would change the SONAME instead. Check
+/// `emcoder_abi_version() >= EMCODER_ABI_VERSION` at start-up. (ABI 1 had no `struct_size`:
+/// programs built against it must be rebuilt.)
+pub const EMCODER_ABI_VERSION: u32 = 2;
 
 /// Returns the version of libemcoder, e.g. `"0.1.0"`.
 ///
@@ -50,7 +63,9 @@ pub extern "C" fn emcoder_version() -> *const c_char {
 }
 
 /// Returns the ABI version of the loaded library. A program built against this header should
-/// check `emcoder_abi_version() == EMCODER_ABI_VERSION` before any other call.
+/// check `emcoder_abi_version() >= EMCODER_ABI_VERSION` before any other call: a newer library
+/// serves older programs (see `EMCODER_ABI_VERSION`), an older one lacks what this header
+/// declares.
 ///
 /// Thread safety: safe from any thread.
 #[no_mangle]
@@ -84,14 +99,18 @@ mod tests {
                 size_of::<EmcoderModelParams>(),
                 align_of::<EmcoderModelParams>()
             ),
-            (32, 8)
+            (64, 8)
         );
         assert_eq!(
             (
                 size_of::<EmcoderPredictOptions>(),
                 align_of::<EmcoderPredictOptions>()
             ),
-            (24, 8)
+            (48, 8)
+        );
+        assert_eq!(
+            (size_of::<EmcoderText>(), align_of::<EmcoderText>()),
+            (16, 8)
         );
         assert_eq!(
             (

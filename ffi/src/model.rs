@@ -1,9 +1,12 @@
 //! Loading a model directory, its parameters, and its labels.
 
 use crate::error::{call, guard, EmcoderError, FfiResult, EMCODER_ERR_BAD_MODEL};
+use crate::extensible::{self, field_ends, Extensible};
 use std::ffi::{c_char, CStr, CString};
+use std::mem::size_of;
 use std::path::PathBuf;
 use std::ptr;
+use std::sync::OnceLock;
 
 /// The CPU, the only device of this build.
 pub const EMCODER_DEVICE_CPU: u32 = 0;
@@ -15,11 +18,21 @@ pub struct EmcoderModel {
     labels: Vec<CString>,
 }
 
-/// How to load a model. Get one from `emcoder_model_default_params()` and change fields;
-/// a zero-initialized struct also works (every 0 means the default).
+/// How to load a model. Get one from `emcoder_model_default_params()` (or fill one with
+/// `emcoder_model_params_init`) and change fields. A zero-initialized struct also works: every
+/// 0 means the default, and `struct_size` 0 stands for the ABI 2 layout.
+///
+/// Growth: fields are only appended, and a new field's 0 means the behaviour before it
+/// existed; the library reads only the fields that lie within `struct_size` bytes (the others
+/// take their defaults), so a program built against an older header keeps working.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct EmcoderModelParams {
+    /// `sizeof(EmcoderModelParams)` as the caller was compiled: set by
+    /// `emcoder_model_default_params()` / `emcoder_model_params_init`. The library reads only
+    /// the fields that lie entirely within these bytes. 0 (a zero-initialized struct): the
+    /// ABI 2 layout, every field of this version.
+    pub struct_size: u32,
     /// A `tokenizer.json` file (NUL-terminated path, read during the load call only).
     /// NULL: `<model_dir>/tokenizer.json` when the directory holds one, else the built-in
     /// ModernBERT tokenizer. Default NULL.
@@ -33,8 +46,10 @@ pub struct EmcoderModelParams {
     /// Compute device: `EMCODER_DEVICE_CPU` (0). This build has no CUDA: any other value fails
     /// with `EMCODER_ERR_INVALID_ARGUMENT`. Default 0.
     pub device: u32,
-    /// Rows (tokens x samples) computed at once: bounds scratch memory, never changes results.
-    /// 0: the default (16384).
+    /// Rows (tokens x samples) computed at once, never changes results. One call's scratch
+    /// memory is at most `emcoder_model_scratch_bound()`, a linear function of
+    /// `max(max_rows, max_tokens)` and the model's dimensions, whatever the number and length
+    /// of the texts. 0: the default (16384).
     pub max_rows: u32,
     /// Precision of the weights and matrix products: `EMCODER_PRECISION_F32` (0, the
     /// default: f32 weights used in place) or `EMCODER_PRECISION_BF16` (1: weights packed to
@@ -42,6 +57,60 @@ pub struct EmcoderModelParams {
     /// CPU has them; mean probabilities within 0.01 of f32). Other values fail with
     /// `EMCODER_ERR_INVALID_ARGUMENT`.
     pub precision: u32,
+    /// Scratch memory, in bytes, that the model's running calls may reserve together (idle
+    /// arenas included). Each call reserves the most its texts can need before it starts;
+    /// while the budget is taken it waits (or fails with `EMCODER_ERR_OUT_OF_MEMORY` when its
+    /// options set `fail_fast_on_memory`), and a call that alone needs more than the budget
+    /// fails with `EMCODER_ERR_OUT_OF_MEMORY` (the message names `memory_budget`). 0: the
+    /// default, twice `emcoder_model_scratch_bound()`. Weights are not counted. Default 0.
+    pub memory_budget: u64,
+    /// Instruction-set level of every kernel, by name (`"generic"`, `"avx2"`, `"avx512"`,
+    /// `"avx512-bf16"`, `"amx"`, `"neon"`, `"neon-bf16"`; NUL-terminated, read during the call).
+    /// An unknown name, or a level this CPU cannot run, fails with
+    /// `EMCODER_ERR_INVALID_ARGUMENT`. NULL or `""`: the `EMCODER_ISA` environment variable
+    /// when set, else the best level of this CPU. Default NULL.
+    pub isa: *const c_char,
+    /// Nonzero: read `model.safetensors` into process memory instead of mapping it. A mapped
+    /// file that is replaced or truncated in place while the model lives crashes the process
+    /// (SIGBUS); update model files by atomic rename, or set this. Default 0 (mapped).
+    pub copy_weights: u8,
+    /// Nonzero: fail with `EMCODER_ERR_BAD_MODEL` when a weight is NaN or infinite (one pass
+    /// over the weights at load). Default 0.
+    pub refuse_non_finite: u8,
+}
+
+// SAFETY: repr(C), `struct_size` (u32) first, plain-data fields, ends listed in order.
+unsafe impl Extensible for EmcoderModelParams {
+    const FIELD_ENDS: &'static [usize] = field_ends!(EmcoderModelParams {
+        struct_size: u32,
+        tokenizer_path: *const c_char,
+        n_threads: u32,
+        max_tokens: u32,
+        device: u32,
+        max_rows: u32,
+        precision: u32,
+        memory_budget: u64,
+        isa: *const c_char,
+        copy_weights: u8,
+        refuse_non_finite: u8,
+    });
+    const SIZE_ABI2: usize = 64;
+    fn defaults() -> Self {
+        let d = emcoder_rt::LoadOptions::default();
+        EmcoderModelParams {
+            struct_size: size_of::<EmcoderModelParams>() as u32,
+            tokenizer_path: ptr::null(),
+            n_threads: 0,
+            max_tokens: u32::try_from(d.max_tokens).unwrap_or(0),
+            device: EMCODER_DEVICE_CPU,
+            max_rows: u32::try_from(d.max_rows).unwrap_or(0),
+            precision: EMCODER_PRECISION_F32,
+            memory_budget: 0,
+            isa: ptr::null(),
+            copy_weights: 0,
+            refuse_non_finite: 0,
+        }
+    }
 }
 
 /// `EmcoderModelParams::precision`: f32 weights and products.
@@ -65,6 +134,12 @@ impl EmcoderModelParams {
             let path = unsafe { CStr::from_ptr(self.tokenizer_path) };
             emcoder_rt::TokenizerChoice::Path(c_path(path, "tokenizer_path")?)
         };
+        let isa = if self.isa.is_null() {
+            None
+        } else {
+            // SAFETY: a non-NULL isa is a NUL-terminated string, per the field's doc.
+            parse_isa(unsafe { CStr::from_ptr(self.isa) })?
+        };
         Ok(emcoder_rt::LoadOptions {
             tokenizer,
             n_threads: self.n_threads as usize,
@@ -85,13 +160,27 @@ impl EmcoderModelParams {
                     )))
                 }
             },
-            // EMCODER_ISA (validated at load) or the best level of this CPU.
-            isa: None,
-            memory_budget: 0,
-            copy_weights: false,
-            refuse_non_finite: false,
+            isa,
+            // A budget beyond the address space is no budget (32-bit targets).
+            memory_budget: usize::try_from(self.memory_budget).unwrap_or(usize::MAX),
+            copy_weights: self.copy_weights != 0,
+            refuse_non_finite: self.refuse_non_finite != 0,
         })
     }
+}
+
+/// The `isa` parameter: `""` is the default, a name must be a known level.
+fn parse_isa(name: &CStr) -> FfiResult<Option<emcoder_rt::Isa>> {
+    let name = name.to_string_lossy();
+    if name.trim().is_empty() {
+        return Ok(None);
+    }
+    emcoder_rt::Isa::parse(&name).map(Some).ok_or_else(|| {
+        EmcoderError::invalid(format!(
+            "isa {name:?} is not an instruction-set level; this CPU runs: {}",
+            emcoder_rt::caps().available_names()
+        ))
+    })
 }
 
 /// A path from C: any bytes on Unix, UTF-8 elsewhere.
@@ -113,28 +202,24 @@ fn c_path(s: &CStr, what: &str) -> FfiResult<PathBuf> {
     }
 }
 
-/// Returns the default load parameters: built-in or directory tokenizer, all cores, 4096 tokens,
-/// CPU.
+/// Fills `*params` with the default load parameters (built-in or directory tokenizer, all
+/// cores, 4096 tokens, CPU, f32, the default memory budget, mapped weights) for a struct of
+/// `struct_size` bytes, and sets `params->struct_size`: it writes the fields that lie within
+/// `struct_size` bytes and nothing past them. Pass `sizeof(EmcoderModelParams)`, as the inline
+/// `emcoder_model_default_params()` of this header does.
 ///
+/// NULL handling: `params` NULL, or `struct_size` < 4, writes nothing.
 /// Thread safety: safe from any thread.
+///
+/// # Safety
+/// `params` is NULL or points to `struct_size` writable bytes, aligned for the struct.
 #[no_mangle]
-pub extern "C" fn emcoder_model_default_params() -> EmcoderModelParams {
-    let params = EmcoderModelParams {
-        tokenizer_path: ptr::null(),
-        n_threads: 0,
-        max_tokens: 0,
-        device: EMCODER_DEVICE_CPU,
-        max_rows: 0,
-        precision: EMCODER_PRECISION_F32,
-    };
-    guard(params, || {
-        let d = emcoder_rt::LoadOptions::default();
-        EmcoderModelParams {
-            max_tokens: u32::try_from(d.max_tokens).unwrap_or(0),
-            max_rows: u32::try_from(d.max_rows).unwrap_or(0),
-            ..params
-        }
-    })
+pub unsafe extern "C" fn emcoder_model_params_init(
+    params: *mut EmcoderModelParams,
+    struct_size: u32,
+) {
+    // SAFETY: per this function's contract.
+    guard((), || unsafe { extensible::init(params, struct_size) })
 }
 
 /// Loads the model directory `model_dir` (`model.safetensors`, `config.json`, optional
@@ -151,10 +236,16 @@ pub extern "C" fn emcoder_model_default_params() -> EmcoderModelParams {
 /// NULL handling: `params` NULL means `emcoder_model_default_params()`; `err` may be NULL;
 /// `model_dir` and `out` must not be NULL.
 /// Thread safety: safe from any thread; loads may run concurrently.
+/// Weights: an F32 `model.safetensors` is used in place from a memory map unless
+/// `copy_weights` is set. Replacing or truncating that file in place while the model lives
+/// crashes the process with SIGBUS: update model directories by writing a new file and
+/// renaming it over the old one (the mapping keeps the old inode), or load with
+/// `copy_weights`.
 ///
 /// # Safety
 /// `model_dir` is NULL or a NUL-terminated string; `params` is NULL or points to a valid
-/// struct whose `tokenizer_path` is NULL or NUL-terminated; `out` and `err` are NULL or point to
+/// struct of at least `params->struct_size` bytes (of the ABI 2 layout when it is 0) whose
+/// `tokenizer_path` and `isa` are NULL or NUL-terminated; `out` and `err` are NULL or point to
 /// writable storage for one pointer.
 #[no_mangle]
 pub unsafe extern "C" fn emcoder_model_load(
@@ -174,10 +265,12 @@ pub unsafe extern "C" fn emcoder_model_load(
                 "emcoder_model_load: `model_dir` is NULL",
             ));
         }
-        // SAFETY: `params` is NULL or points to a valid struct, per the contract.
-        let params = unsafe { params.as_ref() }
-            .copied()
-            .unwrap_or_else(|| emcoder_model_default_params());
+        let params = if params.is_null() {
+            EmcoderModelParams::defaults()
+        } else {
+            // SAFETY: `params` points to a valid struct of `struct_size` bytes (contract).
+            unsafe { extensible::read(params) }
+        };
         let opts = params.to_options()?;
         // SAFETY: `model_dir` is a non-NULL NUL-terminated string, per the contract.
         let dir = c_path(unsafe { CStr::from_ptr(model_dir) }, "model_dir")?;
@@ -201,11 +294,15 @@ pub unsafe extern "C" fn emcoder_model_load(
     })
 }
 
-/// Frees a model and stops its worker threads.
+/// Frees a model: stops its worker threads and waits for them to exit, so that no code of the
+/// library runs for this model once it returns (calling `dlclose` on libemcoder right after is
+/// safe when no other model is alive and no log callback is set).
 ///
 /// NULL handling: NULL is a no-op.
 /// Thread safety: call it once, after every other call on this model (and every prediction
 /// running on it) has returned. Predictions made by the model stay valid: they own their data.
+/// Fork: in a child process forked after the load, it frees the model's memory without
+/// waiting for the threads (the child has none of them).
 ///
 /// # Safety
 /// `model` is NULL or a model from `emcoder_model_load` that has not been freed.
@@ -272,26 +369,173 @@ pub unsafe extern "C" fn emcoder_model_n_threads(model: *const EmcoderModel) -> 
     })
 }
 
+/// Returns the most scratch memory, in bytes, that one call on this model can use, whatever the
+/// number and length of its texts: a linear function of `max(max_rows, max_tokens)` and the
+/// model's dimensions. (Weights, the tokenized texts and the results are not scratch.)
+///
+/// NULL handling: `model` NULL returns 0.
+/// Thread safety: safe from any thread.
+///
+/// # Safety
+/// `model` is NULL or a live model.
+#[no_mangle]
+pub unsafe extern "C" fn emcoder_model_scratch_bound(model: *const EmcoderModel) -> u64 {
+    guard(0, || {
+        // SAFETY: NULL or a live model, per the contract.
+        unsafe { model.as_ref() }.map_or(0, |m| m.model.scratch_bound() as u64)
+    })
+}
+
+/// Returns the memory budget of the model's scratch arenas, in bytes: the `memory_budget`
+/// parameter, or its default (twice `emcoder_model_scratch_bound()`) when that was 0.
+///
+/// NULL handling: `model` NULL returns 0.
+/// Thread safety: safe from any thread.
+///
+/// # Safety
+/// `model` is NULL or a live model.
+#[no_mangle]
+pub unsafe extern "C" fn emcoder_model_memory_budget(model: *const EmcoderModel) -> u64 {
+    guard(0, || {
+        // SAFETY: NULL or a live model, per the contract.
+        unsafe { model.as_ref() }.map_or(0, |m| m.model.memory_budget() as u64)
+    })
+}
+
+/// Returns the name of the instruction-set level the model's kernels run at, e.g.
+/// `"avx512"` (the names of `EmcoderModelParams::isa`).
+///
+/// Ownership: the string is static; never free it.
+/// NULL handling: `model` NULL returns NULL.
+/// Thread safety: safe from any thread.
+///
+/// # Safety
+/// `model` is NULL or a live model.
+#[no_mangle]
+pub unsafe extern "C" fn emcoder_model_isa(model: *const EmcoderModel) -> *const c_char {
+    guard(ptr::null(), || {
+        // SAFETY: NULL or a live model, per the contract.
+        unsafe { model.as_ref() }.map_or(ptr::null(), |m| isa_name(m.model.isa()))
+    })
+}
+
+/// The level's name as a C string that lives as long as the process.
+fn isa_name(isa: emcoder_rt::Isa) -> *const c_char {
+    static NAMES: OnceLock<Vec<(emcoder_rt::Isa, CString)>> = OnceLock::new();
+    NAMES
+        .get_or_init(|| {
+            emcoder_rt::Isa::ALL
+                .iter()
+                .map(|&i| (i, CString::new(i.name()).unwrap_or_default()))
+                .collect()
+        })
+        .iter()
+        .find(|(i, _)| *i == isa)
+        .map_or(ptr::null(), |(_, name)| name.as_ptr())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::error::*;
+    use std::mem::offset_of;
+
+    /// What `emcoder_model_default_params()` (inline in the header) returns.
+    fn default_params() -> EmcoderModelParams {
+        let mut p = std::mem::MaybeUninit::<EmcoderModelParams>::zeroed();
+        // SAFETY: `p` is a whole, writable struct; zeroed is a valid value.
+        unsafe {
+            emcoder_model_params_init(p.as_mut_ptr(), size_of::<EmcoderModelParams>() as u32);
+            p.assume_init()
+        }
+    }
 
     #[test]
     fn defaults_match_the_runtime() {
-        let p = emcoder_model_default_params();
+        let p = default_params();
         let d = emcoder_rt::LoadOptions::default();
-        assert!(p.tokenizer_path.is_null());
+        assert_eq!(p.struct_size as usize, size_of::<EmcoderModelParams>());
+        assert!(p.tokenizer_path.is_null() && p.isa.is_null());
         assert_eq!((p.n_threads, p.device), (0, EMCODER_DEVICE_CPU));
         assert_eq!(p.max_tokens as usize, d.max_tokens);
         assert_eq!(p.max_rows as usize, d.max_rows);
+        assert_eq!(
+            (p.memory_budget, p.copy_weights, p.refuse_non_finite),
+            (0, 0, 0)
+        );
+        // SAFETY: NULL writes nothing.
+        unsafe { emcoder_model_params_init(ptr::null_mut(), 64) };
+    }
+
+    /// The ABI 2 layout is frozen: `struct_size` 0 means these 64 bytes.
+    #[test]
+    fn abi2_layout() {
+        type P = EmcoderModelParams;
+        assert_eq!(P::SIZE_ABI2, size_of::<P>());
+        assert_eq!(offset_of!(P, tokenizer_path), 8);
+        assert_eq!(offset_of!(P, precision), 32);
+        // The first field added after the ABI 1 set starts past its sizeof (40), not in
+        // its tail padding.
+        assert_eq!(offset_of!(P, memory_budget), 40);
+        assert_eq!(offset_of!(P, refuse_non_finite), 57);
+    }
+
+    #[test]
+    fn zeroed_and_smaller_structs_read_as_defaults() {
+        // SAFETY: every source is a whole struct.
+        unsafe {
+            let zero = std::mem::zeroed::<EmcoderModelParams>();
+            let o = extensible::read(&zero).to_options().unwrap();
+            let d = emcoder_rt::LoadOptions::default();
+            assert_eq!((o.max_tokens, o.max_rows), (d.max_tokens, d.max_rows));
+            assert_eq!((o.memory_budget, o.isa), (0, None));
+            // A caller that knows only the ABI 1 fields (40 bytes): what lies past them,
+            // here garbage, is never read.
+            let old = EmcoderModelParams {
+                struct_size: 40,
+                n_threads: 3,
+                memory_budget: 12345,
+                isa: c"bogus".as_ptr(),
+                copy_weights: 7,
+                ..default_params()
+            };
+            let p = extensible::read(&old);
+            assert_eq!((p.struct_size, p.n_threads), (40, 3));
+            assert_eq!((p.memory_budget, p.copy_weights), (0, 0));
+            assert!(p.isa.is_null());
+            assert!(p.to_options().is_ok());
+        }
+    }
+
+    #[test]
+    fn isa_names() {
+        let with = |name: &CStr| {
+            EmcoderModelParams {
+                isa: name.as_ptr(),
+                ..default_params()
+            }
+            .to_options()
+        };
+        assert_eq!(with(c"").unwrap().isa, None);
+        assert_eq!(
+            with(c"generic").unwrap().isa,
+            Some(emcoder_rt::Isa::Generic)
+        );
+        let e = with(c"sse9").unwrap_err();
+        assert_eq!(e.code(), EMCODER_ERR_INVALID_ARGUMENT);
+        assert!(e.message().contains("sse9"), "{}", e.message());
+        for isa in emcoder_rt::Isa::ALL {
+            // SAFETY: a static C string.
+            let name = unsafe { CStr::from_ptr(isa_name(isa)) };
+            assert_eq!(name.to_str().unwrap(), isa.name());
+        }
     }
 
     #[test]
     fn bad_params_are_invalid_arguments() {
         let p = EmcoderModelParams {
             device: 1,
-            ..emcoder_model_default_params()
+            ..default_params()
         };
         let e = p.to_options().unwrap_err();
         assert_eq!(e.code(), EMCODER_ERR_INVALID_ARGUMENT);
@@ -326,6 +570,9 @@ mod tests {
             assert_eq!(code, EMCODER_ERR_INVALID_ARGUMENT);
             assert_eq!(emcoder_model_num_labels(ptr::null()), 0);
             assert!(emcoder_model_label(ptr::null(), 0).is_null());
+            assert_eq!(emcoder_model_scratch_bound(ptr::null()), 0);
+            assert_eq!(emcoder_model_memory_budget(ptr::null()), 0);
+            assert!(emcoder_model_isa(ptr::null()).is_null());
             emcoder_model_free(ptr::null_mut());
         }
     }

@@ -1,21 +1,42 @@
-//! Predicting: options, the call, and the prediction object with its accessors.
+//! Predicting: the options (with cancellation and a timeout), the texts (NUL-terminated, or
+//! pointer and length), and the two calls.
 
 use crate::error::{
-    call, guard, EmcoderError, FfiResult, EMCODER_ERR_INVALID_UTF8, EMCODER_ERR_OUT_OF_MEMORY,
+    call, EmcoderError, FfiResult, EMCODER_ERR_INVALID_UTF8, EMCODER_ERR_OUT_OF_MEMORY,
 };
+use crate::extensible::{self, field_ends, Extensible};
 use crate::model::EmcoderModel;
+use crate::prediction::EmcoderPrediction;
 use std::ffi::{c_char, CStr};
+use std::mem::{align_of, size_of};
 use std::ptr;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// The default seed of the dropout masks (`emcoder_predict_default_options().seed`).
 pub const EMCODER_DEFAULT_SEED: u64 = 42;
 /// The default number of MC-dropout samples per text, as in the model card.
 pub const EMCODER_DEFAULT_SAMPLES: u32 = 50;
 
-/// How to predict. Get one from `emcoder_predict_default_options()` and change fields.
+/// The cell a caller sets to cancel predictions: `typedef volatile int32_t EmcoderCancelFlag`
+/// in the header (written there by hand: cbindgen has no `volatile`).
+pub type EmcoderCancelFlag = i32;
+
+/// How to predict. Get one from `emcoder_predict_default_options()` (or fill one with
+/// `emcoder_predict_options_init`) and change fields. A zero-initialized struct means
+/// `n_samples` 0 (one deterministic pass), seed 0, and the defaults of every other field;
+/// `struct_size` 0 stands for the ABI 2 layout.
+///
+/// Growth: fields are only appended, and a new field's 0 means the behaviour before it
+/// existed; the library reads only the fields that lie within `struct_size` bytes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct EmcoderPredictOptions {
+    /// `sizeof(EmcoderPredictOptions)` as the caller was compiled: set by
+    /// `emcoder_predict_default_options()` / `emcoder_predict_options_init`. The library reads
+    /// only the fields that lie entirely within these bytes. 0: the ABI 2 layout.
+    pub struct_size: u32,
     /// Monte-Carlo dropout samples per text. 0: one deterministic pass with dropout off
     /// (`std`, `aleatoric`... come from that one pass, and the logits are available through
     /// `emcoder_prediction_logits`). Default `EMCODER_DEFAULT_SAMPLES` (50).
@@ -24,8 +45,9 @@ pub struct EmcoderPredictOptions {
     /// n_samples, seed): the thread count and the other texts of the call never change them.
     /// Default `EMCODER_DEFAULT_SEED` (42).
     pub seed: u64,
-    /// Nonzero: cut texts longer than the model's `max_tokens` (keeping `[CLS] ... [SEP]`);
-    /// 0: such texts fail with `EMCODER_ERR_INVALID_ARGUMENT`. Default 0.
+    /// Nonzero: cut texts longer than the model's `max_tokens` (keeping `[CLS] ... [SEP]`; the
+    /// tokenizer sees a bounded prefix of a very long text); 0: such texts fail with
+    /// `EMCODER_ERR_INVALID_ARGUMENT`. Default 0.
     pub truncate: u8,
     /// Adaptive sampling when > 0: samples are drawn in blocks of 10 and a text stops once
     /// every label's mean probability has a standard error below this (never more than
@@ -33,94 +55,185 @@ pub struct EmcoderPredictOptions {
     /// `n_samples`. Negative or non-finite values fail with `EMCODER_ERR_INVALID_ARGUMENT`.
     /// Default 0.
     pub tolerance: f32,
+    /// A cancellation flag owned by the caller, or NULL. Setting `*cancel` to nonzero from any
+    /// thread stops the calls that were given it: each returns `EMCODER_ERR_CANCELLED` within
+    /// about one layer's work (the flag is read before every layer and while waiting for
+    /// memory). Write it atomically (C11 `atomic_store_explicit` on an aligned int32_t,
+    /// `std::atomic_ref<int32_t>`, Go's `atomic.StoreInt32`; the library reads it with a
+    /// relaxed atomic load); it must be 4-byte aligned and stay valid until the call returns.
+    /// The library never writes it: reset it yourself before reusing it. Default NULL.
+    pub cancel: *const EmcoderCancelFlag,
+    /// A deadline, in milliseconds from the start of the call: past it, the call returns
+    /// `EMCODER_ERR_CANCELLED` within about one layer's work. Tokenizing is not interrupted,
+    /// so a call can overrun by the time its texts take to tokenize (bounded by `max_tokens`
+    /// per text when truncating). 0: none. Default 0.
+    pub timeout_ms: u64,
+    /// Nonzero: when the model's memory budget is taken by running calls, fail at once with
+    /// `EMCODER_ERR_OUT_OF_MEMORY` instead of waiting for them (the wait still honours
+    /// `cancel` and `timeout_ms`). Default 0 (wait).
+    pub fail_fast_on_memory: u8,
 }
 
-/// Statistics of one label of one text over the MC samples.
+// SAFETY: repr(C), `struct_size` (u32) first, plain-data fields, ends listed in order.
+unsafe impl Extensible for EmcoderPredictOptions {
+    const FIELD_ENDS: &'static [usize] = field_ends!(EmcoderPredictOptions {
+        struct_size: u32,
+        n_samples: u32,
+        seed: u64,
+        truncate: u8,
+        tolerance: f32,
+        cancel: *const EmcoderCancelFlag,
+        timeout_ms: u64,
+        fail_fast_on_memory: u8,
+    });
+    const SIZE_ABI2: usize = 48;
+    fn defaults() -> Self {
+        EmcoderPredictOptions {
+            struct_size: size_of::<EmcoderPredictOptions>() as u32,
+            n_samples: EMCODER_DEFAULT_SAMPLES,
+            seed: EMCODER_DEFAULT_SEED,
+            truncate: 0,
+            tolerance: 0.0,
+            cancel: ptr::null(),
+            timeout_ms: 0,
+            fail_fast_on_memory: 0,
+        }
+    }
+}
+
+/// A text given as a pointer and a length, for callers whose strings are not NUL-terminated
+/// (Go, Python, C++ `std::string_view`): `len` bytes of UTF-8 at `data`, read during the call
+/// only. `data` may be NULL when `len` is 0 (an empty text). A text must not contain a NUL
+/// byte (U+0000): that is `EMCODER_ERR_INVALID_ARGUMENT`, so that both predict functions read
+/// the same texts.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct EmcoderLabelStats {
-    /// Mean of the sigmoid probabilities over the samples.
-    pub mean: f32,
-    /// Their standard deviation (unbiased, N-1); 0 for a single pass.
-    pub std: f32,
-    /// Entropy of the mean probability, H(mean), in nats.
-    pub total_entropy: f32,
-    /// Expected entropy of the samples, mean_s H(p_s) (aleatoric uncertainty).
-    pub aleatoric: f32,
-    /// Mutual information, total - aleatoric, clamped at 0 (epistemic uncertainty).
-    pub epistemic: f32,
-    /// 1 when the label is predicted under the model's thresholds, else 0.
-    pub predicted: u8,
+#[derive(Clone, Copy, Debug)]
+pub struct EmcoderText {
+    /// The first byte; NULL only when `len` is 0.
+    pub data: *const c_char,
+    /// The length in bytes (no terminator).
+    pub len: usize,
 }
 
-impl From<&emcoder_rt::LabelStats> for EmcoderLabelStats {
-    fn from(s: &emcoder_rt::LabelStats) -> Self {
-        EmcoderLabelStats {
-            mean: s.mean,
-            std: s.std,
-            total_entropy: s.total_entropy,
-            aleatoric: s.aleatoric,
-            epistemic: s.epistemic,
-            predicted: u8::from(s.predicted),
-        }
+/// The caller's cancellation flag, read from the model's worker threads.
+struct CancelFlag(*const EmcoderCancelFlag);
+
+// SAFETY: the flag is only read, atomically; the caller keeps it valid until the call
+// returns (the field's contract), and the callback holding it is dropped before that.
+unsafe impl Send for CancelFlag {}
+// SAFETY: as above.
+unsafe impl Sync for CancelFlag {}
+
+impl CancelFlag {
+    fn is_set(&self) -> bool {
+        // SAFETY: a live, aligned i32 (checked when the options are read), written by the
+        // caller atomically: a relaxed load never tears.
+        unsafe { AtomicI32::from_ptr(self.0.cast_mut()) }.load(Ordering::Relaxed) != 0
     }
 }
 
-/// The results of one `emcoder_predict` call: per text, its token count and one
-/// `EmcoderLabelStats` per label. Owns its data; immutable.
-pub struct EmcoderPrediction {
-    num_labels: usize,
-    /// Per text: samples drawn, 0 for a deterministic pass.
-    n_samples: Vec<u32>,
-    n_tokens: Vec<usize>,
-    /// (texts, num_labels), text-major.
-    stats: Vec<EmcoderLabelStats>,
-    /// (texts, num_labels) logits of the deterministic pass; empty for MC predictions.
-    logits: Vec<f32>,
-}
-
-impl EmcoderPrediction {
-    fn row<T>(&self, data: &[T], text_index: usize) -> *const T {
-        let n = self.num_labels;
-        let start = text_index.checked_mul(n);
-        match start.and_then(|a| data.get(a..a.checked_add(n)?)) {
-            Some(row) if n > 0 => row.as_ptr(),
-            _ => ptr::null(),
+impl EmcoderPredictOptions {
+    fn to_options(self) -> FfiResult<emcoder_rt::PredictOptions> {
+        if !(self.tolerance >= 0.0 && self.tolerance.is_finite()) {
+            return Err(EmcoderError::invalid(format!(
+                "tolerance {} must be 0 (off) or a positive number",
+                self.tolerance
+            )));
         }
+        if !(self.cancel as usize).is_multiple_of(align_of::<AtomicI32>()) {
+            return Err(EmcoderError::invalid(format!(
+                "cancel {:p} is not aligned to 4 bytes",
+                self.cancel
+            )));
+        }
+        let callback: Option<emcoder_rt::engine::stop::StopFn> =
+            (!self.cancel.is_null()).then(|| {
+                let flag = CancelFlag(self.cancel);
+                Arc::new(move || flag.is_set()) as emcoder_rt::engine::stop::StopFn
+            });
+        // A timeout too far away for the clock is no timeout.
+        let deadline = (self.timeout_ms > 0)
+            .then(|| Instant::now().checked_add(Duration::from_millis(self.timeout_ms)))
+            .flatten();
+        Ok(emcoder_rt::PredictOptions {
+            samples: self.n_samples.max(1),
+            seed: self.seed,
+            deterministic: self.n_samples == 0,
+            truncate: self.truncate != 0,
+            tolerance: (self.tolerance > 0.0).then_some(self.tolerance),
+            stop: emcoder_rt::Stop {
+                flag: None,
+                deadline,
+                callback,
+            },
+            wait_for_memory: self.fail_fast_on_memory == 0,
+        })
     }
 }
 
-/// Returns the default prediction options: 50 MC samples, seed 42, no truncation.
+/// Fills `*options` with the default prediction options (50 MC samples, seed 42, no
+/// truncation, no adaptive sampling, no cancellation flag, no timeout, waiting for memory) for
+/// a struct of `struct_size` bytes, and sets `options->struct_size`: it writes the fields that
+/// lie within `struct_size` bytes and nothing past them. Pass
+/// `sizeof(EmcoderPredictOptions)`, as the inline `emcoder_predict_default_options()` of this
+/// header does.
 ///
+/// NULL handling: `options` NULL, or `struct_size` < 4, writes nothing.
 /// Thread safety: safe from any thread.
+///
+/// # Safety
+/// `options` is NULL or points to `struct_size` writable bytes, aligned for the struct.
 #[no_mangle]
-pub extern "C" fn emcoder_predict_default_options() -> EmcoderPredictOptions {
-    let opts = EmcoderPredictOptions {
-        n_samples: EMCODER_DEFAULT_SAMPLES,
-        seed: EMCODER_DEFAULT_SEED,
-        truncate: 0,
-        tolerance: 0.0,
-    };
-    guard(opts, || opts)
+pub unsafe extern "C" fn emcoder_predict_options_init(
+    options: *mut EmcoderPredictOptions,
+    struct_size: u32,
+) {
+    // SAFETY: per this function's contract.
+    crate::error::guard((), || unsafe { extensible::init(options, struct_size) })
 }
 
-/// Texts from C, checked: non-NULL entries, valid UTF-8.
+/// `n_texts` checked against the size of one entry: not 0, not beyond the address space.
+fn check_count(func: &str, n_texts: usize, entry: usize) -> FfiResult<()> {
+    if n_texts == 0 {
+        return Err(EmcoderError::invalid(format!(
+            "{func}: `n_texts` is 0: pass at least one text"
+        )));
+    }
+    if n_texts > isize::MAX as usize / entry {
+        return Err(EmcoderError::invalid(format!(
+            "{func}: `n_texts` {n_texts} is impossibly large"
+        )));
+    }
+    Ok(())
+}
+
+/// Text `i` as UTF-8 without NUL bytes.
+fn check_text(i: usize, bytes: &[u8]) -> FfiResult<&str> {
+    let s = std::str::from_utf8(bytes).map_err(|e| {
+        EmcoderError::new(
+            EMCODER_ERR_INVALID_UTF8,
+            format!(
+                "texts[{i}] is not valid UTF-8: invalid byte at offset {}",
+                e.valid_up_to()
+            ),
+        )
+    })?;
+    if let Some(at) = bytes.iter().position(|&b| b == 0) {
+        return Err(EmcoderError::invalid(format!(
+            "texts[{i}] contains a NUL byte at offset {at}: texts may not contain U+0000"
+        )));
+    }
+    Ok(s)
+}
+
+/// NUL-terminated texts from C, checked: non-NULL entries, valid UTF-8.
 ///
 /// # Safety
 /// `texts` points to `n_texts` pointers, each NULL or NUL-terminated.
 unsafe fn c_texts<'a>(texts: *const *const c_char, n_texts: usize) -> FfiResult<Vec<&'a str>> {
-    if n_texts == 0 {
-        return Err(EmcoderError::invalid(
-            "emcoder_predict: `n_texts` is 0: pass at least one text",
-        ));
-    }
+    check_count("emcoder_predict", n_texts, size_of::<*const c_char>())?;
     if texts.is_null() {
         return Err(EmcoderError::invalid("emcoder_predict: `texts` is NULL"));
-    }
-    if n_texts > isize::MAX as usize / size_of::<*const c_char>() {
-        return Err(EmcoderError::invalid(format!(
-            "emcoder_predict: `n_texts` {n_texts} is impossibly large"
-        )));
     }
     // SAFETY: `texts` points to `n_texts` pointers (contract), and the size fits in isize.
     let ptrs = unsafe { std::slice::from_raw_parts(texts, n_texts) };
@@ -133,22 +246,54 @@ unsafe fn c_texts<'a>(texts: *const *const c_char, n_texts: usize) -> FfiResult<
                 )));
             }
             // SAFETY: a non-NULL entry is NUL-terminated (contract) and outlives the call.
-            let s = unsafe { CStr::from_ptr(p) };
-            s.to_str().map_err(|e| {
-                EmcoderError::new(
-                    EMCODER_ERR_INVALID_UTF8,
-                    format!(
-                        "texts[{i}] is not valid UTF-8: invalid byte at offset {}",
-                        e.valid_up_to()
-                    ),
-                )
+            check_text(i, unsafe { CStr::from_ptr(p) }.to_bytes())
+        })
+        .collect()
+}
+
+/// (pointer, length) texts from C, checked: a NULL pointer only with length 0, lengths within
+/// the address space, valid UTF-8 without NUL bytes.
+///
+/// # Safety
+/// `texts` points to `n_texts` entries, each NULL with length 0 or `len` readable bytes.
+unsafe fn sized_texts<'a>(texts: *const EmcoderText, n_texts: usize) -> FfiResult<Vec<&'a str>> {
+    check_count("emcoder_predict_texts", n_texts, size_of::<EmcoderText>())?;
+    if texts.is_null() {
+        return Err(EmcoderError::invalid(
+            "emcoder_predict_texts: `texts` is NULL",
+        ));
+    }
+    // SAFETY: `texts` points to `n_texts` entries (contract), and the size fits in isize.
+    let entries = unsafe { std::slice::from_raw_parts(texts, n_texts) };
+    entries
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            if t.len == 0 {
+                return Ok("");
+            }
+            if t.data.is_null() {
+                return Err(EmcoderError::invalid(format!(
+                    "emcoder_predict_texts: texts[{i}].data is NULL but its len is {}",
+                    t.len
+                )));
+            }
+            if t.len > isize::MAX as usize {
+                return Err(EmcoderError::invalid(format!(
+                    "emcoder_predict_texts: texts[{i}].len {} is impossibly large",
+                    t.len
+                )));
+            }
+            // SAFETY: `len` readable bytes at `data` (contract), len <= isize::MAX.
+            check_text(i, unsafe {
+                std::slice::from_raw_parts(t.data.cast::<u8>(), t.len)
             })
         })
         .collect()
 }
 
 /// Checks, before any work, that the logits of the request (texts x samples x labels floats,
-/// the largest buffer a prediction allocates) can be allocated.
+/// the largest buffer of the results) can be allocated.
 fn check_memory(n_texts: usize, n_samples: u32, num_labels: usize) -> FfiResult<()> {
     let floats = n_texts
         .checked_mul(n_samples.max(1) as usize)
@@ -169,26 +314,76 @@ fn check_memory(n_texts: usize, n_samples: u32, num_labels: usize) -> FfiResult<
     ))
 }
 
-/// Predicts the emotions of `n_texts` texts: for each, one `EmcoderLabelStats` per label over
-/// `options->n_samples` MC-dropout samples (or one deterministic pass when it is 0).
+/// The body shared by both predict functions, after the arguments are checked.
+///
+/// # Safety
+/// `model` is NULL or live; `options` is NULL or valid for its `struct_size`; `out` is NULL
+/// or writable; `texts` yields the checked texts (it runs after the options are read).
+unsafe fn predict_with<'a>(
+    func: &str,
+    model: *const EmcoderModel,
+    options: *const EmcoderPredictOptions,
+    out: *mut *mut EmcoderPrediction,
+    texts: impl FnOnce() -> FfiResult<Vec<&'a str>>,
+) -> FfiResult<()> {
+    if out.is_null() {
+        return Err(EmcoderError::invalid(format!("{func}: `out` is NULL")));
+    }
+    // SAFETY: `out` is non-NULL and writable, per the contract.
+    unsafe { *out = ptr::null_mut() };
+    // SAFETY: NULL or a live model, per the contract.
+    let Some(m) = (unsafe { model.as_ref() }) else {
+        return Err(EmcoderError::invalid(format!("{func}: `model` is NULL")));
+    };
+    let o = if options.is_null() {
+        EmcoderPredictOptions::defaults()
+    } else {
+        // SAFETY: `options` points to a valid struct of `struct_size` bytes (contract).
+        unsafe { extensible::read(options) }
+    };
+    let opts = o.to_options()?;
+    let texts = texts()?;
+    let num_labels = m.model.labels().len();
+    check_memory(texts.len(), o.n_samples, num_labels)?;
+    // A flag set (or a deadline passed) before the call spares the tokenizing too.
+    opts.stop.check()?;
+    let preds = m.model.predict(&texts, &opts)?;
+    let p = EmcoderPrediction::from_runtime(&preds, num_labels)?;
+    // SAFETY: as above; ownership passes to the caller.
+    unsafe { *out = Box::into_raw(Box::new(p)) };
+    Ok(())
+}
+
+/// Predicts the emotions of `n_texts` NUL-terminated texts: for each, one `EmcoderLabelStats`
+/// per label over `options->n_samples` MC-dropout samples (or one deterministic pass when it
+/// is 0).
 ///
 /// Returns 0 and sets `*out` to the new prediction, or returns a negative code, sets `*out` to
 /// NULL and, when `err` is not NULL, sets `*err` to a new error (else `*err` is set to NULL).
 /// Codes: `EMCODER_ERR_INVALID_ARGUMENT` (NULL `model`/`texts`/`out` or a NULL entry of `texts`,
-/// `n_texts` 0, a text over `max_tokens` without truncation), `EMCODER_ERR_INVALID_UTF8`,
-/// `EMCODER_ERR_BAD_MODEL` (the tokenizer fails), `EMCODER_ERR_OUT_OF_MEMORY`.
+/// `n_texts` 0, a text over `max_tokens` without truncation, a bad option, a model loaded
+/// before this process forked), `EMCODER_ERR_INVALID_UTF8`, `EMCODER_ERR_BAD_MODEL` (the
+/// tokenizer fails), `EMCODER_ERR_OUT_OF_MEMORY` (see its doc), `EMCODER_ERR_CANCELLED`
+/// (`options->cancel` set, or `options->timeout_ms` passed).
 ///
+/// Memory: the call's scratch is at most `emcoder_model_scratch_bound()`, reserved under the
+/// model's memory budget before the work starts (see `EmcoderModelParams::memory_budget`);
+/// the results take texts x labels x 24 bytes; MC samples take texts x samples x labels x 4
+/// bytes while the call runs.
 /// Ownership: the caller owns `*out` (free it with `emcoder_prediction_free`) and `*err`;
 /// `texts` and `options` are only read during the call.
 /// NULL handling: `options` NULL means `emcoder_predict_default_options()`; `err` may be NULL;
 /// `model`, `texts`, every `texts[i]` and `out` must not be NULL.
 /// Thread safety: safe to call concurrently from any number of threads on the same model; the
 /// calls share the model's worker threads.
+/// Fork: in a child process forked after the model was loaded, the model has no worker threads
+/// (fork copies only the calling thread): the call fails with `EMCODER_ERR_INVALID_ARGUMENT`
+/// (the message says so) instead of waiting forever. Load a new model in the child.
 ///
 /// # Safety
 /// `model` is NULL or a live model; `texts` is NULL or points to `n_texts` pointers, each NULL
-/// or NUL-terminated; `options` is NULL or valid; `out` and `err` are NULL or point to writable
-/// storage for one pointer.
+/// or NUL-terminated; `options` is NULL or valid (see `EmcoderPredictOptions::struct_size`);
+/// `out` and `err` are NULL or point to writable storage for one pointer.
 #[no_mangle]
 pub unsafe extern "C" fn emcoder_predict(
     model: *const EmcoderModel,
@@ -199,192 +394,41 @@ pub unsafe extern "C" fn emcoder_predict(
     err: *mut *mut EmcoderError,
 ) -> i32 {
     call(err, || {
-        if out.is_null() {
-            return Err(EmcoderError::invalid("emcoder_predict: `out` is NULL"));
-        }
-        // SAFETY: `out` is non-NULL and writable, per the contract.
-        unsafe { *out = ptr::null_mut() };
-        // SAFETY: NULL or a live model, per the contract.
-        let Some(m) = (unsafe { model.as_ref() }) else {
-            return Err(EmcoderError::invalid("emcoder_predict: `model` is NULL"));
-        };
-        // SAFETY: `options` is NULL or valid, per the contract.
-        let o = unsafe { options.as_ref() }
-            .copied()
-            .unwrap_or_else(|| emcoder_predict_default_options());
-        // SAFETY: `texts` satisfies c_texts' contract, per this function's contract.
-        let texts = unsafe { c_texts(texts, n_texts) }?;
-        let num_labels = m.model.labels().len();
-        check_memory(texts.len(), o.n_samples, num_labels)?;
-        if !(o.tolerance >= 0.0 && o.tolerance.is_finite()) {
-            return Err(EmcoderError::invalid(format!(
-                "tolerance {} must be 0 (off) or a positive number",
-                o.tolerance
-            )));
-        }
-        let opts = emcoder_rt::PredictOptions {
-            samples: o.n_samples.max(1),
-            seed: o.seed,
-            deterministic: o.n_samples == 0,
-            truncate: o.truncate != 0,
-            tolerance: (o.tolerance > 0.0).then_some(o.tolerance),
-            ..Default::default()
-        };
-        let preds = m.model.predict(&texts, &opts)?;
-        let mut p = EmcoderPrediction {
-            num_labels,
-            n_samples: preds
-                .iter()
-                .map(|t| if t.logits.is_some() { 0 } else { t.samples })
-                .collect(),
-            n_tokens: preds.iter().map(|t| t.n_tokens).collect(),
-            stats: Vec::with_capacity(preds.len() * num_labels),
-            logits: Vec::new(),
-        };
-        for t in &preds {
-            p.stats.extend(t.labels.iter().map(EmcoderLabelStats::from));
-            if let Some(z) = &t.logits {
-                p.logits.extend_from_slice(z);
-            }
-        }
-        // SAFETY: as above; ownership passes to the caller.
-        unsafe { *out = Box::into_raw(Box::new(p)) };
-        Ok(())
-    })
-}
-
-/// Frees a prediction.
-///
-/// NULL handling: NULL is a no-op.
-/// Thread safety: call it once, after every other use of the prediction has returned.
-///
-/// # Safety
-/// `prediction` is NULL or a prediction from `emcoder_predict` that has not been freed.
-#[no_mangle]
-pub unsafe extern "C" fn emcoder_prediction_free(prediction: *mut EmcoderPrediction) {
-    guard((), || {
-        if !prediction.is_null() {
-            // SAFETY: made by Box::into_raw in emcoder_predict, freed once.
-            drop(unsafe { Box::from_raw(prediction) });
+        // SAFETY: this function's contract covers predict_with's and c_texts'.
+        unsafe {
+            predict_with("emcoder_predict", model, options, out, || {
+                c_texts(texts, n_texts)
+            })
         }
     })
 }
 
-/// Returns the number of texts of the prediction (the `n_texts` of the call).
-///
-/// NULL handling: NULL returns 0.
-/// Thread safety: safe from any thread; a prediction is immutable.
-///
-/// # Safety
-/// `prediction` is NULL or a live prediction.
-#[no_mangle]
-pub unsafe extern "C" fn emcoder_prediction_num_texts(
-    prediction: *const EmcoderPrediction,
-) -> usize {
-    guard(0, || {
-        // SAFETY: NULL or a live prediction, per the contract.
-        unsafe { prediction.as_ref() }.map_or(0, |p| p.n_tokens.len())
-    })
-}
-
-/// Returns the number of labels per text: the length of every array returned by
-/// `emcoder_prediction_labels` (and `emcoder_prediction_logits`).
-///
-/// NULL handling: NULL returns 0.
-/// Thread safety: safe from any thread; a prediction is immutable.
+/// `emcoder_predict` over texts given as (pointer, length) pairs, so that callers whose
+/// strings are not NUL-terminated need not copy them. Same results, codes, memory, ownership,
+/// thread safety and fork behaviour; in addition, a text containing a NUL byte, or a NULL
+/// `data` with a nonzero `len`, is `EMCODER_ERR_INVALID_ARGUMENT` (the message names
+/// `texts[i]`), and invalid UTF-8 is `EMCODER_ERR_INVALID_UTF8`.
 ///
 /// # Safety
-/// `prediction` is NULL or a live prediction.
+/// `model` is NULL or a live model; `texts` is NULL or points to `n_texts` `EmcoderText`s,
+/// each with `len` readable bytes at `data` (or `len` 0); `options` is NULL or valid; `out`
+/// and `err` are NULL or point to writable storage for one pointer.
 #[no_mangle]
-pub unsafe extern "C" fn emcoder_prediction_num_labels(
-    prediction: *const EmcoderPrediction,
-) -> usize {
-    guard(0, || {
-        // SAFETY: NULL or a live prediction, per the contract.
-        unsafe { prediction.as_ref() }.map_or(0, |p| p.num_labels)
-    })
-}
-
-/// Returns the MC samples drawn for text `text_index`: the `n_samples` option of the call, 0
-/// for a deterministic pass. (Per text, so that adaptive sampling can stop texts early.)
-///
-/// NULL handling: returns 0 when `prediction` is NULL or `text_index >= num_texts`.
-/// Thread safety: safe from any thread; a prediction is immutable.
-///
-/// # Safety
-/// `prediction` is NULL or a live prediction.
-#[no_mangle]
-pub unsafe extern "C" fn emcoder_prediction_n_samples(
-    prediction: *const EmcoderPrediction,
-    text_index: usize,
-) -> u32 {
-    guard(0, || {
-        // SAFETY: NULL or a live prediction, per the contract.
-        unsafe { prediction.as_ref() }
-            .and_then(|p| p.n_samples.get(text_index).copied())
-            .unwrap_or(0)
-    })
-}
-
-/// Returns the number of tokens of text `text_index`, `[CLS]` and `[SEP]` included (after
-/// truncation, when the call truncated).
-///
-/// NULL handling: returns 0 when `prediction` is NULL or `text_index >= num_texts`.
-/// Thread safety: safe from any thread; a prediction is immutable.
-///
-/// # Safety
-/// `prediction` is NULL or a live prediction.
-#[no_mangle]
-pub unsafe extern "C" fn emcoder_prediction_n_tokens(
-    prediction: *const EmcoderPrediction,
-    text_index: usize,
-) -> usize {
-    guard(0, || {
-        // SAFETY: NULL or a live prediction, per the contract.
-        unsafe { prediction.as_ref() }
-            .and_then(|p| p.n_tokens.get(text_index).copied())
-            .unwrap_or(0)
-    })
-}
-
-/// Returns the statistics of text `text_index`: an array of `num_labels` entries in label-id
-/// order (names from `emcoder_model_label`).
-///
-/// Ownership: the array belongs to the prediction and is valid until `emcoder_prediction_free`.
-/// NULL handling: returns NULL when `prediction` is NULL or `text_index >= num_texts`.
-/// Thread safety: safe from any thread; a prediction is immutable.
-///
-/// # Safety
-/// `prediction` is NULL or a live prediction.
-#[no_mangle]
-pub unsafe extern "C" fn emcoder_prediction_labels(
-    prediction: *const EmcoderPrediction,
-    text_index: usize,
-) -> *const EmcoderLabelStats {
-    guard(ptr::null(), || {
-        // SAFETY: NULL or a live prediction, per the contract.
-        unsafe { prediction.as_ref() }.map_or(ptr::null(), |p| p.row(&p.stats, text_index))
-    })
-}
-
-/// Returns the logits of text `text_index` from a deterministic prediction (`n_samples` 0): an
-/// array of `num_labels` floats in label-id order.
-///
-/// Ownership: the array belongs to the prediction and is valid until `emcoder_prediction_free`.
-/// NULL handling: returns NULL when `prediction` is NULL, `text_index >= num_texts`, or the
-/// prediction drew MC samples (it has no single set of logits).
-/// Thread safety: safe from any thread; a prediction is immutable.
-///
-/// # Safety
-/// `prediction` is NULL or a live prediction.
-#[no_mangle]
-pub unsafe extern "C" fn emcoder_prediction_logits(
-    prediction: *const EmcoderPrediction,
-    text_index: usize,
-) -> *const f32 {
-    guard(ptr::null(), || {
-        // SAFETY: NULL or a live prediction, per the contract.
-        unsafe { prediction.as_ref() }.map_or(ptr::null(), |p| p.row(&p.logits, text_index))
+pub unsafe extern "C" fn emcoder_predict_texts(
+    model: *const EmcoderModel,
+    texts: *const EmcoderText,
+    n_texts: usize,
+    options: *const EmcoderPredictOptions,
+    out: *mut *mut EmcoderPrediction,
+    err: *mut *mut EmcoderError,
+) -> i32 {
+    call(err, || {
+        // SAFETY: this function's contract covers predict_with's and sized_texts'.
+        unsafe {
+            predict_with("emcoder_predict_texts", model, options, out, || {
+                sized_texts(texts, n_texts)
+            })
+        }
     })
 }
 
@@ -392,17 +436,113 @@ pub unsafe extern "C" fn emcoder_prediction_logits(
 mod tests {
     use super::*;
     use crate::error::*;
+    use std::mem::offset_of;
+
+    /// What `emcoder_predict_default_options()` (inline in the header) returns.
+    fn default_options() -> EmcoderPredictOptions {
+        let mut o = std::mem::MaybeUninit::<EmcoderPredictOptions>::zeroed();
+        // SAFETY: `o` is a whole, writable struct; zeroed is a valid value.
+        unsafe {
+            emcoder_predict_options_init(o.as_mut_ptr(), size_of::<EmcoderPredictOptions>() as u32);
+            o.assume_init()
+        }
+    }
 
     #[test]
     fn defaults_match_the_runtime() {
-        let o = emcoder_predict_default_options();
+        let o = default_options();
         let d = emcoder_rt::PredictOptions::default();
         assert_eq!(EMCODER_DEFAULT_SEED, emcoder_rt::DEFAULT_SEED);
         assert_eq!(EMCODER_DEFAULT_SAMPLES, emcoder_rt::DEFAULT_SAMPLES);
+        assert_eq!(o.struct_size as usize, size_of::<EmcoderPredictOptions>());
         assert_eq!(
             (o.n_samples, o.seed, o.truncate != 0),
             (d.samples, d.seed, d.truncate)
         );
+        assert!(o.cancel.is_null());
+        assert_eq!((o.timeout_ms, o.fail_fast_on_memory), (0, 0));
+        let r = o.to_options().unwrap();
+        assert!(r.wait_for_memory && r.stop.deadline.is_none() && r.stop.callback.is_none());
+    }
+
+    /// The ABI 2 layout is frozen: `struct_size` 0 means these 48 bytes.
+    #[test]
+    fn abi2_layout() {
+        type O = EmcoderPredictOptions;
+        assert_eq!(O::SIZE_ABI2, size_of::<O>());
+        assert_eq!(offset_of!(O, n_samples), 4);
+        assert_eq!(offset_of!(O, tolerance), 20);
+        // The first field added after the ABI 1 set starts past its sizeof (24).
+        assert_eq!(offset_of!(O, cancel), 24);
+        assert_eq!(offset_of!(O, fail_fast_on_memory), 40);
+        assert_eq!(
+            (size_of::<EmcoderText>(), offset_of!(EmcoderText, len)),
+            (16, 8)
+        );
+    }
+
+    #[test]
+    fn cancel_flag_and_timeout() {
+        let flag: i32 = 0;
+        let o = EmcoderPredictOptions {
+            cancel: &flag,
+            timeout_ms: 60_000,
+            fail_fast_on_memory: 1,
+            ..default_options()
+        };
+        let r = o.to_options().unwrap();
+        assert!(r.stop.check().is_ok() && !r.wait_for_memory);
+        assert!(r.stop.deadline.is_some());
+        // SAFETY: `flag` is a live, aligned i32; the store is atomic.
+        unsafe { AtomicI32::from_ptr((&flag as *const i32).cast_mut()) }
+            .store(1, Ordering::Relaxed);
+        assert!(matches!(
+            r.stop.check(),
+            Err(emcoder_rt::Error::Cancelled(_))
+        ));
+        // The longest timeout is accepted (no deadline where the clock cannot hold it).
+        let far = EmcoderPredictOptions {
+            timeout_ms: u64::MAX,
+            ..default_options()
+        };
+        assert!(far.to_options().unwrap().stop.check().is_ok());
+        // A misaligned flag is refused.
+        let bytes = [0u8; 8];
+        let odd = EmcoderPredictOptions {
+            cancel: bytes
+                .as_ptr()
+                .wrapping_add(1 + (bytes.as_ptr() as usize & 1))
+                .cast(),
+            ..default_options()
+        };
+        assert_eq!(
+            odd.to_options().unwrap_err().code(),
+            EMCODER_ERR_INVALID_ARGUMENT
+        );
+    }
+
+    #[test]
+    fn old_callers_read_as_defaults() {
+        // A caller that knows only the ABI 1 fields (24 bytes): the rest is never read.
+        let flag = 1i32;
+        let old = EmcoderPredictOptions {
+            struct_size: 24,
+            n_samples: 7,
+            cancel: &flag,
+            timeout_ms: 5,
+            fail_fast_on_memory: 9,
+            ..default_options()
+        };
+        // SAFETY: a whole struct.
+        let o = unsafe { extensible::read(&old) };
+        assert_eq!((o.struct_size, o.n_samples), (24, 7));
+        assert!(o.cancel.is_null());
+        assert_eq!((o.timeout_ms, o.fail_fast_on_memory), (0, 0));
+        // Zero-initialized: a deterministic pass with every other default.
+        // SAFETY: zeroed is a valid value of the struct.
+        let zero = unsafe { extensible::read(&std::mem::zeroed::<EmcoderPredictOptions>()) };
+        let r = zero.to_options().unwrap();
+        assert!(r.deterministic && r.wait_for_memory && r.stop.callback.is_none());
     }
 
     #[test]
@@ -424,6 +564,43 @@ mod tests {
     }
 
     #[test]
+    fn sized_text_errors() {
+        let t = |s: &[u8]| EmcoderText {
+            data: s.as_ptr().cast(),
+            len: s.len(),
+        };
+        // SAFETY: every entry points to `len` readable bytes, or is NULL with len 0.
+        unsafe {
+            let ok = [
+                t(b"no terminator here"),
+                EmcoderText {
+                    data: ptr::null(),
+                    len: 0,
+                },
+            ];
+            assert_eq!(
+                sized_texts(ok.as_ptr(), 2).unwrap(),
+                ["no terminator here", ""]
+            );
+            let e = sized_texts(ok.as_ptr(), 0).unwrap_err();
+            assert_eq!(e.code(), EMCODER_ERR_INVALID_ARGUMENT);
+            let e = sized_texts(ptr::null(), 1).unwrap_err();
+            assert_eq!(e.code(), EMCODER_ERR_INVALID_ARGUMENT);
+            let e = sized_texts([t(b"ok"), t(b"a\0b")].as_ptr(), 2).unwrap_err();
+            assert_eq!(e.code(), EMCODER_ERR_INVALID_ARGUMENT);
+            assert!(e.message().contains("texts[1]") && e.message().contains("offset 1"));
+            let e = sized_texts([t(b"\xff")].as_ptr(), 1).unwrap_err();
+            assert_eq!(e.code(), EMCODER_ERR_INVALID_UTF8);
+            let null = EmcoderText {
+                data: ptr::null(),
+                len: 3,
+            };
+            let e = sized_texts([null].as_ptr(), 1).unwrap_err();
+            assert!(e.message().contains("texts[0].data is NULL"));
+        }
+    }
+
+    #[test]
     fn huge_requests_are_out_of_memory() {
         assert!(check_memory(10, 50, 28).is_ok());
         let e = check_memory(usize::MAX / 2, u32::MAX, 28).unwrap_err();
@@ -431,30 +608,5 @@ mod tests {
         // 2^48 bytes: more than the address space of x86-64 user space.
         let e = check_memory(1 << 18, 1 << 20, 256).unwrap_err();
         assert_eq!(e.code(), EMCODER_ERR_OUT_OF_MEMORY);
-    }
-
-    #[test]
-    fn accessors_on_null_and_out_of_range() {
-        let p = EmcoderPrediction {
-            num_labels: 2,
-            n_samples: vec![3],
-            n_tokens: vec![5],
-            stats: vec![EmcoderLabelStats::default(); 2],
-            logits: vec![],
-        };
-        // SAFETY: NULL or a live prediction.
-        unsafe {
-            assert_eq!(emcoder_prediction_num_texts(ptr::null()), 0);
-            assert_eq!(emcoder_prediction_num_labels(&p), 2);
-            assert_eq!(emcoder_prediction_n_samples(&p, 0), 3);
-            assert_eq!(emcoder_prediction_n_samples(&p, 1), 0);
-            assert_eq!(emcoder_prediction_n_tokens(&p, 0), 5);
-            assert_eq!(emcoder_prediction_n_tokens(&p, 1), 0);
-            assert!(!emcoder_prediction_labels(&p, 0).is_null());
-            assert!(emcoder_prediction_labels(&p, 1).is_null());
-            assert!(emcoder_prediction_labels(&p, usize::MAX).is_null());
-            assert!(emcoder_prediction_logits(&p, 0).is_null());
-            emcoder_prediction_free(ptr::null_mut());
-        }
     }
 }

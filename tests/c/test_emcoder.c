@@ -6,13 +6,18 @@
  *   model_dir      the fixture model (tests/fixtures/tiny-vocab-bf16)
  *   expected_file  values computed by the Rust API (ffi/examples/expected_values.rs)
  *
- * Checks: ABI/version and defaults; every error path (NULL pointers, invalid UTF-8, bad and
- * missing directories, bad params, n_texts 0, out-of-range indexes, out of memory, a panic
- * inside the library); the predictions of every expected case against the Rust API; batch
- * invariance; concurrent predictions from several threads on one model; ownership (a
- * prediction outlives its model). Exit status 0 when every check passes.
+ * Checks: ABI/version and defaults (struct_size, the init functions); every error path (NULL
+ * pointers, invalid UTF-8, bad and missing directories, bad params, n_texts 0, out-of-range
+ * indexes, out of memory, a panic inside the library); the load parameters of ABI 2 (isa,
+ * copy_weights, refuse_non_finite, a zero-initialized struct); the predictions of every
+ * expected case against the Rust API, through emcoder_predict and through
+ * emcoder_predict_texts (texts as pointer and length, no terminators); batch invariance;
+ * concurrent predictions from several threads on one model; ownership (a prediction outlives
+ * its model). Exit status 0 when every check passes. (Cancellation, memory limits, fork and the
+ * log callback: tests/c/test_limits.c.)
  */
 #define _POSIX_C_SOURCE 200809L /* getline, strdup, mkdtemp */
+#include "check.h"
 #include "emcoder.h"
 
 #include <math.h>
@@ -24,44 +29,12 @@
 #include <unistd.h>
 
 /* The layouts the bindings hard-code (ffi/src/lib.rs tests the same on the Rust side). */
-_Static_assert(sizeof(EmcoderModelParams) == 32, "EmcoderModelParams layout");
-_Static_assert(sizeof(EmcoderPredictOptions) == 24, "EmcoderPredictOptions layout");
+_Static_assert(sizeof(EmcoderModelParams) == 64, "EmcoderModelParams layout");
+_Static_assert(sizeof(EmcoderPredictOptions) == 48, "EmcoderPredictOptions layout");
 _Static_assert(sizeof(EmcoderLabelStats) == 24, "EmcoderLabelStats layout");
+_Static_assert(sizeof(EmcoderText) == 16, "EmcoderText layout");
 
-static int failures = 0;
-static int checks = 0;
-
-#define CHECK(cond)                                                                  \
-    do {                                                                             \
-        checks++;                                                                    \
-        if (!(cond)) {                                                               \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-            failures++;                                                              \
-        }                                                                            \
-    } while (0)
-
-/* Runs `call`, checks that it returns `want` and that the error object `err` (set by the call)
- * agrees; frees the error and resets `err` to NULL. */
-#define CHECK_ERR(call, want, err)                               \
-    do {                                                         \
-        int32_t code_ = (call);                                  \
-        check_err(code_, (want), (err), __FILE__, __LINE__);     \
-        (err) = NULL;                                            \
-    } while (0)
-
-static void check_err(int32_t code, int32_t want, EmcoderError *err, const char *file, int line) {
-    checks++;
-    if (code != want || (err != NULL && emcoder_error_code(err) != code)) {
-        fprintf(stderr, "%s:%d: got %s, expected %s (%s)\n", file, line,
-                emcoder_error_code_name(code), emcoder_error_code_name(want),
-                emcoder_error_message(err));
-        failures++;
-    } else if (want != EMCODER_OK && err != NULL && emcoder_error_message(err)[0] == '\0') {
-        fprintf(stderr, "%s:%d: %s has an empty message\n", file, line, emcoder_error_code_name(code));
-        failures++;
-    }
-    emcoder_error_free(err);
-}
+CHECK_COUNTERS;
 
 /* ---- The expected values (format in ffi/examples/expected_values.rs) ---- */
 
@@ -83,15 +56,6 @@ typedef struct {
     size_t n_cases;
     Case cases[MAX_CASES];
 } Expected;
-
-static void *xcalloc(size_t n, size_t size) {
-    void *p = calloc(n ? n : 1, size);
-    if (!p) {
-        perror("calloc");
-        exit(2);
-    }
-    return p;
-}
 
 static char *unhex(const char *hex) {
     size_t n = strlen(hex) / 2;
@@ -212,12 +176,30 @@ static EmcoderPredictOptions case_options(const Case *c) {
     return o;
 }
 
-/* Predicts a case and compares every number with the Rust API; returns 1 when all agree. */
-static int run_case(const EmcoderModel *m, const Case *c, size_t nl) {
+/* Predicts a case and compares every number with the Rust API; returns 1 when all agree.
+ * `sized`: through emcoder_predict_texts, each text a (pointer, length) pair into one buffer
+ * without terminators, instead of emcoder_predict. */
+static int run_case_with(const EmcoderModel *m, const Case *c, size_t nl, int sized) {
     EmcoderPredictOptions o = case_options(c);
     EmcoderPrediction *p = NULL;
     EmcoderError *err = NULL;
-    int32_t code = emcoder_predict(m, (const char *const *)c->texts, c->n_texts, &o, &p, &err);
+    int32_t code;
+    if (sized) {
+        size_t total = 0;
+        for (size_t i = 0; i < c->n_texts; i++) total += strlen(c->texts[i]);
+        char *buf = xcalloc(total, 1); /* the texts back to back, no NUL between them */
+        EmcoderText *t = xcalloc(c->n_texts, sizeof(EmcoderText));
+        for (size_t i = 0, at = 0; i < c->n_texts; i++) {
+            t[i].len = strlen(c->texts[i]);
+            t[i].data = memcpy(buf + at, c->texts[i], t[i].len);
+            at += t[i].len;
+        }
+        code = emcoder_predict_texts(m, t, c->n_texts, &o, &p, &err);
+        free(t);
+        free(buf);
+    } else {
+        code = emcoder_predict(m, (const char *const *)c->texts, c->n_texts, &o, &p, &err);
+    }
     if (code != EMCODER_OK) {
         fprintf(stderr, "predict failed: %s\n", emcoder_error_message(err));
         emcoder_error_free(err);
@@ -247,18 +229,35 @@ static int run_case(const EmcoderModel *m, const Case *c, size_t nl) {
     return ok;
 }
 
+static int run_case(const EmcoderModel *m, const Case *c, size_t nl) {
+    return run_case_with(m, c, nl, 0);
+}
+
 /* ---- Tests ---- */
 
 static void test_version_and_defaults(void) {
-    CHECK(emcoder_abi_version() == EMCODER_ABI_VERSION);
+    CHECK(emcoder_abi_version() >= EMCODER_ABI_VERSION && EMCODER_ABI_VERSION == 2);
     CHECK(emcoder_version() != NULL && strlen(emcoder_version()) > 0);
     EmcoderModelParams mp = emcoder_model_default_params();
+    CHECK(mp.struct_size == sizeof mp);
     CHECK(mp.tokenizer_path == NULL && mp.n_threads == 0 && mp.device == EMCODER_DEVICE_CPU);
     CHECK(mp.max_tokens == 4096 && mp.max_rows > 0);
+    CHECK(mp.memory_budget == 0 && mp.isa == NULL && mp.copy_weights == 0 &&
+          mp.refuse_non_finite == 0);
     EmcoderPredictOptions po = emcoder_predict_default_options();
+    CHECK(po.struct_size == sizeof po);
     CHECK(po.n_samples == EMCODER_DEFAULT_SAMPLES && po.n_samples == 50);
     CHECK(po.seed == EMCODER_DEFAULT_SEED && po.truncate == 0);
+    CHECK(po.cancel == NULL && po.timeout_ms == 0 && po.fail_fast_on_memory == 0);
+    /* The init functions write nothing past the size they are given. */
+    EmcoderPredictOptions part;
+    memset(&part, 0xAB, sizeof part);
+    emcoder_predict_options_init(&part, 8);
+    CHECK(part.struct_size == 8 && part.n_samples == 50 && part.seed == 0xABABABABABABABABull);
+    emcoder_predict_options_init(NULL, sizeof part);
     CHECK(strcmp(emcoder_error_code_name(EMCODER_ERR_IO), "EMCODER_ERR_IO") == 0);
+    CHECK(strcmp(emcoder_error_code_name(EMCODER_ERR_CANCELLED), "EMCODER_ERR_CANCELLED") == 0);
+    CHECK(EMCODER_ERR_CANCELLED == -7 && EMCODER_ERR_OUT_OF_MEMORY == -5);
     CHECK(strcmp(emcoder_error_code_name(EMCODER_OK), "EMCODER_OK") == 0);
     CHECK(strcmp(emcoder_error_code_name(-1000), "EMCODER_ERR_UNKNOWN") == 0);
 }
@@ -276,6 +275,8 @@ static void test_null_handles(void) {
     CHECK(emcoder_prediction_n_tokens(NULL, 0) == 0);
     CHECK(emcoder_prediction_labels(NULL, 0) == NULL);
     CHECK(emcoder_prediction_logits(NULL, 0) == NULL);
+    CHECK(emcoder_model_scratch_bound(NULL) == 0 && emcoder_model_memory_budget(NULL) == 0);
+    CHECK(emcoder_model_isa(NULL) == NULL);
     CHECK(emcoder_error_code(NULL) == EMCODER_OK);
     CHECK(emcoder_error_message(NULL) != NULL && emcoder_error_message(NULL)[0] == '\0');
 }
@@ -478,6 +479,103 @@ static void test_batch_invariance(const EmcoderModel *m, const Case *c, size_t n
     }
 }
 
+/* Texts as (pointer, length): no terminator needed; empty texts; the errors. */
+static void test_sized_texts(const EmcoderModel *m) {
+    EmcoderPredictOptions o = emcoder_predict_default_options();
+    o.n_samples = 0;
+    EmcoderPrediction *p = NULL, *q = NULL;
+    EmcoderError *err = NULL;
+    /* "happy" inside a larger buffer, no NUL after it; an empty text with a NULL pointer. */
+    const char buf[] = "so happy!!";
+    EmcoderText t[2] = {{buf + 3, 5}, {NULL, 0}};
+    CHECK_ERR(emcoder_predict_texts(m, t, 2, &o, &p, &err), EMCODER_OK, err);
+    const char *plain[] = {"happy", ""};
+    CHECK_ERR(emcoder_predict(m, plain, 2, &o, &q, &err), EMCODER_OK, err);
+    for (size_t i = 0; i < 2; i++) {
+        CHECK(emcoder_prediction_n_tokens(p, i) == emcoder_prediction_n_tokens(q, i));
+        const float *a = emcoder_prediction_logits(p, i), *b = emcoder_prediction_logits(q, i);
+        CHECK(a && b && memcmp(a, b, emcoder_model_num_labels(m) * sizeof(float)) == 0);
+    }
+    CHECK(emcoder_prediction_n_tokens(p, 1) == 2); /* [CLS] [SEP] */
+    emcoder_prediction_free(p);
+    emcoder_prediction_free(q);
+
+    /* A NUL byte inside a text, a NULL pointer with a length, invalid UTF-8, NULL arguments. */
+    EmcoderText nul[2] = {{"ok", 2}, {"a\0b", 3}};
+    err = NULL;
+    int32_t code = emcoder_predict_texts(m, nul, 2, &o, &p, &err);
+    CHECK(err && strstr(emcoder_error_message(err), "texts[1]") != NULL);
+    CHECK_ERR(code, EMCODER_ERR_INVALID_ARGUMENT, err);
+    CHECK(p == NULL);
+    EmcoderText null_data = {NULL, 4};
+    CHECK_ERR(emcoder_predict_texts(m, &null_data, 1, &o, &p, &err), EMCODER_ERR_INVALID_ARGUMENT, err);
+    EmcoderText bad = {"caf\xc3", 4};
+    CHECK_ERR(emcoder_predict_texts(m, &bad, 1, &o, &p, &err), EMCODER_ERR_INVALID_UTF8, err);
+    CHECK_ERR(emcoder_predict_texts(m, NULL, 1, &o, &p, &err), EMCODER_ERR_INVALID_ARGUMENT, err);
+    CHECK_ERR(emcoder_predict_texts(m, t, 0, &o, &p, &err), EMCODER_ERR_INVALID_ARGUMENT, err);
+    CHECK_ERR(emcoder_predict_texts(NULL, t, 1, &o, &p, &err), EMCODER_ERR_INVALID_ARGUMENT, err);
+    CHECK_ERR(emcoder_predict_texts(m, t, 1, &o, NULL, &err), EMCODER_ERR_INVALID_ARGUMENT, err);
+}
+
+/* The load parameters of ABI 2, and structs as a C caller may build them. */
+static void test_params_v2(const char *model_dir) {
+    EmcoderModel *m = NULL;
+    EmcoderError *err = NULL;
+    const char *t[] = {"I am so happy you are here!"};
+
+    /* A zero-initialized params struct (struct_size 0) means every default. */
+    EmcoderModelParams zero;
+    memset(&zero, 0, sizeof zero);
+    zero.n_threads = 1;
+    CHECK_ERR(emcoder_model_load(model_dir, &zero, &m, &err), EMCODER_OK, err);
+    CHECK(emcoder_model_scratch_bound(m) > 0);
+    CHECK(emcoder_model_memory_budget(m) == 2 * emcoder_model_scratch_bound(m));
+    /* A zero-initialized options struct: one deterministic pass, seed 0. */
+    EmcoderPredictOptions zo;
+    memset(&zo, 0, sizeof zo);
+    EmcoderPrediction *p = NULL;
+    CHECK_ERR(emcoder_predict(m, t, 1, &zo, &p, &err), EMCODER_OK, err);
+    CHECK(emcoder_prediction_n_samples(p, 0) == 0 && emcoder_prediction_logits(p, 0) != NULL);
+    emcoder_prediction_free(p);
+    emcoder_model_free(m);
+
+    /* The instruction-set override: a named level, an unknown one. */
+    EmcoderModelParams params = emcoder_model_default_params();
+    params.n_threads = 1;
+    params.isa = "generic";
+    CHECK_ERR(emcoder_model_load(model_dir, &params, &m, &err), EMCODER_OK, err);
+    CHECK(m && strcmp(emcoder_model_isa(m), "generic") == 0);
+    emcoder_model_free(m);
+    params.isa = "sse9";
+    err = NULL;
+    int32_t code = emcoder_model_load(model_dir, &params, &m, &err);
+    CHECK(err && strstr(emcoder_error_message(err), "sse9") != NULL);
+    CHECK_ERR(code, EMCODER_ERR_INVALID_ARGUMENT, err);
+    CHECK(m == NULL);
+
+    /* Copied weights and the finiteness check give the numbers of the mapped model. */
+    params.isa = NULL;
+    EmcoderModel *mapped = NULL;
+    CHECK_ERR(emcoder_model_load(model_dir, &params, &mapped, &err), EMCODER_OK, err);
+    CHECK(emcoder_model_isa(mapped) != NULL);
+    params.copy_weights = 1;
+    params.refuse_non_finite = 1;
+    params.memory_budget = 64u << 20;
+    CHECK_ERR(emcoder_model_load(model_dir, &params, &m, &err), EMCODER_OK, err);
+    CHECK(emcoder_model_memory_budget(m) == 64u << 20);
+    EmcoderPrediction *a = NULL, *b = NULL;
+    CHECK(emcoder_predict(mapped, t, 1, NULL, &a, NULL) == EMCODER_OK);
+    CHECK(emcoder_predict(m, t, 1, NULL, &b, NULL) == EMCODER_OK);
+    max_diff = 0;
+    CHECK(a && b && stats_equal(emcoder_prediction_labels(a, 0), emcoder_prediction_labels(b, 0),
+                                emcoder_model_num_labels(m)));
+    CHECK(max_diff == 0.0f);
+    emcoder_prediction_free(a);
+    emcoder_prediction_free(b);
+    emcoder_model_free(m);
+    emcoder_model_free(mapped);
+}
+
 typedef struct {
     const EmcoderModel *model;
     const Case *c;
@@ -521,6 +619,7 @@ int main(int argc, char **argv) {
     test_null_handles();
     test_panic_guard();
     test_load_errors(model_dir);
+    test_params_v2(model_dir);
 
     EmcoderModelParams params = emcoder_model_default_params();
     params.n_threads = 2;
@@ -534,10 +633,15 @@ int main(int argc, char **argv) {
     CHECK(err == NULL);
     test_labels(m, &ex);
     for (size_t k = 0; k < ex.n_cases; k++) {
-        int ok = run_case(m, &ex.cases[k], ex.num_labels);
-        if (!ok) fprintf(stderr, "case %zu (n_samples %u) differs from the Rust API\n", k, ex.cases[k].n_samples);
-        CHECK(ok);
+        for (int sized = 0; sized < 2; sized++) {
+            int ok = run_case_with(m, &ex.cases[k], ex.num_labels, sized);
+            if (!ok)
+                fprintf(stderr, "case %zu (n_samples %u) differs from the Rust API (%s)\n", k,
+                        ex.cases[k].n_samples, sized ? "emcoder_predict_texts" : "emcoder_predict");
+            CHECK(ok);
+        }
     }
+    test_sized_texts(m);
     test_batch_invariance(m, &ex.cases[0], ex.num_labels);
     test_predict_errors(m);
     test_threads(m, &ex.cases[0], ex.num_labels);

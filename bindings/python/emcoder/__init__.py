@@ -10,14 +10,20 @@ classifier whose uncertainty comes from Monte-Carlo dropout.
 The shared library is found through, in order: the EMCODER_LIB environment variable (a path to
 libemcoder.so), the checkout this package sits in (target/release/libemcoder.so, after
 `make lib`), then the system's library path. A Model is safe to use from many threads at once
-(ctypes releases the GIL during predictions, so threads really run in parallel). Failures raise
-EmcoderError (a subclass per code); results are plain Python objects copied out of the library.
+(ctypes releases the GIL during predictions, so threads really run in parallel, and another
+thread can cancel a running prediction). Failures raise EmcoderError (a subclass per code);
+results are plain Python objects copied out of the library.
+
+Stopping a prediction: ``predict(..., timeout=0.5)`` (seconds) and/or
+``predict(..., cancel=flag)`` with a ``CancelFlag`` that any thread may ``set()``; a stopped call
+raises CancelledError within about one layer's work and the model stays usable.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import math
 import os
 import threading
 from dataclasses import dataclass
@@ -27,11 +33,15 @@ from typing import Iterable, List, Optional
 __all__ = [
     "ABI_VERSION", "DEFAULT_SAMPLES", "DEFAULT_SEED", "EmcoderError", "InvalidArgumentError",
     "InvalidUtf8Error", "EmcoderIOError", "BadModelError", "EmcoderMemoryError", "InternalError",
-    "LabelStats", "Prediction", "Model", "version", "library_path",
+    "CancelledError", "CancelFlag", "LabelStats", "Prediction", "Model", "version",
+    "library_path", "set_log_callback", "LOG_DEBUG", "LOG_INFO", "LOG_WARN",
 ]
 
-#: The C ABI version this module was written for (EMCODER_ABI_VERSION in emcoder.h).
-ABI_VERSION = 1
+#: The C ABI version this module was written for (EMCODER_ABI_VERSION in emcoder.h): the
+#: library must be at least this version (newer ones serve it: the structs only grow).
+ABI_VERSION = 2
+#: Log levels of set_log_callback (EMCODER_LOG_* in emcoder.h).
+LOG_DEBUG, LOG_INFO, LOG_WARN = 0, 1, 2
 #: Defaults of the C API (EMCODER_DEFAULT_SAMPLES, EMCODER_DEFAULT_SEED).
 DEFAULT_SAMPLES = 50
 DEFAULT_SEED = 42
@@ -76,7 +86,7 @@ class BadModelError(EmcoderError):
 
 
 class EmcoderMemoryError(EmcoderError, MemoryError):
-    """EMCODER_ERR_OUT_OF_MEMORY: the request's buffers cannot be allocated."""
+    """EMCODER_ERR_OUT_OF_MEMORY: over the model's memory budget, or the system's memory."""
     code = -5
 
 
@@ -85,24 +95,43 @@ class InternalError(EmcoderError):
     code = -6
 
 
+class CancelledError(EmcoderError):
+    """EMCODER_ERR_CANCELLED: the prediction's CancelFlag was set or its timeout passed."""
+    code = -7
+
+
 _ERRORS = {c.code: c for c in (InvalidArgumentError, InvalidUtf8Error, EmcoderIOError,
-                                BadModelError, EmcoderMemoryError, InternalError)}
+                                BadModelError, EmcoderMemoryError, InternalError, CancelledError)}
 _CODE_NAMES = {0: "EMCODER_OK", -1: "EMCODER_ERR_INVALID_ARGUMENT", -2: "EMCODER_ERR_INVALID_UTF8",
                -3: "EMCODER_ERR_IO", -4: "EMCODER_ERR_BAD_MODEL", -5: "EMCODER_ERR_OUT_OF_MEMORY",
-               -6: "EMCODER_ERR_INTERNAL"}
+               -6: "EMCODER_ERR_INTERNAL", -7: "EMCODER_ERR_CANCELLED"}
 
 # ---- The C API ----------------------------------------------------------------------------
 
 
+# The structs as this module knows them (ABI 2); each starts with struct_size, so a newer
+# library reads only these fields.
 class _ModelParams(ctypes.Structure):
-    _fields_ = [("tokenizer_path", ctypes.c_char_p), ("n_threads", ctypes.c_uint32),
-                ("max_tokens", ctypes.c_uint32), ("device", ctypes.c_uint32),
-                ("max_rows", ctypes.c_uint32), ("precision", ctypes.c_uint32)]
+    _fields_ = [("struct_size", ctypes.c_uint32), ("tokenizer_path", ctypes.c_char_p),
+                ("n_threads", ctypes.c_uint32), ("max_tokens", ctypes.c_uint32),
+                ("device", ctypes.c_uint32), ("max_rows", ctypes.c_uint32),
+                ("precision", ctypes.c_uint32), ("memory_budget", ctypes.c_uint64),
+                ("isa", ctypes.c_char_p), ("copy_weights", ctypes.c_uint8),
+                ("refuse_non_finite", ctypes.c_uint8)]
 
 
 class _PredictOptions(ctypes.Structure):
-    _fields_ = [("n_samples", ctypes.c_uint32), ("seed", ctypes.c_uint64),
-                ("truncate", ctypes.c_uint8), ("tolerance", ctypes.c_float)]
+    _fields_ = [("struct_size", ctypes.c_uint32), ("n_samples", ctypes.c_uint32),
+                ("seed", ctypes.c_uint64), ("truncate", ctypes.c_uint8),
+                ("tolerance", ctypes.c_float), ("cancel", ctypes.POINTER(ctypes.c_int32)),
+                ("timeout_ms", ctypes.c_uint64), ("fail_fast_on_memory", ctypes.c_uint8)]
+
+
+class _Text(ctypes.Structure):
+    _fields_ = [("data", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+
+
+_LogCallback = ctypes.CFUNCTYPE(None, ctypes.c_int32, ctypes.c_char_p, ctypes.c_void_p)
 
 
 class _LabelStats(ctypes.Structure):
@@ -135,15 +164,21 @@ def _load_library() -> ctypes.CDLL:
         "emcoder_error_code": ([c.c_void_p], c.c_int32),
         "emcoder_error_message": ([c.c_void_p], c.c_char_p),
         "emcoder_error_free": ([c.c_void_p], None),
-        "emcoder_model_default_params": ([], _ModelParams),
-        "emcoder_predict_default_options": ([], _PredictOptions),
+        "emcoder_model_params_init": ([P(_ModelParams), c.c_uint32], None),
+        "emcoder_predict_options_init": ([P(_PredictOptions), c.c_uint32], None),
         "emcoder_model_load": ([c.c_char_p, P(_ModelParams), P(c.c_void_p), P(c.c_void_p)], c.c_int32),
         "emcoder_model_free": ([c.c_void_p], None),
         "emcoder_model_num_labels": ([c.c_void_p], c.c_size_t),
         "emcoder_model_label": ([c.c_void_p, c.c_size_t], c.c_char_p),
         "emcoder_model_n_threads": ([c.c_void_p], c.c_uint32),
+        "emcoder_model_scratch_bound": ([c.c_void_p], c.c_uint64),
+        "emcoder_model_memory_budget": ([c.c_void_p], c.c_uint64),
+        "emcoder_model_isa": ([c.c_void_p], c.c_char_p),
         "emcoder_predict": ([c.c_void_p, P(c.c_char_p), c.c_size_t, P(_PredictOptions),
                              P(c.c_void_p), P(c.c_void_p)], c.c_int32),
+        "emcoder_predict_texts": ([c.c_void_p, P(_Text), c.c_size_t, P(_PredictOptions),
+                                   P(c.c_void_p), P(c.c_void_p)], c.c_int32),
+        "emcoder_set_log_callback": ([_LogCallback, c.c_void_p, c.c_int32], c.c_int32),
         "emcoder_prediction_free": ([c.c_void_p], None),
         "emcoder_prediction_num_texts": ([c.c_void_p], c.c_size_t),
         "emcoder_prediction_num_labels": ([c.c_void_p], c.c_size_t),
@@ -157,13 +192,111 @@ def _load_library() -> ctypes.CDLL:
         f = getattr(lib, name)
         f.argtypes, f.restype = args, res
     abi = lib.emcoder_abi_version()
-    if abi != ABI_VERSION:
-        raise ImportError(f"{library_path()} has ABI version {abi}, this module expects "
-                          f"{ABI_VERSION}: rebuild the library or update the binding")
+    if abi < ABI_VERSION:
+        raise ImportError(f"{library_path()} has ABI version {abi}, this module needs at least "
+                          f"{ABI_VERSION}: install a newer libemcoder")
     return lib
 
 
 _lib = _load_library()
+
+
+def _model_params() -> _ModelParams:
+    p = _ModelParams()
+    _lib.emcoder_model_params_init(ctypes.byref(p), ctypes.sizeof(p))
+    return p
+
+
+def _predict_options() -> _PredictOptions:
+    o = _PredictOptions()
+    _lib.emcoder_predict_options_init(ctypes.byref(o), ctypes.sizeof(o))
+    return o
+
+
+# Where CPython's str keeps its UTF-8 (no copy for ASCII; cached on the str otherwise).
+try:
+    _utf8_of = ctypes.pythonapi.PyUnicode_AsUTF8AndSize
+    _utf8_of.argtypes = [ctypes.py_object, ctypes.POINTER(ctypes.c_ssize_t)]
+    _utf8_of.restype = ctypes.c_void_p
+except AttributeError:  # not CPython: encode instead
+    _utf8_of = None
+
+
+def _texts_array(texts: List[object]):
+    """The texts as an array of (pointer, length) pointing into the Python objects themselves
+    (str: its UTF-8 form, kept by the str; bytes: its buffer). The caller keeps `texts` alive
+    for the call; objects that had to be encoded are returned with the array."""
+    arr = (_Text * len(texts))()
+    keep = []
+    size = ctypes.c_ssize_t()
+    for i, t in enumerate(texts):
+        if isinstance(t, str):
+            if _utf8_of is not None:
+                try:
+                    arr[i].data = _utf8_of(t, ctypes.byref(size))
+                except UnicodeEncodeError as e:
+                    raise InvalidUtf8Error(f"texts[{i}] cannot be UTF-8: {e}", -2) from None
+                arr[i].len = size.value
+                continue
+            try:
+                t = t.encode("utf-8")
+            except UnicodeEncodeError as e:
+                raise InvalidUtf8Error(f"texts[{i}] cannot be UTF-8: {e}", -2) from None
+            keep.append(t)
+        elif not isinstance(t, bytes):
+            t = bytes(t)
+            keep.append(t)
+        arr[i].data = ctypes.cast(t, ctypes.c_void_p).value if t else None
+        arr[i].len = len(t)
+    return arr, keep
+
+
+class CancelFlag:
+    """A cancellation flag for ``Model.predict(..., cancel=flag)``: ``set()`` from any thread
+    stops the predictions given it (they raise CancelledError within about one layer's work).
+    The library only reads it: ``clear()`` it before reusing it. (An aligned 32-bit store,
+    which is atomic on every platform the library runs on.)"""
+
+    def __init__(self):
+        self._value = ctypes.c_int32(0)
+
+    def set(self) -> None:
+        self._value.value = 1
+
+    def clear(self) -> None:
+        self._value.value = 0
+
+    def is_set(self) -> bool:
+        return self._value.value != 0
+
+
+_log_state = {"callback": None}
+_log_lock = threading.Lock()
+
+
+def set_log_callback(fn, min_level: int = LOG_INFO) -> None:
+    """Sends the library's log messages of ``min_level`` (LOG_DEBUG, LOG_INFO, LOG_WARN) and
+    above to ``fn(level, message)``, or stops with ``fn=None``. Process-wide; off by default.
+    ``fn`` runs on the library's threads (with the GIL taken for it), possibly on several at
+    once; exceptions it raises are printed and dropped. It must not call into the model."""
+    if min_level not in (LOG_DEBUG, LOG_INFO, LOG_WARN):
+        raise InvalidArgumentError(f"min_level {min_level}: use LOG_DEBUG, LOG_INFO or LOG_WARN")
+    with _log_lock:
+        if fn is None:
+            cb = _LogCallback()
+        else:
+            def trampoline(level, message, _user):
+                try:
+                    fn(level, message.decode("utf-8", "replace"))
+                except Exception:  # nothing may unwind into the library
+                    import traceback
+                    traceback.print_exc()
+            cb = _LogCallback(trampoline)
+        code = _lib.emcoder_set_log_callback(cb, None, min_level)
+        if code != 0:
+            raise _ERRORS.get(code, EmcoderError)("emcoder_set_log_callback failed", code)
+        # The library no longer calls the previous one: it may be collected.
+        _log_state["callback"] = cb
 
 
 def _raise(code: int, err: ctypes.c_void_p) -> None:
@@ -213,22 +346,37 @@ class Prediction:
 class Model:
     """A loaded model; use it from any number of threads, then ``close()`` it (or use ``with``).
 
-    ``Model(path, threads=0, max_tokens=0, tokenizer=None, max_rows=0)``: 0 means the
-    library's default (all cores, 4096 tokens); ``tokenizer`` None means
-    ``<path>/tokenizer.json`` when present, else the built-in tokenizer.
+    ``Model(path, threads=0, max_tokens=0, tokenizer=None, max_rows=0, bf16=False,
+    memory_budget=0, isa=None, copy_weights=False, refuse_non_finite=False)``: 0 means the
+    library's default (all cores, 4096 tokens, 16384 rows, a budget of twice
+    ``scratch_bound``); ``tokenizer`` None means ``<path>/tokenizer.json`` when present, else
+    the built-in tokenizer; ``isa`` names the kernels' instruction-set level ("generic",
+    "avx2", ...; None: $EMCODER_ISA or the best); ``copy_weights`` reads the weights into memory
+    instead of mapping the file (a mapped file replaced in place crashes the process);
+    ``refuse_non_finite`` refuses weights holding NaN or infinity.
     """
 
     def __init__(self, path, *, threads: int = 0, max_tokens: int = 0,
-                 tokenizer=None, max_rows: int = 0):
-        params = _lib.emcoder_model_default_params()
+                 tokenizer=None, max_rows: int = 0, bf16: bool = False,
+                 memory_budget: int = 0, isa: Optional[str] = None,
+                 copy_weights: bool = False, refuse_non_finite: bool = False):
+        params = _model_params()
         for name, v in (("threads", threads), ("max_tokens", max_tokens), ("max_rows", max_rows)):
             if not 0 <= v < 2**32:
                 raise InvalidArgumentError(f"{name} {v} is out of range")
+        if not 0 <= memory_budget < 2**64:
+            raise InvalidArgumentError(f"memory_budget {memory_budget} is out of range")
         params.n_threads = threads
         if max_tokens:
             params.max_tokens = max_tokens
         if max_rows:
             params.max_rows = max_rows
+        params.precision = 1 if bf16 else 0
+        params.memory_budget = memory_budget
+        params.copy_weights = 1 if copy_weights else 0
+        params.refuse_non_finite = 1 if refuse_non_finite else 0
+        if isa:
+            params.isa = isa.encode("utf-8")
         if tokenizer is not None:
             params.tokenizer_path = os.fsencode(tokenizer)
         handle, err = ctypes.c_void_p(), ctypes.c_void_p()
@@ -253,6 +401,21 @@ class Model:
         """Worker threads of the model's pool."""
         return _lib.emcoder_model_n_threads(self._live())
 
+    @property
+    def scratch_bound(self) -> int:
+        """The most scratch memory one call can use, in bytes, whatever its texts."""
+        return _lib.emcoder_model_scratch_bound(self._live())
+
+    @property
+    def memory_budget(self) -> int:
+        """The scratch memory budget of all running calls, in bytes."""
+        return _lib.emcoder_model_memory_budget(self._live())
+
+    @property
+    def isa(self) -> str:
+        """The instruction-set level of the kernels, e.g. "avx2"."""
+        return _lib.emcoder_model_isa(self._live()).decode()
+
     def _live(self) -> ctypes.c_void_p:
         if self._handle is None:
             raise InvalidArgumentError("the model is closed")
@@ -260,36 +423,51 @@ class Model:
 
     def predict(self, texts: Iterable[str], *, samples: int = DEFAULT_SAMPLES,
                 seed: int = DEFAULT_SEED, deterministic: bool = False,
-                truncate: bool = False) -> List[Prediction]:
+                truncate: bool = False, timeout: Optional[float] = None,
+                cancel: Optional[CancelFlag] = None,
+                fail_fast_on_memory: bool = False) -> List[Prediction]:
         """Predicts every text; ``samples`` MC-dropout samples each (or one deterministic pass).
 
-        Texts are ``str`` (encoded as UTF-8) or ``bytes`` (passed as is, so invalid UTF-8
-        raises InvalidUtf8Error). An empty input gives an empty list.
+        Texts are ``str`` (UTF-8) or ``bytes`` (passed as is, so invalid UTF-8 raises
+        InvalidUtf8Error); the library reads them in place, without copies. A text containing
+        a NUL character raises InvalidArgumentError. An empty input gives an empty list.
+        ``timeout`` (seconds) and ``cancel`` (a CancelFlag set from another thread) stop the
+        call with CancelledError; ``fail_fast_on_memory`` raises EmcoderMemoryError at once
+        instead of waiting while the model's memory budget is taken by other calls. The GIL is
+        released while the library works.
         """
         if isinstance(texts, (str, bytes)):
             raise TypeError("predict() takes a list of texts, not one text")
-        data = [t.encode("utf-8") if isinstance(t, str) else bytes(t) for t in texts]
+        data = texts if isinstance(texts, list) else list(texts)
         if not data:
             return []
-        for i, t in enumerate(data):
-            if b"\0" in t:
-                raise InvalidArgumentError(f"text {i} contains a NUL byte")
         if not deterministic and not 1 <= samples < 2**32:
             raise InvalidArgumentError(f"samples {samples}: use 1 .. 2^32-1 (or deterministic=True)")
         if not 0 <= seed < 2**64:
             raise InvalidArgumentError(f"seed {seed} is out of range")
-        opts = _lib.emcoder_predict_default_options()
+        if cancel is not None and not isinstance(cancel, CancelFlag):
+            raise TypeError("cancel must be an emcoder.CancelFlag")
+        opts = _predict_options()
         opts.n_samples = 0 if deterministic else samples
         opts.seed = seed
         opts.truncate = 1 if truncate else 0
-        arr = (ctypes.c_char_p * len(data))(*data)
+        opts.fail_fast_on_memory = 1 if fail_fast_on_memory else 0
+        if timeout is not None:
+            if math.isnan(timeout):
+                raise InvalidArgumentError("timeout is NaN")
+            # Whole milliseconds, rounded up; 0 or less is already over (1 ms), not "none".
+            ms = math.ceil(max(timeout, 0.0) * 1000) if timeout < 1e15 else 2**64 - 1
+            opts.timeout_ms = min(max(ms, 1), 2**64 - 1)
+        if cancel is not None:
+            opts.cancel = ctypes.pointer(cancel._value)
+        arr, _keep = _texts_array(data)
         out, err = ctypes.c_void_p(), ctypes.c_void_p()
         with self._cond:
             handle = self._live()
             self._busy += 1
         try:
-            code = _lib.emcoder_predict(handle, arr, len(data), ctypes.byref(opts),
-                                        ctypes.byref(out), ctypes.byref(err))
+            code = _lib.emcoder_predict_texts(handle, arr, len(data), ctypes.byref(opts),
+                                              ctypes.byref(out), ctypes.byref(err))
         finally:
             with self._cond:
                 self._busy -= 1

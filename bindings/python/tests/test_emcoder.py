@@ -4,6 +4,8 @@ EMCODER_EXPECTED, set by the script, names the values of the Rust API
 (ffi/examples/expected_values.rs) that test_matches_rust_api compares against."""
 import ctypes
 import os
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -24,16 +26,23 @@ def model():
 
 def test_version_and_abi():
     assert emcoder.version()
-    assert emcoder._lib.emcoder_abi_version() == emcoder.ABI_VERSION
-    assert Path(emcoder.library_path()).name == "libemcoder.so"
+    assert emcoder._lib.emcoder_abi_version() >= emcoder.ABI_VERSION == 2
+    assert Path(emcoder.library_path()).name.startswith("libemcoder.so")
 
 
 def test_struct_layouts_match_the_header():
     # The sizes ffi/src/lib.rs and tests/c/test_emcoder.c assert for the C structs.
-    assert ctypes.sizeof(emcoder._ModelParams) == 32
-    assert ctypes.sizeof(emcoder._PredictOptions) == 24
+    assert ctypes.sizeof(emcoder._ModelParams) == 64
+    assert ctypes.sizeof(emcoder._PredictOptions) == 48
     assert ctypes.sizeof(emcoder._LabelStats) == 24
-    assert emcoder._ModelParams.device.offset == 16 and emcoder._ModelParams.max_rows.offset == 20
+    assert ctypes.sizeof(emcoder._Text) == 16
+    assert emcoder._ModelParams.device.offset == 24 and emcoder._ModelParams.max_rows.offset == 28
+    assert emcoder._ModelParams.memory_budget.offset == 40
+    assert emcoder._PredictOptions.cancel.offset == 24
+    # The init functions fill what this module knows, struct_size included.
+    p, o = emcoder._model_params(), emcoder._predict_options()
+    assert p.struct_size == 64 and p.max_tokens == 4096 and p.memory_budget == 0
+    assert o.struct_size == 48 and o.n_samples == 50 and o.seed == 42 and not o.cancel
 
 
 def test_labels(model):
@@ -100,8 +109,10 @@ def test_predict_errors(model):
     with pytest.raises(emcoder.InvalidUtf8Error) as e:
         model.predict(["fine", b"bad \x80 byte"])
     assert "texts[1]" in str(e.value) and isinstance(e.value, ValueError)
-    with pytest.raises(emcoder.InvalidArgumentError):
-        model.predict(["a\0b"])
+    with pytest.raises(emcoder.InvalidArgumentError, match=r"texts\[1\]"):
+        model.predict(["ok", "a\0b"])
+    with pytest.raises(emcoder.InvalidUtf8Error):
+        model.predict(["lone surrogate \udc80"])
     with pytest.raises(emcoder.InvalidArgumentError):
         model.predict(["ok"], samples=0)
     with pytest.raises(TypeError):
@@ -144,3 +155,109 @@ def test_panic_does_not_cross_the_boundary():
     assert emcoder._lib.emcoder_debug_panic(ctypes.byref(err)) == emcoder.InternalError.code
     assert b"deliberate panic" in emcoder._lib.emcoder_error_message(err)
     emcoder._lib.emcoder_error_free(err)
+
+
+def heavy_texts():
+    """16 texts of 402 tokens: with 2000 samples, seconds of work."""
+    return ["a b " * 200] * 16
+
+
+def test_cancel_flag_and_timeout(model):
+    before = model.predict(TEXTS, deterministic=True)
+    flag = emcoder.CancelFlag()
+    flag.set()
+    with pytest.raises(emcoder.CancelledError) as e:
+        model.predict(["ok"], cancel=flag)
+    assert e.value.code == -7 and e.value.code_name == "EMCODER_ERR_CANCELLED"
+    flag.clear()
+    assert len(model.predict(["ok"], cancel=flag)) == 1
+
+    # Set by another Python thread while the call runs: only possible because ctypes released
+    # the GIL for the call.
+    timer = threading.Timer(0.05, flag.set)
+    timer.start()
+    start = time.monotonic()
+    with pytest.raises(emcoder.CancelledError, match="cancelled"):
+        model.predict(heavy_texts(), samples=2000, cancel=flag)
+    assert time.monotonic() - start < 5
+    timer.join()
+
+    start = time.monotonic()
+    with pytest.raises(emcoder.CancelledError, match="deadline"):
+        model.predict(heavy_texts(), samples=2000, timeout=0.02)
+    assert time.monotonic() - start < 5
+    with pytest.raises(emcoder.InvalidArgumentError):
+        model.predict(["ok"], timeout=float("nan"))
+    with pytest.raises(TypeError):
+        model.predict(["ok"], cancel=threading.Event())
+    assert model.predict(TEXTS, deterministic=True) == before
+
+
+def test_gil_is_released_during_predict(model):
+    """Another Python thread keeps running while predict works."""
+    ticks = []
+    stop = threading.Event()
+
+    def tick():
+        while not stop.is_set():
+            ticks.append(1)
+            time.sleep(0.001)
+
+    flag = emcoder.CancelFlag()
+    t = threading.Thread(target=tick)
+    t.start()
+    time.sleep(0.01)
+    threading.Timer(0.3, flag.set).start()
+    n0 = len(ticks)
+    with pytest.raises(emcoder.CancelledError):
+        model.predict(heavy_texts(), samples=2000, cancel=flag)
+    grew = len(ticks) - n0
+    stop.set()
+    t.join()
+    assert grew >= 20, f"the other thread ran {grew} times in 0.3 s"
+
+
+def test_texts_in_place_str_and_bytes(model):
+    s = model.predict(TEXTS, samples=4, seed=5)
+    b = model.predict([t.encode() for t in TEXTS], samples=4, seed=5)
+    g = model.predict(t for t in TEXTS)  # any iterable
+    assert s == b and len(g) == len(TEXTS)
+    [empty] = model.predict([""], deterministic=True)
+    assert empty.n_tokens == 2
+
+
+def test_load_options_and_memory_budget():
+    with pytest.raises(emcoder.InvalidArgumentError, match="sse9"):
+        emcoder.Model(FIXTURE, isa="sse9")
+    with emcoder.Model(FIXTURE, threads=2, isa="generic", memory_budget=4 << 20,
+                       copy_weights=True, refuse_non_finite=True) as m:
+        assert m.isa == "generic" and m.memory_budget == 4 << 20
+        assert m.scratch_bound > m.memory_budget
+        assert m.predict(["ok"], samples=3)[0].samples == 3
+        with pytest.raises(emcoder.EmcoderMemoryError, match="memory_budget") as e:
+            m.predict(["a b " * 50] * 32)  # a whole chunk of scratch: over 4 MiB
+        assert isinstance(e.value, MemoryError)
+        assert m.predict(["ok"], fail_fast_on_memory=True)[0].samples == 50
+
+
+def test_log_callback():
+    seen = []
+    lock = threading.Lock()
+
+    def log(level, message):
+        with lock:
+            seen.append((level, message))
+
+    with pytest.raises(emcoder.InvalidArgumentError):
+        emcoder.set_log_callback(log, 9)
+    emcoder.set_log_callback(log, emcoder.LOG_DEBUG)
+    try:
+        with emcoder.Model(FIXTURE, threads=1) as m:
+            m.predict(["hello there"])
+    finally:
+        emcoder.set_log_callback(None)
+    assert any(level == emcoder.LOG_INFO and "budget" in msg for level, msg in seen), seen
+    assert any(level == emcoder.LOG_DEBUG and "arena" in msg for level, msg in seen), seen
+    n = len(seen)
+    emcoder.Model(FIXTURE, threads=1).close()
+    assert len(seen) == n

@@ -108,7 +108,7 @@ func newHandler(model *emcoder.Model) http.Handler {
 			opts.Seed = *req.Seed
 		}
 		opts.Deterministic, opts.Truncate = req.Deterministic, req.Truncate
-		preds, err := model.Predict(req.Texts, &opts)
+		preds, err := model.Predict(r.Context(), req.Texts, &opts)
 		if err != nil {
 			status, code := http.StatusInternalServerError, ""
 			var e *emcoder.Error

@@ -1,0 +1,150 @@
+/*
+ * An "old caller": a program compiled against a smaller copy of the params and options structs
+ * (the ABI 1 fields behind `struct_size`, as a header that predates memory_budget, isa,
+ * copy_weights, refuse_non_finite, cancel, timeout_ms and fail_fast_on_memory declared them),
+ * linked against today's libemcoder.so. It does not include emcoder.h: it declares what it uses,
+ * as that older header did. scripts/test-bindings.sh builds and runs it.
+ *
+ * Usage: test_old_caller <model_dir>
+ *
+ * Each struct sits at the very end of a page followed by an inaccessible page, so a library
+ * that read (or wrote) one byte past `struct_size` would crash the test. Checks: the init
+ * functions fill the fields that fit and nothing past them; a load and a prediction with the
+ * small structs work and read their fields (n_samples 7 gives 7 samples); the defaults of the
+ * small structs give the numbers of NULL options.
+ */
+#define _DEFAULT_SOURCE /* MAP_ANONYMOUS */
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+/* The structs as the older header declared them. */
+typedef struct {
+    uint32_t struct_size;
+    const char *tokenizer_path;
+    uint32_t n_threads;
+    uint32_t max_tokens;
+    uint32_t device;
+    uint32_t max_rows;
+    uint32_t precision;
+} OldModelParams;
+
+typedef struct {
+    uint32_t struct_size;
+    uint32_t n_samples;
+    uint64_t seed;
+    uint8_t truncate;
+    float tolerance;
+} OldPredictOptions;
+
+typedef struct {
+    float mean, std, total_entropy, aleatoric, epistemic;
+    uint8_t predicted;
+} OldLabelStats;
+
+_Static_assert(sizeof(OldModelParams) == 40, "the ABI 1 fields of EmcoderModelParams");
+_Static_assert(sizeof(OldPredictOptions) == 24, "the ABI 1 fields of EmcoderPredictOptions");
+
+typedef struct EmcoderModel EmcoderModel;
+typedef struct EmcoderPrediction EmcoderPrediction;
+typedef struct EmcoderError EmcoderError;
+uint32_t emcoder_abi_version(void);
+void emcoder_model_params_init(OldModelParams *params, uint32_t struct_size);
+void emcoder_predict_options_init(OldPredictOptions *options, uint32_t struct_size);
+int32_t emcoder_model_load(const char *dir, const OldModelParams *params, EmcoderModel **out,
+                           EmcoderError **err);
+int32_t emcoder_predict(const EmcoderModel *model, const char *const *texts, size_t n_texts,
+                        const OldPredictOptions *options, EmcoderPrediction **out,
+                        EmcoderError **err);
+uint32_t emcoder_prediction_n_samples(const EmcoderPrediction *p, size_t text);
+size_t emcoder_prediction_num_labels(const EmcoderPrediction *p);
+const OldLabelStats *emcoder_prediction_labels(const EmcoderPrediction *p, size_t text);
+void emcoder_prediction_free(EmcoderPrediction *p);
+uint32_t emcoder_model_n_threads(const EmcoderModel *m);
+void emcoder_model_free(EmcoderModel *m);
+const char *emcoder_error_message(const EmcoderError *e);
+void emcoder_error_free(EmcoderError *e);
+
+static int failures = 0;
+#define CHECK(cond)                                                              \
+    do {                                                                         \
+        if (!(cond)) {                                                           \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
+            failures++;                                                          \
+        }                                                                        \
+    } while (0)
+
+/* Field by field: the structs have padding, which memcmp would compare too. */
+static int same_stats(const OldLabelStats *a, const OldLabelStats *b, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (a[i].mean != b[i].mean || a[i].std != b[i].std ||
+            a[i].total_entropy != b[i].total_entropy || a[i].aleatoric != b[i].aleatoric ||
+            a[i].epistemic != b[i].epistemic || a[i].predicted != b[i].predicted)
+            return 0;
+    return 1;
+}
+
+/* `size` bytes ending exactly where an inaccessible page begins, filled with 0xAB. */
+static void *before_guard_page(size_t size) {
+    long page = sysconf(_SC_PAGESIZE);
+    unsigned char *mem = mmap(NULL, 2 * (size_t)page, PROT_READ | PROT_WRITE,
+                              MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (mem == MAP_FAILED || mprotect(mem + page, (size_t)page, PROT_NONE) != 0) {
+        perror("mmap");
+        return NULL;
+    }
+    unsigned char *p = mem + page - size;
+    memset(p, 0xAB, size);
+    return p;
+}
+
+int main(int argc, char **argv) {
+    if (argc != 2) {
+        fprintf(stderr, "usage: %s <model_dir>\n", argv[0]);
+        return 2;
+    }
+    CHECK(emcoder_abi_version() >= 2);
+    OldModelParams *params = before_guard_page(sizeof *params);
+    OldPredictOptions *opts = before_guard_page(sizeof *opts);
+    if (!params || !opts) return 2;
+
+    emcoder_model_params_init(params, sizeof *params);
+    CHECK(params->struct_size == sizeof *params && params->tokenizer_path == NULL);
+    CHECK(params->max_tokens == 4096 && params->device == 0 && params->precision == 0);
+    emcoder_predict_options_init(opts, sizeof *opts);
+    CHECK(opts->struct_size == sizeof *opts && opts->n_samples == 50 && opts->seed == 42);
+    CHECK(opts->truncate == 0 && opts->tolerance == 0.0f);
+
+    params->n_threads = 2;
+    EmcoderModel *m = NULL;
+    EmcoderError *err = NULL;
+    if (emcoder_model_load(argv[1], params, &m, &err) != 0) {
+        fprintf(stderr, "load: %s\n", emcoder_error_message(err));
+        emcoder_error_free(err);
+        return 1;
+    }
+    CHECK(emcoder_model_n_threads(m) == 2);
+
+    const char *texts[] = {"I am so happy you are here!"};
+    EmcoderPrediction *a = NULL, *b = NULL;
+    CHECK(emcoder_predict(m, texts, 1, opts, &a, &err) == 0);
+    CHECK(emcoder_predict(m, texts, 1, NULL, &b, &err) == 0);
+    size_t nl = emcoder_prediction_num_labels(a);
+    CHECK(nl > 0 && emcoder_prediction_n_samples(a, 0) == 50);
+    CHECK(same_stats(emcoder_prediction_labels(a, 0), emcoder_prediction_labels(b, 0), nl));
+    emcoder_prediction_free(a);
+    emcoder_prediction_free(b);
+
+    opts->n_samples = 7;
+    CHECK(emcoder_predict(m, texts, 1, opts, &a, &err) == 0);
+    CHECK(emcoder_prediction_n_samples(a, 0) == 7);
+    emcoder_prediction_free(a);
+    emcoder_model_free(m);
+
+    printf("old caller (params %zu bytes, options %zu bytes): %s\n", sizeof *params,
+           sizeof *opts, failures ? "FAILED" : "ok");
+    return failures == 0 ? 0 : 1;
+}
