@@ -10,8 +10,14 @@
 //	GET  /labels   -> {"labels": [...]}
 //	GET  /healthz  -> ok
 //
-// One model serves every request concurrently (a Model is safe for concurrent use). Input
-// errors answer 400 with {"error", "code"}; SIGINT/SIGTERM shut the server down gracefully.
+// One model serves every request concurrently (a Model is safe for concurrent use), under
+// limits set by flags: request bytes (-max-body-bytes), texts (-max-texts), MC samples
+// (-max-samples), estimated tokens x samples (-max-work; a text counts as its bytes + 2
+// tokens), concurrent predictions (-max-concurrent) and a per-request deadline (-timeout,
+// which cancels the inference within about one layer's work). Errors answer JSON
+// {"error", "code"}: 400 bad input, 413 over a size limit, 503 (with Retry-After) when all
+// prediction slots are busy or memory is short, 504 past the deadline, 500 otherwise.
+// SIGINT/SIGTERM shut the server down gracefully.
 package main
 
 import (
@@ -29,6 +35,13 @@ func main() {
 	flag.StringVar(&cfg.modelDir, "model", os.Getenv("EMCODER_MODEL"), "model directory (default $EMCODER_MODEL)")
 	flag.StringVar(&cfg.addr, "addr", "127.0.0.1:8080", "listen address")
 	flag.IntVar(&cfg.threads, "threads", 0, "worker threads of the model (0: all cores)")
+	cfg.limits = defaultLimits
+	flag.Int64Var(&cfg.limits.maxBodyBytes, "max-body-bytes", defaultLimits.maxBodyBytes, "largest request body, bytes")
+	flag.IntVar(&cfg.limits.maxTexts, "max-texts", defaultLimits.maxTexts, "most texts per request")
+	flag.IntVar(&cfg.limits.maxSamples, "max-samples", defaultLimits.maxSamples, "most MC samples per request")
+	flag.Int64Var(&cfg.limits.maxWork, "max-work", defaultLimits.maxWork, "most estimated tokens x samples per request")
+	flag.IntVar(&cfg.limits.maxConcurrent, "max-concurrent", defaultLimits.maxConcurrent, "most predictions running at once")
+	flag.DurationVar(&cfg.limits.timeout, "timeout", defaultLimits.timeout, "deadline of each prediction")
 	flag.Parse()
 	if cfg.modelDir == "" {
 		fmt.Fprintln(os.Stderr, "emcoder-server: -model (or $EMCODER_MODEL) is required")

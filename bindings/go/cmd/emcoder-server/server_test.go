@@ -6,12 +6,17 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"emcoder"
 )
+
+var fixture = filepath.Join("..", "..", "..", "..", "tests", "fixtures", "tiny-vocab-bf16")
 
 // Starts the server on 127.0.0.1 (a free port), sends real requests, and stops it; the whole
 // test is bounded by a 60 s deadline.
@@ -19,10 +24,12 @@ func TestServer(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cfg := config{
-		modelDir: filepath.Join("..", "..", "..", "..", "tests", "fixtures", "tiny-vocab-bf16"),
+		modelDir: fixture,
 		addr:     "127.0.0.1:0",
 		threads:  2,
+		limits:   defaultLimits,
 	}
+	cfg.limits.maxConcurrent = 8 // the 8 concurrent clients below are all served
 	ready := make(chan string, 1)
 	stopped := make(chan error, 1)
 	serveCtx, stop := context.WithCancel(ctx)
@@ -126,5 +133,103 @@ func TestServer(t *testing.T) {
 		}
 	case <-ctx.Done():
 		t.Fatal("server did not stop in time")
+	}
+}
+
+// post sends a body to /predict and decodes the JSON answer.
+func post(t *testing.T, client *http.Client, url, body string) (int, http.Header, map[string]any) {
+	t.Helper()
+	resp, err := client.Post(url+"/predict", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	var v map[string]any
+	if err := json.Unmarshal(data, &v); err != nil {
+		t.Fatalf("not JSON (%d): %.200s", resp.StatusCode, data)
+	}
+	return resp.StatusCode, resp.Header, v
+}
+
+// Oversized, too many, too heavy, concurrent beyond the limit and slow requests each get their
+// JSON error, on a server listening on 127.0.0.1; the server keeps answering afterwards.
+func TestServerLimits(t *testing.T) {
+	model, err := emcoder.Load(fixture, &emcoder.Options{Threads: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer model.Close()
+	lim := limits{
+		maxBodyBytes:  64 << 10,
+		maxTexts:      8,
+		maxSamples:    5000,
+		maxWork:       2_000_000,
+		maxConcurrent: 1,
+		timeout:       100 * time.Millisecond,
+	}
+	s := newServer(model, lim)
+	ts := httptest.NewServer(s.routes()) // 127.0.0.1, a free port
+	defer ts.Close()
+	client := &http.Client{Timeout: 30 * time.Second}
+	texts := func(n, bytes int) string {
+		q := make([]string, n)
+		for i := range q {
+			q[i] = `"` + strings.Repeat("a b ", bytes/4) + `"`
+		}
+		return "[" + strings.Join(q, ",") + "]"
+	}
+
+	for _, c := range []struct {
+		name   string
+		body   string
+		status int
+		code   string
+	}{
+		{"body over 64 KiB", `{"texts": ` + texts(4, 20000) + `}`, 413, ""},
+		{"9 texts", `{"texts": ` + texts(9, 4) + `}`, 413, ""},
+		{"tokens x samples", `{"texts": ` + texts(8, 1000) + `, "samples": 400}`, 413, ""},
+		{"samples over the limit", `{"texts": ["ok"], "samples": 5001}`, 400, ""},
+		{"NUL byte", `{"texts": ["a\u0000b"]}`, 400, "EMCODER_ERR_INVALID_ARGUMENT"},
+		// 8 texts x 1000 bytes x 200 samples: within the limits, seconds of work: stopped at
+		// the 100 ms deadline.
+		{"slow", `{"texts": ` + texts(8, 1000) + `, "samples": 200}`, 504, "EMCODER_ERR_CANCELLED"},
+	} {
+		start := time.Now()
+		status, _, v := post(t, client, ts.URL, c.body)
+		if status != c.status || v["error"] == "" || (c.code != "" && v["code"] != c.code) {
+			t.Fatalf("%s: got %d %.300v, want %d %s", c.name, status, v, c.status, c.code)
+		}
+		if took := time.Since(start); took > 10*time.Second {
+			t.Fatalf("%s: answered after %v", c.name, took)
+		}
+	}
+
+	// Every prediction slot taken: 503 with Retry-After, then served once it is free.
+	s.sem <- struct{}{}
+	status, header, v := post(t, client, ts.URL, `{"texts": ["ok"]}`)
+	if status != 503 || header.Get("Retry-After") == "" || v["error"] == "" {
+		t.Fatalf("busy: got %d %v", status, v)
+	}
+	<-s.sem
+	if status, _, v := post(t, client, ts.URL, `{"texts": ["ok"], "samples": 3}`); status != 200 {
+		t.Fatalf("after the limits: got %d %v", status, v)
+	}
+
+	// A client that gives up cancels its inference: the slot comes back.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
+	defer cancel()
+	slow, _ := http.NewRequestWithContext(ctx, "POST", ts.URL+"/predict",
+		strings.NewReader(`{"texts": `+texts(8, 1000)+`, "samples": 200}`))
+	if resp, err := client.Do(slow); err == nil {
+		resp.Body.Close()
+		t.Fatalf("the slow request was answered: %d", resp.StatusCode)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(s.sem) > 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if len(s.sem) > 0 {
+		t.Fatal("the prediction of a departed client still runs")
 	}
 }
