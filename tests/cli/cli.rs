@@ -211,3 +211,70 @@ fn inspect_shows_roles_and_errors_are_clear() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("at least 1"));
 }
+
+/// Runs `emcoder ARGS` under `ulimit -v KB` (a real address-space limit), feeding `stdin`.
+fn emcoder_limited(kb: u64, args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!("ulimit -v {kb} && exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_emcoder"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut pipe = child.stdin.take().unwrap();
+    // A process that fails early stops reading: its error, not the pipe's, is the answer.
+    let _ = pipe.write_all(stdin.as_bytes());
+    drop(pipe);
+    child.wait_with_output().unwrap()
+}
+
+/// Under a real memory limit (`ulimit -v`), a request whose scratch memory cannot be
+/// allocated ends with a clean error that says "out of memory" (exit status 1), not an abort
+/// or a signal, and a small request under the same limit still runs.
+#[test]
+fn predict_under_a_memory_limit_fails_cleanly() {
+    let mini = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/emcoder-mini");
+    let mini = mini.display().to_string();
+    let small = [
+        "predict",
+        "--model",
+        &mini,
+        "--threads",
+        "2",
+        "--deterministic",
+        "ok",
+    ];
+    // The smallest limit, in 50 MB steps, under which loading the model and a one-word
+    // prediction run: what this build needs before any scratch memory.
+    let base = (2..=40)
+        .map(|i| i * 50_000)
+        .find(|&kb| emcoder_limited(kb, &small, "").status.success())
+        .expect("no limit up to 2 GB lets a one-word prediction run");
+    let limit = base + 150_000;
+    // 400 texts x 62 tokens x 50 samples: chunks of max_rows (16384) rows, whose scratch is
+    // about 390 MB for this model (d 256, d_ffn 688): more than the 150 MB left.
+    let texts = format!("{}\n", "happy sad angry wow ".repeat(15)).repeat(400);
+    let big = ["predict", "--model", &mini, "--threads", "2", "--json"];
+    let out = emcoder_limited(limit, &big, &texts);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "ulimit -v {limit}: expected a clean failure (exit 1), got {:?}: {err}",
+        out.status
+    );
+    assert!(
+        err.starts_with("error: ") && err.contains("out of memory"),
+        "ulimit -v {limit}: {err}"
+    );
+    assert!(out.stdout.is_empty());
+    let out = emcoder_limited(limit, &small, "");
+    assert!(
+        out.status.success(),
+        "ulimit -v {limit}, one word: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
