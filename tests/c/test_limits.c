@@ -178,7 +178,8 @@ static void test_cancellation(const char *dir) {
 typedef struct {
     pthread_mutex_t lock;
     int count[3];
-    char last[3][512];
+    /* Whole messages: the load message names the CPU, every kernel family and the budget. */
+    char last[3][4096];
 } LogSink;
 
 static void on_log(int32_t level, const char *message, void *user) {
