@@ -41,11 +41,11 @@
 #   Rust and runs in the x86 job.
 # - The C test runs against both libraries; no valgrind under qemu (the x86 job runs it).
 #
-# Measured on a 2-core Debian 12 machine (qemu 7.2, rustc 1.96) that another job loaded at
-# the same time (load average 3.5-4): cold (empty target/aarch64, packages installed) 18 min
-# (build 12 min, tests 6 min; 20 CPU-minutes); warm (nothing to rebuild) 5-8 min. Unloaded,
-# an estimate from the CPU time: about 9 minutes of build and 4 of tests. Installing the
-# packages on a fresh machine adds about a minute (not measured here).
+# Measured on a 2-core Debian 12 machine (AMD EPYC Zen 3, qemu 7.2, rustc 1.96), packages
+# installed, empty target/aarch64: idle, 10.0 min (598 s: build 5.5 min, tests 4.4 min; a
+# clean clone's whole .ci/run took 36 min before the x86 part lost a needless rebuild); with
+# another job loading the machine (load average 3.5-4) 18 min. Warm (nothing to rebuild)
+# 5-8 min. Installing the packages on a fresh machine adds about a minute (not measured).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
