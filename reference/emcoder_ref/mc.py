@@ -1,4 +1,4 @@
-"""MC-dropout inference and the statistics of shared/spec/EMCODER.md section 2."""
+"""MC-dropout inference and the statistics of docs/spec/EMCODER.md section 2."""
 
 from __future__ import annotations
 

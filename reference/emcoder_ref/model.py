@@ -1,5 +1,5 @@
 """EmCoder reference model: an independent PyTorch implementation of
-shared/spec/EMCODER.md built from stock torch modules.
+docs/spec/EMCODER.md built from stock torch modules.
 
 Module names produce the canonical state_dict names directly, e.g.
 `encoder.layers.0.attn.q_proj.weight`, `classifier.3.bias`.

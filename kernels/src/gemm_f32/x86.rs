@@ -475,10 +475,10 @@ mod avx2 {
     }
 
     /// `MR` weight rows x `8 NV` packed rows, accumulators in registers for all of k.
-    /// No software prefetch here, unlike the AVX-512 kernel: on an AMD EPYC Zen 3 (AVX2)
-    /// the same prefetch as AVX-512's made an N=50 pass of the full-size model 1.22x slower
-    /// (median of 5 interleaved pairs, 629 -> 768 ms) and the plain N=1 pass no faster
-    /// (1.03x); that CPU's L2 prefetchers follow the six weight rows well on their own.
+    /// No software prefetch here, unlike the AVX-512 kernel: on an AMD EPYC Zen 3 (AVX2),
+    /// interleaved A/B on the full-size model, the same prefetch as AVX-512's made the
+    /// plain N=1 pass slower (18.8 ms without, 20.9 with; 7 pairs) and an N=50 pass
+    /// slower or no faster (1.22x slower in 5 pairs, 1.01x in 7; benches/RESULTS.md).
     #[inline]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn kernel<const MR: usize, const NV: usize>(t: &Tile) {
