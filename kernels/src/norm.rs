@@ -74,6 +74,9 @@ impl SimdOp for Norm<'_> {
     #[inline(always)]
     unsafe fn run<S: Simd>(self) {
         let (d, w, eps) = (self.d, self.weight, self.eps);
+        if d == 0 {
+            return; // empty rows (chunks of 0 would panic)
+        }
         if let Some(x) = self.inplace {
             for xr in x.chunks_exact_mut(d).take(self.rows) {
                 let inv = inv_rms(xr, eps);
@@ -128,6 +131,18 @@ pub fn reference_rmsnorm_row(out: &mut [f32], x: &[f32], weight: &[f32], eps: f3
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by fuzzing (fuzz/, target `kernels`): rows of width 0 panicked ("chunk size
+    /// must be non-zero"); they are empty, nothing to do.
+    #[test]
+    fn zero_width_rows() {
+        for isa in crate::cpu::caps().available.iter().copied() {
+            let mut out = [1.0f32; 4];
+            rmsnorm(&mut out, &[], &[], 3, 0, 1e-5, isa);
+            rmsnorm_inplace(&mut out[..0], &[], 3, 0, 1e-5, isa);
+            assert_eq!(out, [1.0; 4]);
+        }
+    }
 
     #[test]
     fn matches_reference_on_odd_sizes() {

@@ -213,8 +213,9 @@ impl PackedBf16 {
                 words as f64 * 4e-6
             )
         })?;
+        // k = 0 (no pairs): nothing to fill; chunks of 0 words would panic.
         data.words_mut()
-            .par_chunks_mut(kp * NR)
+            .par_chunks_mut((kp * NR).max(1))
             .enumerate()
             .for_each(|(pi, panel)| {
                 let cols = NR.min(n - pi * NR);
@@ -377,6 +378,11 @@ pub fn pack_activations(xp: &mut Vec<u32>, x: &[f32], m: usize, k: usize, isa: I
     // Start on a cache line (PackedActivations::new finds the same offset).
     let off = align_words(xp.as_ptr());
     let xp = &mut xp[off..off + len];
+    if k == 0 {
+        // No channels: rows of padding only (and chunks of 0 would panic below).
+        xp.fill(0);
+        return;
+    }
     let convert = |o: &mut [u32], r: &[f32]| {
         #[allow(unused_mut)]
         let mut done = 0;
@@ -586,6 +592,21 @@ pub fn linear_bf16_packed_into(
     }
     check_level(isa);
     if m == 0 || n == 0 {
+        return;
+    }
+    if w.k == 0 && epilogue.is_none() {
+        // No channels: every output is its bias (the same on every level, AMX included,
+        // whose tiles need at least one step of pairs).
+        let (mut c0, single) = (0, outs.len() == 1);
+        for o in outs.iter_mut() {
+            let width = if single { n } else { o.len() / m };
+            for row in o.chunks_exact_mut(width).take(m) {
+                for (j, x) in row.iter_mut().enumerate() {
+                    *x = bias.map_or(0.0, |b| b[c0 + j]);
+                }
+            }
+            c0 += width;
+        }
         return;
     }
     let dst = if outs.len() == 1 {

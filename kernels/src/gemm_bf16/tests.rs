@@ -248,3 +248,22 @@ fn widening_levels_give_the_same_bits() {
         assert!(o == want, "{isa}");
     }
 }
+
+/// Found by fuzzing (fuzz/, target `kernels`): packing a weight with no input channels
+/// (k = 0) panicked in the parallel packing loop ("chunk_size must not be zero"). The
+/// product of an empty row is the bias, at every level.
+#[test]
+fn zero_input_channels() {
+    let (m, n) = (3usize, 5usize);
+    let b: Vec<f32> = (0..n).map(|i| i as f32 - 1.5).collect();
+    for isa in isas() {
+        let w = PackedBf16::pack(&[], n, 0, isa);
+        let mut out = vec![f32::NAN; m * n];
+        linear_bf16(&mut out, &[], &w, Some(&b), m, &mut Vec::new(), isa);
+        for r in 0..m {
+            assert_eq!(out[r * n..(r + 1) * n], b[..], "{isa}");
+        }
+        linear_bf16(&mut out, &[], &w, None, m, &mut Vec::new(), isa);
+        assert!(out.iter().all(|&x| x == 0.0), "{isa}");
+    }
+}
