@@ -1,6 +1,6 @@
 //! Test support exported with the API: a deliberate panic that proves the guard works.
 
-use crate::error::{call, EmcoderError};
+use super::error::{call, EmcoderError};
 
 /// Panics inside the library on purpose. It exists only so that tests can prove the guarantee
 /// that no panic crosses the C boundary: it returns `EMCODER_ERR_INTERNAL` and, when `err` is not

@@ -20,6 +20,8 @@
 //! boundary (a caught panic is `EMCODER_ERR_INTERNAL`); structs passed in start with
 //! `struct_size` and only grow at their end.
 
+// The modules name each other through `super::`, never `crate::`: fuzz/ compiles this crate
+// as a module of a fuzz target (the crate has no rlib to depend on, see Cargo.toml).
 pub mod error;
 pub(crate) mod extensible;
 pub mod model;

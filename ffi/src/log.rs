@@ -1,7 +1,7 @@
 //! The log callback: the runtime's messages (kernels and memory budget at load, arena growth,
 //! calls waiting for memory) delivered to a C function.
 
-use crate::error::{guard, EMCODER_ERR_INVALID_ARGUMENT, EMCODER_OK};
+use super::error::{guard, EMCODER_ERR_INVALID_ARGUMENT, EMCODER_OK};
 use emcoder_rt::log::Level;
 use std::ffi::{c_char, c_void, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -78,7 +78,7 @@ pub unsafe extern "C" fn emcoder_set_log_callback(
     user: *mut c_void,
     min_level: i32,
 ) -> i32 {
-    guard(crate::error::EMCODER_ERR_INTERNAL, || {
+    guard(super::error::EMCODER_ERR_INTERNAL, || {
         let min = match min_level {
             EMCODER_LOG_DEBUG => Level::Debug,
             EMCODER_LOG_INFO => Level::Info,

@@ -1,7 +1,7 @@
 //! Loading a model directory, its parameters, and its labels.
 
-use crate::error::{call, guard, EmcoderError, FfiResult, EMCODER_ERR_BAD_MODEL};
-use crate::extensible::{self, field_ends, Extensible};
+use super::error::{call, guard, EmcoderError, FfiResult, EMCODER_ERR_BAD_MODEL};
+use super::extensible::{self, field_ends, Extensible};
 use std::ffi::{c_char, CStr, CString};
 use std::mem::size_of;
 use std::path::PathBuf;
@@ -195,7 +195,7 @@ fn c_path(s: &CStr, what: &str) -> FfiResult<PathBuf> {
     {
         s.to_str().map(PathBuf::from).map_err(|e| {
             EmcoderError::new(
-                crate::error::EMCODER_ERR_INVALID_UTF8,
+                super::error::EMCODER_ERR_INVALID_UTF8,
                 format!("{what} is not valid UTF-8: {e}"),
             )
         })

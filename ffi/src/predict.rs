@@ -1,12 +1,12 @@
 //! Predicting: the options (with cancellation and a timeout), the texts (NUL-terminated, or
 //! pointer and length), and the two calls.
 
-use crate::error::{
+use super::error::{
     call, EmcoderError, FfiResult, EMCODER_ERR_INVALID_UTF8, EMCODER_ERR_OUT_OF_MEMORY,
 };
-use crate::extensible::{self, field_ends, Extensible};
-use crate::model::EmcoderModel;
-use crate::prediction::EmcoderPrediction;
+use super::extensible::{self, field_ends, Extensible};
+use super::model::EmcoderModel;
+use super::prediction::EmcoderPrediction;
 use std::ffi::{c_char, CStr};
 use std::mem::{align_of, size_of};
 use std::ptr;
@@ -189,7 +189,7 @@ pub unsafe extern "C" fn emcoder_predict_options_init(
     struct_size: u32,
 ) {
     // SAFETY: per this function's contract.
-    crate::error::guard((), || unsafe { extensible::init(options, struct_size) })
+    super::error::guard((), || unsafe { extensible::init(options, struct_size) })
 }
 
 /// `n_texts` checked against the size of one entry: not 0, not beyond the address space.

@@ -1,7 +1,7 @@
 //! The result of a prediction: per text, its token count and one `EmcoderLabelStats` per
 //! label, with their accessors.
 
-use crate::error::{guard, EmcoderError, FfiResult, EMCODER_ERR_OUT_OF_MEMORY};
+use super::error::{guard, EmcoderError, FfiResult, EMCODER_ERR_OUT_OF_MEMORY};
 use std::ptr;
 
 /// Statistics of one label of one text over the MC samples.
