@@ -158,6 +158,31 @@ impl State {
     }
 }
 
+/// `v` as a caller compiled against another header passes it: in a zero-filled 128-byte
+/// buffer whose `struct_size` is this build's size, 0 (the ABI 2 layout), any size up to 128
+/// (older or odd callers), or larger than this build's (a newer caller, extra bytes zero).
+fn as_caller<T: Copy>(v: &T, choice: u8) -> [u64; 16] {
+    let size = size_of::<T>();
+    let mut buf = [0u64; 16];
+    // SAFETY: T is a plain repr(C) struct of at most 128 bytes.
+    unsafe {
+        ptr::copy_nonoverlapping(
+            v as *const T as *const u8,
+            buf.as_mut_ptr() as *mut u8,
+            size,
+        )
+    };
+    let ss = match choice % 4 {
+        0 => size as u32,
+        1 => 0,
+        2 => choice as u32 % 129,
+        _ => (size + 8 * (1 + choice as usize / 4 % 4)).min(128) as u32,
+    };
+    // SAFETY: struct_size is the first field, a u32.
+    unsafe { *(buf.as_mut_ptr() as *mut u32) = ss };
+    buf
+}
+
 fn predict(
     st: &mut State,
     texts: &[Vec<u8>],
@@ -181,23 +206,7 @@ fn predict(
     opts.tolerance = o.tolerance;
     opts.timeout_ms = o.timeout_ms as u64 % 8;
     opts.fail_fast_on_memory = o.fail_fast_on_memory as u8;
-    // A caller compiled against an older (smaller) or newer (larger, zero-filled) struct.
-    let mut buf = [0u64; 16];
-    let size = size_of::<EmcoderPredictOptions>();
-    unsafe {
-        ptr::copy_nonoverlapping(
-            &opts as *const _ as *const u8,
-            buf.as_mut_ptr() as *mut u8,
-            size,
-        )
-    };
-    let ss = match o.struct_size % 4 {
-        0 => size as u32,
-        1 => 0,
-        2 => o.struct_size as u32 % 129,
-        _ => (size + 8 * (o.struct_size as usize % 4)) as u32,
-    };
-    unsafe { *(buf.as_mut_ptr() as *mut u32) = ss };
+    let buf = as_caller(&opts, o.struct_size);
     let optp = if o.null {
         ptr::null()
     } else {
@@ -280,21 +289,7 @@ fn load(st: &mut State, p: &Params) {
         1 => bad.as_ptr(),
         _ => ptr::null(), // the fixture has none: the built-in one (vocab too large for tiny-f32)
     };
-    let mut buf = [0u64; 16];
-    let size = size_of::<EmcoderModelParams>();
-    unsafe {
-        ptr::copy_nonoverlapping(
-            &params as *const _ as *const u8,
-            buf.as_mut_ptr() as *mut u8,
-            size,
-        )
-    };
-    let ss = match p.struct_size % 3 {
-        0 => size as u32,
-        1 => 0,
-        _ => p.struct_size as u32 % 129,
-    };
-    unsafe { *(buf.as_mut_ptr() as *mut u32) = ss };
+    let buf = as_caller(&params, p.struct_size);
     let dir = match p.dir % 4 {
         0 | 1 => CString::new(fixture("tiny-f32").to_str().unwrap()).unwrap(),
         2 => CString::new(fixture("tiny-bf16").to_str().unwrap()).unwrap(),
