@@ -70,8 +70,8 @@ def macro_f1(y, pred):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--train", default=os.path.join(REPO, "..", "shared", "data", "goemotions",
-                                                    "train.tsv"))
+    # Not committed (3.5 MB): data/goemotions/SOURCE.md says where to get it.
+    ap.add_argument("--train", default=os.path.join(REPO, "data", "goemotions", "train.tsv"))
     ap.add_argument("--dev", default=os.path.join(REPO, "data", "goemotions", "dev.tsv"))
     ap.add_argument("--out", default=os.path.join(REPO, "reference", "runs", "mini"))
     ap.add_argument("--d-model", type=int, default=256)
@@ -103,6 +103,9 @@ def main():
 
     # ---- data: token ids per text, multi-hot labels (n, 28) ----
     tok = load_tokenizer()
+    if not os.path.exists(args.train):
+        sys.exit(f"{args.train}: no such file; the GoEmotions train split is not committed: "
+                 "take it as data/goemotions/SOURCE.md says and pass --train PATH")
     tr_texts, tr_y, _ = read_tsv(args.train)
     dv_texts, dv_y, _ = read_tsv(args.dev)
     if args.limit:
