@@ -10,7 +10,7 @@
 
 use arbitrary::Arbitrary;
 use emcoder_fuzz::ffi::*;
-use emcoder_fuzz::{fixture, scratch_dir, small_tokenizer_json};
+use emcoder_fuzz::{fixture, small_tokenizer_path};
 use libfuzzer_sys::fuzz_target;
 use std::ffi::{c_char, CStr, CString};
 use std::ptr;
@@ -86,11 +86,7 @@ fn shared_model() -> *const EmcoderModel {
 
 fn small_tokenizer() -> &'static CString {
     static P: OnceLock<CString> = OnceLock::new();
-    P.get_or_init(|| {
-        let p = scratch_dir("c_api").join("tokenizer.json");
-        std::fs::write(&p, small_tokenizer_json()).unwrap();
-        CString::new(p.to_str().unwrap()).unwrap()
-    })
+    P.get_or_init(|| CString::new(small_tokenizer_path().to_str().unwrap()).unwrap())
 }
 
 const EMCODER_OK: i32 = EmcoderStatus::EMCODER_OK as i32;

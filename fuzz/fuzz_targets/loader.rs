@@ -8,11 +8,11 @@
 #![no_main]
 
 use arbitrary::Arbitrary;
-use emcoder_fuzz::{fixture, scratch_dir, small_tokenizer_json};
+use emcoder_fuzz::{fixture, scratch_dir, small_tokenizer_path};
 use emcoder_rt::{LoadOptions, Model, Precision, PredictOptions, TokenizerChoice};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 const FIXTURES: [&str; 4] = [
@@ -187,14 +187,15 @@ fn write(dir: &Path, name: &str, bytes: Option<Vec<u8>>) {
 
 fuzz_target!(|input: Input| {
     let base = FIXTURES[input.base as usize % FIXTURES.len()];
-    let dir = scratch_dir("loader");
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    let dir = DIR.get_or_init(|| scratch_dir("loader"));
     write(
-        &dir,
+        dir,
         "config.json",
         apply(original(base, "config.json"), &input.config, false),
     );
     write(
-        &dir,
+        dir,
         "model.safetensors",
         apply(original(base, "model.safetensors"), &input.weights, true),
     );
@@ -204,14 +205,10 @@ fuzz_target!(|input: Input| {
     } else {
         apply(th, &input.thresholds, false)
     };
-    write(&dir, "thresholds.json", th);
+    write(dir, "thresholds.json", th);
     let tokenizer = match &input.tokenizer {
         Tok::None => TokenizerChoice::None,
-        Tok::Small => {
-            let p = dir.join("small-tokenizer.json");
-            std::fs::write(&p, small_tokenizer_json()).unwrap();
-            TokenizerChoice::Path(p)
-        }
+        Tok::Small => TokenizerChoice::Path(small_tokenizer_path().to_owned()),
         Tok::Fuzzed(b) => {
             let p = dir.join("fuzzed-tokenizer.json");
             std::fs::write(&p, b).unwrap();
@@ -231,7 +228,7 @@ fuzz_target!(|input: Input| {
         refuse_non_finite: input.refuse_non_finite,
         ..LoadOptions::default()
     };
-    let model = match Model::load(&dir, &opts) {
+    let model = match Model::load(dir, &opts) {
         Ok(m) => m,
         Err(e) => {
             let msg = e.to_string();

@@ -36,7 +36,7 @@ pub fn scratch_dir(tag: &str) -> PathBuf {
 /// A WordLevel tokenizer of 64 ids (`[UNK]`, `[CLS]`, `[SEP]`, `[PAD]`, letters, digits and
 /// some words) with a `[CLS] $A [SEP]` template: it parses in microseconds (the built-in
 /// ModernBERT one takes ~100 ms) and fits the 512-id fixtures.
-pub fn small_tokenizer_json() -> String {
+fn small_tokenizer_json() -> String {
     let mut vocab: Vec<String> = ["[UNK]", "[CLS]", "[SEP]", "[PAD]"]
         .iter()
         .map(|s| s.to_string())
@@ -70,4 +70,14 @@ pub fn small_tokenizer_json() -> String {
         added.join(","),
         entries.join(",")
     )
+}
+
+/// [`small_tokenizer_json`] written once per process; its path.
+pub fn small_tokenizer_path() -> &'static Path {
+    static P: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    P.get_or_init(|| {
+        let p = scratch_dir("tokenizer").join("tokenizer.json");
+        std::fs::write(&p, small_tokenizer_json()).expect("writing the small tokenizer");
+        p
+    })
 }
