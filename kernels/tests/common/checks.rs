@@ -102,26 +102,18 @@ pub fn gemm_f32_check(m: usize, k: usize, n: usize, bias: bool, raw: bool, bytes
     if !(finite(&x) && finite(&w) && b.as_deref().is_none_or(finite)) {
         return;
     }
-    for i in 0..m {
-        for j in 0..n {
-            let mag = magnitude(
-                &x[i * k..(i + 1) * k],
-                &w[j * k..(j + 1) * k],
-                b.as_ref().map_or(0.0, |b| b[j]),
-            );
-            if mag > 1e37 {
-                continue; // may overflow f32 on the way
-            }
-            // An FMA chain of k terms: |error| <= (k + 1) u sum|x w| (u = 2^-24), plus the
-            // subnormal floor.
-            let bound = (k as f64 + 2.0) * 2f64.powi(-24) * mag + 1e-37;
-            let (a, r) = (out[i * n + j] as f64, refo[i * n + j] as f64);
-            assert!(
-                (a - r).abs() <= bound,
-                "linear_f32 {m}x{k}x{n} ({i},{j}): {a} vs {r} (bound {bound})"
-            );
-        }
-    }
+    // An FMA chain of k terms: |error| <= (k + 1) u sum|x w| (u = 2^-24).
+    assert_within_rounding(
+        "linear_f32",
+        &out,
+        &refo,
+        &x,
+        &w,
+        b.as_deref(),
+        (m, k, n),
+        1e37,
+        1.0,
+    );
 }
 
 pub fn gemm_bf16_check(m: usize, k: usize, n: usize, bias: bool, raw: bool, bytes: &[u8]) {
@@ -151,24 +143,54 @@ pub fn gemm_bf16_check(m: usize, k: usize, n: usize, bias: bool, raw: bool, byte
         if !check {
             continue;
         }
-        for i in 0..m {
-            for j in 0..n {
-                // bf16-rounded operands (|rounding| <= 2^-8 relative each) summed in f32.
-                let mag = magnitude(
-                    &x[i * k..(i + 1) * k],
-                    &wf[j * k..(j + 1) * k],
-                    b.as_ref().map_or(0.0, |b| b[j]),
-                );
-                if mag > 1e36 {
-                    continue;
-                }
-                let bound = (k as f64 + 2.0) * 2f64.powi(-24) * mag * 1.02 + 1e-37;
-                let (a, r) = (out[i * n + j] as f64, refo[i * n + j] as f64);
-                assert!(
-                    (a - r).abs() <= bound,
-                    "linear_bf16 {isa} {m}x{k}x{n} ({i},{j}): {a} vs {r}"
-                );
+        // bf16-rounded operands (|rounding| <= 2^-8 relative each) summed in f32.
+        let what = format!("linear_bf16 {isa}");
+        assert_within_rounding(
+            &what,
+            &out,
+            &refo,
+            &x,
+            &wf,
+            b.as_deref(),
+            (m, k, n),
+            1e36,
+            1.02,
+        );
+    }
+}
+
+/// Asserts that every element of `out` (m, n) is within the rounding bound of an FMA chain
+/// of the f64 reference `refo`: `(k + 2) u sum|x w| * slack` plus the subnormal floor
+/// (u = 2^-24), skipping elements whose `sum |x w|` exceeds `max_mag` (they may overflow f32
+/// on the way).
+#[allow(clippy::too_many_arguments)]
+fn assert_within_rounding(
+    what: &str,
+    out: &[f32],
+    refo: &[f32],
+    x: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+    (m, k, n): (usize, usize, usize),
+    max_mag: f64,
+    slack: f64,
+) {
+    for i in 0..m {
+        for j in 0..n {
+            let mag = magnitude(
+                &x[i * k..(i + 1) * k],
+                &w[j * k..(j + 1) * k],
+                b.map_or(0.0, |b| b[j]),
+            );
+            if mag > max_mag {
+                continue;
             }
+            let bound = (k as f64 + 2.0) * 2f64.powi(-24) * mag * slack + 1e-37;
+            let (a, r) = (out[i * n + j] as f64, refo[i * n + j] as f64);
+            assert!(
+                (a - r).abs() <= bound,
+                "{what} {m}x{k}x{n} ({i},{j}): {a} vs {r} (bound {bound})"
+            );
         }
     }
 }
