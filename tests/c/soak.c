@@ -238,7 +238,9 @@ static void *watchdog(void *arg) {
     return NULL;
 }
 
-static void run_threads(double seconds) {
+/* Runs the workers for `seconds`; samples the resident set every second into *peak (from
+ * this thread) while they run. */
+static void run_threads(double seconds, double *peak) {
     pthread_t th[64];
     deadline = now() + seconds;
     for (int t = 0; t < n_threads; t++)
@@ -246,6 +248,11 @@ static void run_threads(double seconds) {
             perror("pthread_create");
             exit(2);
         }
+    while (now() < deadline) {
+        sleep(1);
+        double r = rss_mb();
+        if (r > *peak) *peak = r;
+    }
     for (int t = 0; t < n_threads; t++) pthread_join(th[t], NULL);
 }
 
@@ -283,20 +290,13 @@ int main(int argc, char **argv) {
     pthread_create(&wd, NULL, watchdog, NULL);
     /* Warm-up round: every thread's allocator arenas and the model's arenas exist after it. */
     double warm = seconds < 20 ? seconds / 4 : 5;
-    run_threads(warm);
+    double warm_peak = 0;
+    run_threads(warm, &warm_peak);
     malloc_trim(0);
     double base = rss_mb();
     double t0 = now(), peak = base;
-    /* The run proper, sampling the resident set every second (from this thread). */
-    deadline = now() + seconds;
-    pthread_t th[64];
-    for (int t = 0; t < n_threads; t++) pthread_create(&th[t], NULL, worker, (void *)(intptr_t)t);
-    while (now() < deadline) {
-        sleep(1);
-        double r = rss_mb();
-        if (r > peak) peak = r;
-    }
-    for (int t = 0; t < n_threads; t++) pthread_join(th[t], NULL);
+    /* The run proper. */
+    run_threads(seconds, &peak);
     atomic_store(&stop_all, 1);
     pthread_join(wd, NULL);
     malloc_trim(0);
