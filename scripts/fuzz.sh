@@ -15,7 +15,10 @@
 # CI runs every target for 30 s.
 #
 # FUZZ_SANITIZER=none builds without ASan (3-5x the executions per second, for long
-# campaigns; assertions and overflow checks stay on); FUZZ_JOBS=2 fuzzes two targets at once.
+# campaigns; assertions and overflow checks stay on); FUZZ_JOBS=2 fuzzes two targets at once;
+# FUZZ_TIMEOUT (default 60 s, wall clock) is the time one input may take before it counts as a
+# hang (raise it for a campaign run under `nice` beside other work, where a starved process
+# can take long over an input).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
@@ -27,6 +30,7 @@ HOST=$(rustc -vV | sed -n 's/^host: //p')
 OUT=$ROOT/target/fuzz
 SANITIZER=${FUZZ_SANITIZER:-address}
 JOBS=${FUZZ_JOBS:-1}
+TIMEOUT=${FUZZ_TIMEOUT:-60}
 case $SANITIZER in
 address) ZSAN=-Zsanitizer=address ;;
 none) ZSAN= ;;
@@ -55,7 +59,7 @@ fuzz_one() {
     # detect_leaks: the targets free what they load; rss/malloc limits: a runaway
     # allocation is a finding, not a machine-wide OOM.
     ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 \
-        "$bin" "$OUT/corpus/$t" "${seeds[@]}" -max_total_time="$SECS" -timeout=60 \
+        "$bin" "$OUT/corpus/$t" "${seeds[@]}" -max_total_time="$SECS" -timeout="$TIMEOUT" \
         -rss_limit_mb=6144 -malloc_limit_mb=4096 -max_len=65536 -print_final_stats=1 \
         -artifact_prefix="$OUT/artifacts/$t/" >"$log" 2>&1 || rc=$?
     local execs last cov ft corp crashes=0

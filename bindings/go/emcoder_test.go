@@ -373,3 +373,128 @@ func readExpected(t *testing.T, path string) ([]expectedCase, []string) {
 	}
 	return cases, labels
 }
+
+// The soak pattern of tests/c/soak.c through the Go binding (run under -race by
+// scripts/test-bindings.sh): 8 goroutines, for EMCODER_STRESS_SECONDS (default 3), share one
+// model and predict random (text, options) pairs, some under a deadline or a cancelled
+// context, some with invalid UTF-8, and now and then load, use and close a model of their own.
+// Every result equals the serial one bit for bit, every failure is the expected one, and no
+// goroutine hangs.
+func TestStressLikeAService(t *testing.T) {
+	secs := 3.0
+	if s := os.Getenv("EMCODER_STRESS_SECONDS"); s != "" {
+		v, err := strconv.ParseFloat(s, 64)
+		if err != nil || v <= 0 {
+			t.Fatalf("EMCODER_STRESS_SECONDS=%q: want a positive number of seconds", s)
+		}
+		secs = v
+	}
+	m := load(t)
+	configs := []PredictOptions{
+		{Deterministic: true}, {Samples: 1, Seed: 9}, {Samples: 5, Seed: 7}, {Samples: 20, Seed: 42},
+	}
+	pool := append([]string{""}, texts...)
+	serial := make([][][]Prediction, len(configs))
+	for c := range configs {
+		serial[c] = make([][]Prediction, len(pool))
+		for i := range pool {
+			p, err := m.Predict(bg, pool[i:i+1], &configs[c])
+			if err != nil {
+				t.Fatalf("serial config %d text %d: %v", c, i, err)
+			}
+			serial[c][i] = p
+		}
+	}
+
+	const goroutines = 8
+	var (
+		wg       sync.WaitGroup
+		calls    [goroutines]int
+		mu       sync.Mutex
+		failures []string
+	)
+	fail := func(format string, args ...any) {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(failures) < 20 {
+			failures = append(failures, fmt.Sprintf(format, args...))
+		}
+	}
+	end := time.Now().Add(time.Duration(secs * float64(time.Second)))
+	for g := 0; g < goroutines; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			rng := uint64(g)*0x9E3779B97F4A7C15 + 1
+			next := func(n int) int {
+				rng ^= rng << 13
+				rng ^= rng >> 7
+				rng ^= rng << 17
+				return int(rng % uint64(n))
+			}
+			for ; time.Now().Before(end); calls[g]++ {
+				c, i := next(len(configs)), next(len(pool))
+				want := serial[c][i]
+				switch op := next(20); {
+				case op < 12: // shared model, no deadline
+					p, err := m.Predict(bg, pool[i:i+1], &configs[c])
+					if err != nil || !reflect.DeepEqual(p, want) {
+						fail("goroutine %d: config %d text %d: differs from the serial run (err %v)", g, c, i, err)
+					}
+				case op < 15: // a deadline of 0-3 ms: finished equal to the serial run, or cancelled
+					ctx, cancel := context.WithTimeout(bg, time.Duration(next(3000))*time.Microsecond)
+					p, err := m.Predict(ctx, pool[i:i+1], &configs[c])
+					cancel()
+					if err != nil && !(errors.Is(err, ErrCancelled) && errors.Is(err, context.DeadlineExceeded)) {
+						fail("goroutine %d: deadline: got %v, want ErrCancelled", g, err)
+					} else if err == nil && !reflect.DeepEqual(p, want) {
+						fail("goroutine %d: config %d text %d under a deadline: differs from the serial run", g, c, i)
+					}
+				case op < 16: // a context cancelled before the call
+					ctx, cancel := context.WithCancel(bg)
+					cancel()
+					if _, err := m.Predict(ctx, pool[i:i+1], &configs[c]); !errors.Is(err, ErrCancelled) {
+						fail("goroutine %d: cancelled context: got %v", g, err)
+					}
+				case op < 18: // invalid UTF-8 in the middle of a batch
+					batch := []string{pool[i], "bad \xff\xfe byte", pool[0]}
+					var e *Error
+					if _, err := m.Predict(bg, batch, &configs[c]); !errors.As(err, &e) || e.Code != CodeInvalidUTF8 || e.Message == "" {
+						fail("goroutine %d: invalid UTF-8: got %v", g, err)
+					}
+				default: // a model of its own: load, predict, close
+					own, err := Load(fixture, &Options{Threads: 1 + next(2)})
+					if err != nil {
+						fail("goroutine %d: own model: %v", g, err)
+						continue
+					}
+					p, err := own.Predict(bg, pool[i:i+1], &configs[c])
+					if err != nil || !reflect.DeepEqual(p, want) {
+						fail("goroutine %d: own model, config %d text %d: differs from the serial run (err %v)", g, c, i, err)
+					}
+					if err := own.Close(); err != nil {
+						fail("goroutine %d: close: %v", g, err)
+					}
+				}
+			}
+		}(g)
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(time.Duration(secs*float64(time.Second)) + 120*time.Second):
+		t.Fatalf("goroutines still running 120 s after the end of the run: a call hangs")
+	}
+	total := 0
+	for g := range calls {
+		if calls[g] == 0 {
+			t.Errorf("goroutine %d finished no call", g)
+		}
+		total += calls[g]
+	}
+	for _, f := range failures {
+		t.Error(f)
+	}
+	t.Logf("%d calls in %.0f s on %d goroutines", total, secs, goroutines)
+}

@@ -261,3 +261,72 @@ def test_log_callback():
     n = len(seen)
     emcoder.Model(FIXTURE, threads=1).close()
     assert len(seen) == n
+
+
+def test_stress_like_a_service(model):
+    """The soak pattern of tests/c/soak.c through the binding: 8 Python threads, for
+    EMCODER_STRESS_SECONDS (default 3), share one model and predict random (text, options)
+    pairs, some under a timeout or a set CancelFlag, some with invalid UTF-8, and now and then
+    load, use and close a model of their own. Every result equals the serial one, every
+    failure is the expected one, and no thread hangs."""
+    import random
+    secs = float(os.environ.get("EMCODER_STRESS_SECONDS", "3"))
+    assert secs > 0, "EMCODER_STRESS_SECONDS must be a positive number of seconds"
+    configs = [dict(deterministic=True), dict(samples=1, seed=9), dict(samples=5, seed=7),
+               dict(samples=20, seed=42)]
+    pool = [""] + TEXTS
+    serial = {(c, i): model.predict([pool[i]], **configs[c])
+              for c in range(len(configs)) for i in range(len(pool))}
+    end = time.monotonic() + secs
+    calls = [0] * 8
+    failures = []
+
+    def worker(g):
+        rng = random.Random(g)
+        while time.monotonic() < end:
+            calls[g] += 1
+            c, i = rng.randrange(len(configs)), rng.randrange(len(pool))
+            want, opts, text = serial[(c, i)], configs[c], [pool[i]]
+            op = rng.randrange(20)
+            try:
+                if op < 12:
+                    got = model.predict(text, **opts)
+                    if got != want:
+                        failures.append(f"thread {g}: config {c} text {i} differs from serial")
+                elif op < 15:
+                    try:
+                        got = model.predict(text, timeout=rng.uniform(0, 0.003), **opts)
+                        if got != want:
+                            failures.append(f"thread {g}: config {c} text {i} under a timeout")
+                    except emcoder.CancelledError:
+                        pass
+                elif op < 16:
+                    flag = emcoder.CancelFlag()
+                    flag.set()
+                    try:
+                        model.predict(text, cancel=flag, **opts)
+                        failures.append(f"thread {g}: a set CancelFlag did not stop the call")
+                    except emcoder.CancelledError:
+                        pass
+                elif op < 18:
+                    try:
+                        model.predict([pool[i], b"bad \xff\xfe byte", ""], **opts)
+                        failures.append(f"thread {g}: invalid UTF-8 was accepted")
+                    except emcoder.InvalidUtf8Error as e:
+                        if not str(e):
+                            failures.append(f"thread {g}: InvalidUtf8Error without a message")
+                else:
+                    with emcoder.Model(FIXTURE, threads=1 + rng.randrange(2)) as own:
+                        if own.predict(text, **opts) != want:
+                            failures.append(f"thread {g}: own model, config {c} text {i}")
+            except Exception as e:  # anything else is a failure, reported with the op
+                failures.append(f"thread {g} op {op}: {type(e).__name__}: {e}")
+
+    threads = [threading.Thread(target=worker, args=(g,), daemon=True) for g in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=max(0.0, end - time.monotonic()) + 120)
+    assert not any(t.is_alive() for t in threads), "a thread still runs 120 s after the end"
+    assert not failures, failures[:20]
+    assert all(calls), f"a thread finished no call: {calls}"
