@@ -15,6 +15,9 @@
 #       uninstrumented std hides its synchronization from TSan and gives false reports.
 # What does not run under them, and why: see fuzz/README.md ("Sanitizers"). The CLI's
 # ulimit -v test is skipped under ASan: its shadow memory needs terabytes of address space.
+# allocator_may_return_null=1: the library asks for memory fallibly (try_reserve) and turns
+# a refusal into EMCODER_ERR_OUT_OF_MEMORY, which tests check with impossible sizes; ASan's
+# default is to abort on any allocation over its 1 TB limit instead of returning null.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
@@ -30,7 +33,7 @@ for mode in "${MODES[@]}"; do
         echo "==> AddressSanitizer: cargo test --workspace"
         export CARGO_TARGET_DIR=$ROOT/target/asan
         RUSTFLAGS="-Zsanitizer=address -Cforce-frame-pointers" \
-            ASAN_OPTIONS=detect_leaks=1 \
+            ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 \
             cargo test --workspace --target "$HOST" --locked --lib --bins --tests -- -q \
             --skip predict_under_a_memory_limit_fails_cleanly
         echo "==> AddressSanitizer: tests/c/test_emcoder.c against that libemcoder.so"
@@ -42,7 +45,7 @@ for mode in "${MODES[@]}"; do
         "$CC" -std=c11 -g -O1 -fsanitize=address -fno-omit-frame-pointer -Iinclude \
             tests/c/test_emcoder.c -o "$CARGO_TARGET_DIR/test_c_asan" -L"$lib" -lemcoder \
             -Wl,-rpath,"$lib" -lpthread -lm
-        ASAN_OPTIONS=detect_leaks=1 EMCODER_EXPECTED=$CARGO_TARGET_DIR/expected.txt \
+        ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 EMCODER_EXPECTED=$CARGO_TARGET_DIR/expected.txt \
             "$CARGO_TARGET_DIR/test_c_asan" tests/fixtures/tiny-vocab-bf16 "$CARGO_TARGET_DIR/expected.txt"
         unset CARGO_TARGET_DIR
         ;;
