@@ -124,6 +124,16 @@ pub fn inspect_report(f: &ModelFiles, tokenizer: &str) -> String {
             "config / rope_theta"
         }
     );
+    let _ = writeln!(
+        s,
+        "  layout: {}{}",
+        c.layout.describe(),
+        if c.layout.is_default() {
+            " (defaults)"
+        } else {
+            " (set in config.json)"
+        }
+    );
     let _ = writeln!(s, "  labels: {}", c.labels.join(", "));
     let _ = writeln!(
         s,

@@ -37,6 +37,15 @@ pub fn gelu(x: f32) -> f32 {
     0.5 * x * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2))
 }
 
+/// GELU's tanh approximation, `0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))` (PyTorch
+/// `nn.GELU(approximate="tanh")`, Hugging Face `gelu_pytorch_tanh` / `gelu_new`), for
+/// checkpoints whose head was trained with it (`head_activation` in config.json).
+#[inline]
+pub fn gelu_tanh(x: f32) -> f32 {
+    const K: f32 = 0.797_884_6; // sqrt(2/pi)
+    0.5 * x * (1.0 + libm::tanhf(K * (x + 0.044_715 * x * x * x)))
+}
+
 /// SwiGLU gate, in place over the gate projection: `gate[i] = silu(gate[i]) * up[i]`,
 /// vectorized for `isa`; every level gives the bits of the scalar [`silu`].
 pub fn swiglu(gate: &mut [f32], up: &[f32], isa: Isa) {
@@ -91,6 +100,15 @@ mod tests {
     fn known_values() {
         assert!((gelu(1.0) - 0.841_344_7).abs() < 1e-6);
         assert!((gelu(-1.0) + 0.158_655_3).abs() < 1e-6);
+        // The tanh form against an f64 evaluation, and where it departs from the erf form.
+        for x in [-6.0f32, -3.0, -1.0, -0.1, 0.0, 0.5, 1.0, 2.5, 8.0] {
+            let xd = x as f64;
+            let k = (2.0 / std::f64::consts::PI).sqrt();
+            let want = 0.5 * xd * (1.0 + (k * (xd + 0.044715 * xd * xd * xd)).tanh());
+            assert!((gelu_tanh(x) as f64 - want).abs() < 1e-6, "gelu_tanh({x})");
+        }
+        assert!((gelu_tanh(1.0) - 0.841_192).abs() < 1e-5);
+        assert!((gelu_tanh(1.0) - gelu(1.0)).abs() > 1e-4);
         assert!((silu(1.0) - 0.731_058_6).abs() < 1e-6);
         assert_eq!(sigmoid(-1000.0), 0.0);
         assert_eq!(sigmoid(1000.0), 1.0);

@@ -3,46 +3,8 @@
 mod common;
 use common::*;
 use emcoder::{Error, LoadOptions, Model, PredictOptions, TokenizerChoice};
-use safetensors::{serialize, Dtype, SafeTensors};
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-
-/// A writable copy of a fixture directory.
-fn copy_fixture(name: &str) -> (tempfile::TempDir, PathBuf) {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join(name);
-    std::fs::create_dir(&dir).unwrap();
-    for e in std::fs::read_dir(fixture(name)).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
-    }
-    (tmp, dir)
-}
-
-type Tensors = BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)>;
-
-/// Rewrites `dir/model.safetensors` through `edit`.
-fn rewrite(dir: &Path, edit: impl FnOnce(&mut Tensors)) {
-    let path = dir.join("model.safetensors");
-    let bytes = std::fs::read(&path).unwrap();
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    let mut t: Tensors = st
-        .tensors()
-        .into_iter()
-        .map(|(n, v)| (n, (v.dtype(), v.shape().to_vec(), v.data().to_vec())))
-        .collect();
-    edit(&mut t);
-    let views: Vec<(String, safetensors::tensor::TensorView)> = t
-        .iter()
-        .map(|(n, (d, s, b))| {
-            (
-                n.clone(),
-                safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap(),
-            )
-        })
-        .collect();
-    std::fs::write(&path, serialize(views, None).unwrap()).unwrap();
-}
+use safetensors::Dtype;
+use std::path::Path;
 
 fn load_err(dir: &Path) -> String {
     let opts = LoadOptions {

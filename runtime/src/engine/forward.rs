@@ -9,7 +9,7 @@ use super::batch::{chunks, text_groups, Packing};
 use super::stop::Stop;
 use crate::error::{Error, Result};
 use crate::model::{Config, FusedBf16, Layer, Linear, Weights};
-use emcoder_kernels::activation::{gelu, swiglu};
+use emcoder_kernels::activation::{gelu, gelu_tanh, swiglu};
 use emcoder_kernels::attention::{self, attention_rows};
 use emcoder_kernels::gemm_bf16::{
     activation_words, linear_bf16, linear_bf16_packed, linear_bf16_packed_into, pack_activations,
@@ -383,8 +383,13 @@ impl Forward<'_> {
                 // Head: Linear -> GELU -> Dropout (site 2L, position 0) -> Linear.
                 let z1 = grow(&mut sc.z1, ns * d)?;
                 self.linear(&mut sc.ops, z1, pooled, &self.w.head1, ns)?;
+                let act = if self.cfg.layout.gelu_tanh {
+                    gelu_tanh
+                } else {
+                    gelu
+                };
                 z1.par_chunks_mut(d).zip(&pack.seqs).for_each(|(z, s)| {
-                    z.iter_mut().for_each(|v| *v = gelu(*v));
+                    z.iter_mut().for_each(|v| *v = act(*v));
                     if let Some(st) = site(s.sample, 2 * n_layers) {
                         dropout_inplace(z, &st, 0);
                     }

@@ -64,6 +64,148 @@ pub struct Config {
     pub rot_dim: Option<usize>,
     /// Which key family the file used ("emcoder" or "huggingface"), for `inspect`.
     pub key_family: &'static str,
+    /// The layout details the spec leaves open (see [`Layout`]).
+    pub layout: Layout,
+}
+
+/// The details of the architecture that the published checkpoint does not document and that
+/// would not fail to load if guessed wrong (they give other numbers instead). Each is a
+/// `config.json` key; the defaults are the spec's reading, and `reference/conformance.py`
+/// finds which values a checkpoint needs (docs/conformance.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layout {
+    /// `qkv_order`: the order of the q, k and v row blocks in a fused (3d, d) projection
+    /// (`"qkv"`, the default, or any permutation such as `"kqv"`). Split tensors are placed
+    /// by their names.
+    pub qkv_order: [Proj; 3],
+    /// `gate_up_order`: `"gate_up"` (default: a fused w12 holds the gate rows first; split
+    /// tensors are what their names say) or `"up_gate"` (fused: up rows first; split: the
+    /// tensor named gate / w1 is the up projection and the one named up / w3 the gate).
+    pub up_first: bool,
+    /// `rotary_pairs`: `"interleaved"` (default; pairs (2i, 2i+1), GPT-J /
+    /// rotary-embedding-torch) or `"half"` (pairs (i, i + rot_dim/2), GPT-NeoX `rotate_half`).
+    pub rotary_half: bool,
+    /// `rotary_channels`: `"first"` (default; the first rot_dim channels of each head rotate)
+    /// or `"last"` (the last rot_dim). Only matters when rot_dim < head_dim.
+    pub rotary_last: bool,
+    /// `head_activation`: `"gelu"` (default, the exact erf form) or `"gelu_tanh"` (the tanh
+    /// approximation; also spelled `gelu_pytorch_tanh`, `gelu_new`).
+    pub gelu_tanh: bool,
+}
+
+/// One of the three attention projections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proj {
+    /// Query.
+    Q,
+    /// Key.
+    K,
+    /// Value.
+    V,
+}
+
+impl Default for Layout {
+    fn default() -> Self {
+        Layout {
+            qkv_order: [Proj::Q, Proj::K, Proj::V],
+            up_first: false,
+            rotary_half: false,
+            rotary_last: false,
+            gelu_tanh: false,
+        }
+    }
+}
+
+impl Layout {
+    /// The `config.json` keys and values of this layout, for `inspect` and reports.
+    pub fn describe(&self) -> String {
+        let order: String = self
+            .qkv_order
+            .iter()
+            .map(|p| match p {
+                Proj::Q => 'q',
+                Proj::K => 'k',
+                Proj::V => 'v',
+            })
+            .collect();
+        format!(
+            "qkv_order {order}  gate_up_order {}  rotary_pairs {}  rotary_channels {}  head_activation {}",
+            if self.up_first { "up_gate" } else { "gate_up" },
+            if self.rotary_half { "half" } else { "interleaved" },
+            if self.rotary_last { "last" } else { "first" },
+            if self.gelu_tanh { "gelu_tanh" } else { "gelu" },
+        )
+    }
+
+    /// True when every detail is the default (the spec's reading).
+    pub fn is_default(&self) -> bool {
+        *self == Layout::default()
+    }
+
+    fn from_obj(obj: &Map<String, Value>) -> Result<Self, String> {
+        let mut l = Layout::default();
+        let text = |key: &str| -> Result<Option<&str>, String> {
+            match obj.get(key) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s.as_str())),
+                Some(v) => Err(format!("`{key}` must be a string, found {v}")),
+            }
+        };
+        if let Some(s) = text("qkv_order")? {
+            let mut order = Vec::new();
+            for c in s.chars() {
+                order.push(match c.to_ascii_lowercase() {
+                    'q' => Proj::Q,
+                    'k' => Proj::K,
+                    'v' => Proj::V,
+                    _ => {
+                        return Err(format!(
+                            "`qkv_order` {s:?}: use a permutation of \"qkv\" such as \"kqv\""
+                        ))
+                    }
+                });
+            }
+            let all = [Proj::Q, Proj::K, Proj::V];
+            if order.len() != 3 || !all.iter().all(|p| order.contains(p)) {
+                return Err(format!(
+                    "`qkv_order` {s:?}: use a permutation of \"qkv\" such as \"kqv\""
+                ));
+            }
+            l.qkv_order = [order[0], order[1], order[2]];
+        }
+        let choice = |key: &str, no: &[&str], yes: &[&str]| -> Result<Option<bool>, String> {
+            match text(key)? {
+                None => Ok(None),
+                Some(s) if no.contains(&s) => Ok(Some(false)),
+                Some(s) if yes.contains(&s) => Ok(Some(true)),
+                Some(s) => Err(format!(
+                    "`{key}` {s:?}: use one of {}",
+                    no.iter()
+                        .chain(yes)
+                        .map(|v| format!("{v:?}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+            }
+        };
+        if let Some(b) = choice("gate_up_order", &["gate_up"], &["up_gate"])? {
+            l.up_first = b;
+        }
+        if let Some(b) = choice("rotary_pairs", &["interleaved"], &["half"])? {
+            l.rotary_half = b;
+        }
+        if let Some(b) = choice("rotary_channels", &["first"], &["last"])? {
+            l.rotary_last = b;
+        }
+        if let Some(b) = choice(
+            "head_activation",
+            &["gelu"],
+            &["gelu_tanh", "gelu_pytorch_tanh", "gelu_new"],
+        )? {
+            l.gelu_tanh = b;
+        }
+        Ok(l)
+    }
 }
 
 /// (canonical key, Hugging Face alias) pairs.
@@ -159,6 +301,7 @@ impl Config {
             norm_eps: float("norm_eps")?.unwrap_or(f32::EPSILON),
             rot_dim: int("rot_dim")?,
             key_family: family,
+            layout: Layout::from_obj(obj).map_err(bad)?,
         };
         cfg.validate()?;
         Ok(cfg)
@@ -341,6 +484,36 @@ mod tests {
         assert_eq!(b.key_family, "huggingface");
         assert_eq!(a.norm_eps, f32::EPSILON);
         assert_eq!(a.labels[27], "neutral");
+        assert!(a.layout.is_default());
+    }
+
+    #[test]
+    fn layout_keys() {
+        let c = Config::from_json_str(&BASE.replace(
+            "}",
+            r#", "qkv_order": "kqv", "gate_up_order": "up_gate", "rotary_pairs": "half",
+                "rotary_channels": "last", "head_activation": "gelu_pytorch_tanh"}"#,
+        ))
+        .unwrap();
+        let l = c.layout;
+        assert_eq!(l.qkv_order, [Proj::K, Proj::Q, Proj::V]);
+        assert!(l.up_first && l.rotary_half && l.rotary_last && l.gelu_tanh);
+        assert_eq!(
+            l.describe(),
+            "qkv_order kqv  gate_up_order up_gate  rotary_pairs half  rotary_channels last  head_activation gelu_tanh"
+        );
+        for (bad, what) in [
+            (r#""qkv_order": "qqv""#, "permutation"),
+            (r#""qkv_order": "qk""#, "permutation"),
+            (r#""gate_up_order": "gu""#, "gate_up"),
+            (r#""rotary_pairs": 2"#, "string"),
+            (r#""head_activation": "relu""#, "gelu_tanh"),
+        ] {
+            let e = Config::from_json_str(&BASE.replace("}", &format!(", {bad}}}")))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(what), "{bad}: {e}");
+        }
     }
 
     #[test]

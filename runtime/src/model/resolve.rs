@@ -5,7 +5,7 @@
 //! optional biases resolve by role. Anything that cannot be placed, is missing or has a
 //! shape the config does not imply is an error naming the tensor and the expected shape.
 
-use super::config::Config;
+use super::config::{Config, Layout, Proj};
 use super::params::{Layer, Linear, Param, Weights};
 use super::tensors::{RawTensor, TensorFile};
 use crate::error::{Error, Result};
@@ -302,6 +302,7 @@ pub fn resolve(file: &TensorFile, cfg: &Config) -> Result<(Weights, Vec<Placemen
             gate_up: None,
         });
     }
+    rotary_to_canonical(&mut layers, cfg, rot_dim);
     let (head1, head2) = r.head(&found.head, d, nl)?;
     let w = Weights {
         embedding,
@@ -314,6 +315,72 @@ pub fn resolve(file: &TensorFile, cfg: &Config) -> Result<(Weights, Vec<Placemen
     };
     r.placements.sort_by(|a, b| a.name.cmp(&b.name));
     Ok((w, r.placements))
+}
+
+/// The channel order, within each head, that turns the checkpoint's rotary layout into the
+/// engine's (interleaved pairs on the first `rot` channels): entry `j` is the checkpoint
+/// channel that becomes channel `j`. `None` when the layout already is the engine's.
+pub fn rotary_permutation(layout: &Layout, head_dim: usize, rot: usize) -> Option<Vec<usize>> {
+    let base = if layout.rotary_last {
+        head_dim - rot
+    } else {
+        0
+    };
+    if !layout.rotary_half && base == 0 {
+        return None;
+    }
+    let mut perm = Vec::with_capacity(head_dim);
+    for i in 0..rot / 2 {
+        let (a, b) = if layout.rotary_half {
+            (i, i + rot / 2)
+        } else {
+            (2 * i, 2 * i + 1)
+        };
+        perm.push(base + a);
+        perm.push(base + b);
+    }
+    perm.extend((0..head_dim).filter(|c| !(base..base + rot).contains(c)));
+    Some(perm)
+}
+
+/// Rewrites q and k of every layer (weights and biases, rows within each head) so that the
+/// checkpoint's rotary pairs become the engine's. Scores `q . k` are sums over the same
+/// channel pairs in another order, so attention is unchanged up to rounding; v and the output
+/// projection are untouched. The permuted rows are owned copies (2 d^2 floats per layer).
+fn rotary_to_canonical(layers: &mut [Layer], cfg: &Config, rot: usize) {
+    let hd = cfg.head_dim();
+    let Some(perm) = rotary_permutation(&cfg.layout, hd, rot) else {
+        return;
+    };
+    let permute = |lin: &Linear| -> Linear {
+        let k = lin.in_dim;
+        let w = lin.w.data();
+        let mut out = Vec::with_capacity(w.len());
+        for h in 0..lin.out_dim / hd {
+            for &c in &perm {
+                let r = h * hd + c;
+                out.extend_from_slice(&w[r * k..(r + 1) * k]);
+            }
+        }
+        let b = lin.b.as_ref().map(|b| {
+            let b = b.data();
+            let v = (0..lin.out_dim / hd)
+                .flat_map(|h| perm.iter().map(move |&c| b[h * hd + c]))
+                .collect();
+            Param::owned(v)
+        });
+        Linear {
+            w: Param::owned(out),
+            b,
+            out_dim: lin.out_dim,
+            in_dim: k,
+            packed: None,
+        }
+    };
+    for l in layers {
+        l.q = permute(&l.q);
+        l.k = permute(&l.k);
+    }
 }
 
 struct Resolver<'a> {
@@ -442,15 +509,24 @@ impl Resolver<'_> {
                     second: other,
                 });
             }
+            let order = self.cfg.layout.qkv_order;
+            let rows: Vec<String> = order
+                .iter()
+                .map(|p| format!("{p:?}").to_lowercase())
+                .collect();
             let lin = self.linear(
                 Some(fw),
                 get(fused, Kind::Bias),
-                &format!("layer {i} q,k,v (fused, q|k|v rows)"),
+                &format!("layer {i} q,k,v (fused, {} rows)", rows.join("|")),
                 &format!("encoder.layers.{i}.{m}.Wqkv.weight"),
                 3 * out,
                 inp,
             )?;
-            return Ok([lin.rows(0, out), lin.rows(out, out), lin.rows(2 * out, out)]);
+            let block = |p: Proj| {
+                let at = order.iter().position(|x| *x == p).expect("a permutation");
+                lin.rows(at * out, out)
+            };
+            return Ok([block(Proj::Q), block(Proj::K), block(Proj::V)]);
         }
         let mut v = Vec::with_capacity(3);
         for (r, n) in split.iter().zip(names) {
@@ -466,9 +542,21 @@ impl Resolver<'_> {
         Ok([v.remove(0), v.remove(0), v.remove(0)])
     }
 
-    /// SwiGLU gate and up: split, or fused (2f, d) with gate rows first.
+    /// SwiGLU gate and up: split, or fused (2f, d) with gate rows first (up rows first with
+    /// `gate_up_order: up_gate`, which also swaps the roles of split tensors).
     fn fused2(&mut self, i: usize, f: &Found, d: usize, ff: usize) -> Result<[Linear; 2]> {
+        let [a, b] = self.fused2_by_name(i, f, d, ff)?;
+        Ok(if self.cfg.layout.up_first {
+            [b, a]
+        } else {
+            [a, b]
+        })
+    }
+
+    /// Gate and up as the names (or the fused rows' default order) say.
+    fn fused2_by_name(&mut self, i: usize, f: &Found, d: usize, ff: usize) -> Result<[Linear; 2]> {
         let get = |role: LRole, kind: Kind| f.layer.get(&(i, role, kind)).copied();
+        let swapped = self.cfg.layout.up_first;
         if let Some(fw) = get(LRole::GateUp, Kind::Weight) {
             if let Some(t) = get(LRole::Gate, Kind::Weight).or(get(LRole::Up, Kind::Weight)) {
                 return Err(Error::DuplicateRole {
@@ -480,7 +568,10 @@ impl Resolver<'_> {
             let lin = self.linear(
                 Some(fw),
                 get(LRole::GateUp, Kind::Bias),
-                &format!("layer {i} SwiGLU gate,up (fused, gate rows first)"),
+                &format!(
+                    "layer {i} SwiGLU gate,up (fused, {} rows first)",
+                    if swapped { "up" } else { "gate" }
+                ),
                 &format!("encoder.layers.{i}.ffn.w12.weight"),
                 2 * ff,
                 d,
@@ -490,7 +581,14 @@ impl Resolver<'_> {
         let gate = self.linear(
             get(LRole::Gate, Kind::Weight),
             get(LRole::Gate, Kind::Bias),
-            &format!("layer {i} SwiGLU gate"),
+            &format!(
+                "layer {i} SwiGLU {}",
+                if swapped {
+                    "up (gate_up_order up_gate)"
+                } else {
+                    "gate"
+                }
+            ),
             &format!("encoder.layers.{i}.ffn.gate_proj.weight"),
             ff,
             d,
@@ -498,7 +596,14 @@ impl Resolver<'_> {
         let up = self.linear(
             get(LRole::Up, Kind::Weight),
             get(LRole::Up, Kind::Bias),
-            &format!("layer {i} SwiGLU up"),
+            &format!(
+                "layer {i} SwiGLU {}",
+                if swapped {
+                    "gate (gate_up_order up_gate)"
+                } else {
+                    "up"
+                }
+            ),
             &format!("encoder.layers.{i}.ffn.up_proj.weight"),
             ff,
             d,
