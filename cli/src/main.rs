@@ -61,12 +61,41 @@ enum Cmd {
         #[arg(long)]
         tokenizer: Option<PathBuf>,
     },
+    /// Run token ids through a model with dropout off and write every hidden state, for
+    /// checks against another implementation (reference/conformance.py).
+    Trace(TraceArgs),
     /// Show this CPU, the instruction-set levels it runs and each kernel family's variant.
     Cpu {
         /// Print only the level names this CPU runs, one per line (for scripts).
         #[arg(long)]
         levels: bool,
     },
+}
+
+#[derive(Args)]
+struct TraceArgs {
+    /// The model directory.
+    dir: PathBuf,
+    /// JSON file of the texts' token ids, special tokens included: `[[50281, 42, 50282], ...]`.
+    #[arg(long)]
+    ids: PathBuf,
+    /// Output file (safetensors, f32). Per text i (each run alone): `i.embed` (T, d) after
+    /// the embed norm, `i.layer.L` (T, d) after layer L, `i.final_norm` (T, d), `i.pooled`
+    /// (d,), `i.logits` (labels,); with --samples also `i.mc_mean` and `i.mc_std` (labels,).
+    #[arg(long)]
+    out: PathBuf,
+    /// Also MC-dropout with this many samples (all texts in one call).
+    #[arg(long)]
+    samples: Option<u32>,
+    /// Seed of the dropout masks for --samples.
+    #[arg(long, default_value_t = emcoder::DEFAULT_SEED)]
+    seed: u64,
+    /// Precision of weights and matrix products: f32, or bf16.
+    #[arg(long, default_value = "f32")]
+    precision: String,
+    /// Worker threads (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
 }
 
 #[derive(Args)]
@@ -242,6 +271,7 @@ fn main() -> ExitCode {
             make_model::write(&dir, &shape, bf16, seed).map_err(|e| e.into())
         }
         Cmd::Inspect { dir, tokenizer } => inspect(dir, tokenizer),
+        Cmd::Trace(a) => trace(a),
         Cmd::Cpu { levels } => {
             if levels {
                 for isa in &emcoder::caps().available {
@@ -421,6 +451,80 @@ fn bench_cmd(a: BenchArgs) -> CliResult {
             model.isa()
         );
     }
+    Ok(())
+}
+
+fn trace(a: TraceArgs) -> CliResult {
+    let text = std::fs::read_to_string(&a.ids)
+        .map_err(|e| format!("reading the ids file {}: {e}", a.ids.display()))?;
+    let ids: Vec<Vec<u32>> = serde_json::from_str(&text).map_err(|e| {
+        format!(
+            "{}: expected a JSON list of lists of token ids, like [[50281, 42, 50282]]: {e}",
+            a.ids.display()
+        )
+    })?;
+    let opts = LoadOptions {
+        tokenizer: TokenizerChoice::None,
+        n_threads: a.threads,
+        max_tokens: ids.iter().map(Vec::len).max().unwrap_or(0).max(2),
+        precision: a.precision.parse()?,
+        ..Default::default()
+    };
+    let model = Model::load(&a.dir, &opts)?;
+    let d = model.config().d_model;
+    let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
+    for (i, t) in ids.iter().enumerate() {
+        let (tr, logits) = model
+            .trace(std::slice::from_ref(t))
+            .map_err(|e| format!("text {i}: {e}"))?;
+        let rows = |v: Vec<f32>| (vec![v.len() / d.max(1), d], v);
+        let mut put = |name: String, (shape, v): (Vec<usize>, Vec<f32>)| {
+            tensors.push((format!("{i}.{name}"), shape, v))
+        };
+        put("embed".into(), rows(tr.embed));
+        for (l, h) in tr.layers.into_iter().enumerate() {
+            put(format!("layer.{l}"), rows(h));
+        }
+        put("final_norm".into(), rows(tr.final_norm));
+        put("pooled".into(), (vec![d], tr.pooled));
+        put("logits".into(), (vec![logits.len()], logits));
+    }
+    if let Some(n) = a.samples {
+        let po = PredictOptions {
+            samples: n,
+            seed: a.seed,
+            ..Default::default()
+        };
+        for (i, p) in model.predict_ids(&ids, &po)?.into_iter().enumerate() {
+            let nl = p.labels.len();
+            let mean = p.labels.iter().map(|l| l.mean).collect();
+            let std = p.labels.iter().map(|l| l.std).collect();
+            tensors.push((format!("{i}.mc_mean"), vec![nl], mean));
+            tensors.push((format!("{i}.mc_std"), vec![nl], std));
+        }
+    }
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
+        .collect();
+    let views = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|((n, shape, _), b)| {
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), b)
+                .map(|v| (n.clone(), v))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    let mut info = std::collections::HashMap::new();
+    info.insert("layout".to_string(), model.config().layout.describe());
+    info.insert(
+        "norm_eps".to_string(),
+        format!("{:e}", model.config().norm_eps),
+    );
+    info.insert("isa".to_string(), model.isa().to_string());
+    safetensors::serialize_to_file(views, Some(info), &a.out)
+        .map_err(|e| format!("writing {}: {e}", a.out.display()))?;
     Ok(())
 }
 

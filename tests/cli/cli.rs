@@ -197,6 +197,10 @@ fn inspect_shows_roles_and_errors_are_clear() {
         "{s}"
     );
     assert!(s.contains("rot_dim 8 (from config / rope_theta)"), "{s}");
+    assert!(
+        s.contains("layout: qkv_order qkv  gate_up_order gate_up  rotary_pairs interleaved  rotary_channels first  head_activation gelu (defaults)"),
+        "{s}"
+    );
     let out = emcoder(&["predict", "--model", "/no/such/dir", "hello"], None);
     assert!(!out.status.success());
     let err = String::from_utf8(out.stderr).unwrap();
@@ -210,6 +214,96 @@ fn inspect_shows_roles_and_errors_are_clear() {
     );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("at least 1"));
+}
+
+#[test]
+fn trace_writes_every_hidden_state_and_mc_statistics() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ids = tmp.path().join("ids.json");
+    std::fs::write(&ids, "[[1, 17, 33, 2], [1, 2], [1, 500, 7, 9, 11, 2]]").unwrap();
+    let out_path = tmp.path().join("trace.safetensors");
+    let dir = fixture("tiny-f32").display().to_string();
+    let (ids_s, out_s) = (ids.display().to_string(), out_path.display().to_string());
+    let base = ["trace", &dir, "--ids", &ids_s, "--out", &out_s];
+    let out = emcoder(
+        &[&base[..], &["--samples", "8", "--seed", "3"]].concat(),
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bytes = std::fs::read(&out_path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let f = |n: &str| -> Vec<f32> {
+        let t = st.tensor(n).unwrap_or_else(|_| panic!("no tensor {n}"));
+        t.data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect()
+    };
+    let mut names: Vec<String> = st.names().into_iter().map(str::to_owned).collect();
+    names.sort();
+    assert_eq!(names.len(), 3 * 8, "{names:?}");
+    for (i, len) in [(0, 4), (1, 2), (2, 6)] {
+        for s in ["embed", "layer.0", "layer.1", "final_norm"] {
+            assert_eq!(st.tensor(&format!("{i}.{s}")).unwrap().shape(), [len, 32]);
+        }
+        assert_eq!(st.tensor(&format!("{i}.pooled")).unwrap().shape(), [32]);
+        assert_eq!(st.tensor(&format!("{i}.mc_std")).unwrap().shape(), [28]);
+    }
+    // The logits are the deterministic predictions', the MC means the seeded MC run's.
+    let lib = emcoder::Model::load(
+        &fixture("tiny-f32"),
+        &emcoder::LoadOptions {
+            tokenizer: emcoder::TokenizerChoice::None,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let ids3: Vec<Vec<u32>> = vec![vec![1, 17, 33, 2], vec![1, 2], vec![1, 500, 7, 9, 11, 2]];
+    let want = lib
+        .predict_ids(
+            &ids3,
+            &emcoder::PredictOptions {
+                deterministic: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let mc = lib
+        .predict_ids(
+            &ids3,
+            &emcoder::PredictOptions {
+                samples: 8,
+                seed: 3,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    for i in 0..3 {
+        assert_eq!(&f(&format!("{i}.logits")), want[i].logits.as_ref().unwrap());
+        let means: Vec<f32> = mc[i].labels.iter().map(|l| l.mean).collect();
+        assert_eq!(f(&format!("{i}.mc_mean")), means);
+    }
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let info = header.metadata().as_ref().unwrap();
+    assert!(info["layout"].starts_with("qkv_order qkv"), "{info:?}");
+
+    // Bad ids: a clear error naming the file and the format.
+    std::fs::write(&ids, "[[1, 2], \"x\"]").unwrap();
+    let out = emcoder(&base, None);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("ids.json") && err.contains("lists of token ids"),
+        "{err}"
+    );
+    std::fs::write(&ids, "[[1, 99999, 2]]").unwrap();
+    let out = emcoder(&base, None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("99999"));
 }
 
 /// Runs `emcoder ARGS` under `ulimit -v KB` (a real address-space limit), feeding `stdin`.
