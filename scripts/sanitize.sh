@@ -13,6 +13,8 @@
 #       memory budget waits; the arenas' unit tests) under ThreadSanitizer, with the standard
 #       library rebuilt instrumented (-Zbuild-std; rustup's rust-src component), since an
 #       uninstrumented std hides its synchronization from TSan and gives false reports.
+#       scripts/tsan.supp suppresses the benign races inside crossbeam-deque (rayon's work
+#       stealing), as crossbeam's own CI does.
 # What does not run under them, and why: see fuzz/README.md ("Sanitizers"). The CLI's
 # ulimit -v test is skipped under ASan: its shadow memory needs terabytes of address space.
 # allocator_may_return_null=1: the library asks for memory fallibly (try_reserve) and turns
@@ -54,7 +56,7 @@ for mode in "${MODES[@]}"; do
         rustup component add rust-src >/dev/null 2>&1 || true
         export CARGO_TARGET_DIR=$ROOT/target/tsan
         RUSTFLAGS="-Zsanitizer=thread -Cforce-frame-pointers" \
-            TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
+            TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$ROOT/scripts/tsan.supp" \
             cargo test -Zbuild-std --target "$HOST" --locked -p emcoder \
             --lib --test invariance --test limits -- -q
         unset CARGO_TARGET_DIR
