@@ -31,6 +31,18 @@ fn set_config(dir: &Path, keys: &[(&str, &str)]) {
     std::fs::write(&path, v.to_string()).unwrap();
 }
 
+/// The rearranged weights in `dir` change the result, and `keys` added to config.json give
+/// back the fixture's trace `want` bit for bit.
+fn assert_option_undoes(dir: &Path, name: &str, want: &[Vec<f32>], keys: &[(&str, &str)]) {
+    assert_ne!(
+        trace_of(&load_dir(dir), name).last(),
+        want.last(),
+        "{keys:?}: the rearranged weights must change the result without the option"
+    );
+    set_config(dir, keys);
+    assert_eq!(trace_of(&load_dir(dir), name), want, "{keys:?}");
+}
+
 /// The trace (every hidden state and the logits) of a fixture's golden texts.
 fn trace_of(m: &Model, name: &str) -> Vec<Vec<f32>> {
     let (t, logits) = m.trace(&Golden::load(name).texts()).unwrap();
@@ -86,14 +98,7 @@ fn every_qkv_order_of_a_fused_projection() {
         let (_tmp, dir) = copy_fixture(name);
         // Stored block i is q (0), k (1) or v (2) as `key` says.
         rewrite(&dir, |t| reorder_blocks(t, "Wqkv", 3, &order));
-        let stored = load_dir(&dir);
-        assert_ne!(
-            trace_of(&stored, name).last(),
-            want.last(),
-            "{key}: the rearranged weights must change the result without the option"
-        );
-        set_config(&dir, &[("qkv_order", key)]);
-        assert_eq!(trace_of(&load_dir(&dir), name), want, "qkv_order {key}");
+        assert_option_undoes(&dir, name, &want, &[("qkv_order", key)]);
     }
 }
 
@@ -103,9 +108,7 @@ fn up_rows_first_in_a_fused_gate_up() {
     let want = trace_of(&load(name, 2), name);
     let (_tmp, dir) = copy_fixture(name);
     rewrite(&dir, |t| reorder_blocks(t, "w12", 2, &[1, 0]));
-    assert_ne!(trace_of(&load_dir(&dir), name).last(), want.last());
-    set_config(&dir, &[("gate_up_order", "up_gate")]);
-    assert_eq!(trace_of(&load_dir(&dir), name), want);
+    assert_option_undoes(&dir, name, &want, &[("gate_up_order", "up_gate")]);
     // The bf16 path fuses gate|up again from the reordered halves.
     let opts = LoadOptions {
         tokenizer: TokenizerChoice::None,
@@ -138,9 +141,7 @@ fn split_gate_and_up_swapped_by_name() {
             t.insert(u, gv);
         }
     });
-    assert_ne!(trace_of(&load_dir(&dir), name).last(), want.last());
-    set_config(&dir, &[("gate_up_order", "up_gate")]);
-    assert_eq!(trace_of(&load_dir(&dir), name), want);
+    assert_option_undoes(&dir, name, &want, &[("gate_up_order", "up_gate")]);
 }
 
 #[test]
@@ -215,12 +216,8 @@ fn rotary_pairs_and_channels_of_another_layout() {
             }
             assert!(hits >= 2, "no q/k tensors found");
         });
-        assert_ne!(trace_of(&load_dir(&dir), name).last(), want.last());
-        set_config(
-            &dir,
-            &[("rotary_pairs", pairs), ("rotary_channels", channels)],
-        );
-        assert_eq!(trace_of(&load_dir(&dir), name), want, "{pairs} {channels}");
+        let keys = [("rotary_pairs", pairs), ("rotary_channels", channels)];
+        assert_option_undoes(&dir, name, &want, &keys);
     }
 }
 
