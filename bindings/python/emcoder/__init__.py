@@ -2,17 +2,27 @@
 classifier whose uncertainty comes from Monte-Carlo dropout.
 
     import emcoder
-    with emcoder.Model("tests/fixtures/tiny-vocab-bf16") as model:
-        [pred] = model.predict(["I am so happy you are here!"], samples=20)
-        for label, s in zip(model.labels, pred.labels):
-            print(label, s.mean, s.std)
+    with emcoder.Model.load() as model:              # the bundled default model
+        preds = model.predict(["I am so happy you are here!", "This is awful."], samples=50)
+        preds.mean.shape                              # (2, 28) NumPy array, label-id order
+        preds.predicted                               # (2, 28) bool array
+        preds[0].predicted                            # ['joy', ...]: the per-text view
+        for s in preds[0].labels:
+            print(s.label, s.mean, s.std, s.epistemic)
 
+``pip install ./bindings/python`` (or a wheel from ``pip wheel``) bundles libemcoder and the
+default model (EmCoder-mini); ``Model.load("path/to/model")`` loads any other model folder.
 The shared library is found through, in order: the EMCODER_LIB environment variable (a path to
-libemcoder.so), the checkout this package sits in (target/release/libemcoder.so, after
-`make lib`), then the system's library path. A Model is safe to use from many threads at once
-(ctypes releases the GIL during predictions, so threads really run in parallel, and another
-thread can cancel a running prediction). Failures raise EmcoderError (a subclass per code);
-results are plain Python objects copied out of the library.
+libemcoder.so), the copy inside the installed package, the checkout this package sits in
+(target/release/libemcoder.so, after `make lib`), then the system's library path.
+
+Threads: a Model is safe to use from many threads at once, and ctypes releases the GIL while
+the library predicts, so Python threads really run in parallel (each call also uses the
+model's own worker threads), and another thread can cancel a running prediction. Fork: a model
+loaded before ``os.fork()`` (``multiprocessing``'s "fork" start method) cannot predict in the
+child (fork copies no worker threads; the call raises InvalidArgumentError saying so): load
+models in the child, or use the "spawn" or "forkserver" start methods. Failures raise
+EmcoderError (a subclass per code); results are copied out of the library.
 
 Stopping a prediction: ``predict(..., timeout=0.5)`` (seconds) and/or
 ``predict(..., cancel=flag)`` with a ``CancelFlag`` that any thread may ``set()``; a stopped call
@@ -34,8 +44,12 @@ __all__ = [
     "ABI_VERSION", "DEFAULT_SAMPLES", "DEFAULT_SEED", "EmcoderError", "InvalidArgumentError",
     "InvalidUtf8Error", "EmcoderIOError", "BadModelError", "EmcoderMemoryError", "InternalError",
     "CancelledError", "CancelFlag", "LabelStats", "Prediction", "Model", "version",
-    "library_path", "set_log_callback", "LOG_DEBUG", "LOG_INFO", "LOG_WARN",
+    "library_path", "set_log_callback", "LOG_DEBUG", "LOG_INFO", "LOG_WARN", "Predictions",
+    "default_model_path", "__version__",
 ]
+
+#: Version of this package; the library it loads reports its own through version().
+__version__ = "0.1.0"
 
 #: The C ABI version this module was written for (EMCODER_ABI_VERSION in emcoder.h): the
 #: library must be at least this version (newer ones serve it: the structs only grow).
@@ -140,19 +154,54 @@ class _LabelStats(ctypes.Structure):
                 ("epistemic", ctypes.c_float), ("predicted", ctypes.c_uint8)]
 
 
+_HERE = Path(__file__).resolve().parent
+
+
+def _checkout() -> Path:
+    """The checkout this module sits in, when it runs from one (bindings/python/emcoder)."""
+    parents = _HERE.parents
+    return parents[2] if len(parents) > 2 else _HERE
+
+
+def _packaged(pattern: str) -> Optional[Path]:
+    found = sorted(_HERE.glob(pattern))
+    return found[0] if found else None
+
+
 def library_path() -> str:
     """The path of the libemcoder.so this module loads (see the module doc)."""
     env = os.environ.get("EMCODER_LIB")
     if env:
         return env
-    repo = Path(__file__).resolve().parents[3] / "target" / "release" / "libemcoder.so"
+    packaged = _packaged("_libemcoder*.so") or _packaged("_libemcoder*.dylib")
+    if packaged is not None:
+        return str(packaged)
+    repo = _checkout() / "target" / "release" / "libemcoder.so"
     if repo.exists():
         return str(repo)
     found = ctypes.util.find_library("emcoder")
     if found:
         return found
-    raise ImportError("libemcoder.so not found: run `make lib` in the emcoder checkout, "
-                      "or set EMCODER_LIB=/path/to/libemcoder.so")
+    raise ImportError("libemcoder.so not found: install the package (pip install "
+                      "./bindings/python in the emcoder checkout), run `make lib` in the "
+                      "checkout, or set EMCODER_LIB=/path/to/libemcoder.so")
+
+
+def default_model_path() -> str:
+    """The folder of the default model: $EMCODER_MODEL, else the copy of EmCoder-mini bundled
+    in the installed package, else the checkout's models/emcoder-mini. Raises EmcoderIOError
+    when there is none."""
+    env = os.environ.get("EMCODER_MODEL")
+    if env:
+        return env
+    for p in (_HERE / "models" / "emcoder-mini", _checkout() / "models" / "emcoder-mini"):
+        if (p / "model.safetensors").is_file():
+            return str(p)
+    raise EmcoderIOError(
+        "no default model: this installation bundles none. Pass a model folder "
+        "(Model.load('path/to/model'): config.json, model.safetensors, thresholds.json), set "
+        "EMCODER_MODEL, or install the package from a wheel built by `pip wheel "
+        "./bindings/python` in the emcoder checkout (it bundles models/emcoder-mini)", -3)
 
 
 def _load_library() -> ctypes.CDLL:
@@ -340,12 +389,82 @@ class Prediction:
         return [s.label for s in self.labels if s.predicted]
 
 
+class Predictions(list):
+    """What ``Model.predict`` returns: a list of Prediction (the per-text view, in input
+    order) that also gives every statistic as a NumPy array of shape (texts, labels), labels in
+    ``labels`` order: ``mean``, ``std``, ``total_entropy``, ``aleatoric``, ``epistemic``
+    (float32) and ``predicted`` (bool); ``n_tokens`` and ``samples`` are (texts,) int arrays.
+    The arrays hold exactly the per-text view's numbers (float32, as the library computes
+    them) and are built on first use (NumPy is needed only for them)."""
+
+    def __init__(self, items=(), labels: Iterable[str] = ()):
+        super().__init__(items)
+        self.labels: List[str] = list(labels)
+        self._arrays: dict = {}
+
+    def _stat(self, field: str, dtype: str):
+        if field not in self._arrays:
+            import numpy as np
+            a = np.array([[getattr(s, field) for s in p.labels] for p in self], dtype=dtype)
+            self._arrays[field] = a.reshape(len(self), len(self.labels))
+        return self._arrays[field]
+
+    @property
+    def mean(self):
+        """Mean sigmoid probability, (texts, labels) float32."""
+        return self._stat("mean", "float32")
+
+    @property
+    def std(self):
+        """Standard deviation of the probability over the samples, (texts, labels) float32."""
+        return self._stat("std", "float32")
+
+    @property
+    def total_entropy(self):
+        """Entropy of the mean probability (nats), (texts, labels) float32."""
+        return self._stat("total_entropy", "float32")
+
+    @property
+    def aleatoric(self):
+        """Mean of the per-sample entropies (nats), (texts, labels) float32."""
+        return self._stat("aleatoric", "float32")
+
+    @property
+    def epistemic(self):
+        """total_entropy - aleatoric (nats), (texts, labels) float32."""
+        return self._stat("epistemic", "float32")
+
+    @property
+    def predicted(self):
+        """Above the model's threshold, (texts, labels) bool."""
+        return self._stat("predicted", "bool")
+
+    @property
+    def n_tokens(self):
+        """Tokens per text ([CLS] and [SEP] included), (texts,) int64."""
+        import numpy as np
+        return np.array([p.n_tokens for p in self], dtype="int64")
+
+    @property
+    def samples(self):
+        """MC samples drawn per text (0: deterministic), (texts,) int64."""
+        import numpy as np
+        return np.array([p.samples for p in self], dtype="int64")
+
+
 # ---- The model ----------------------------------------------------------------------------
+
+#: Names of Model.load's precision and device arguments and their C ABI values.
+_PRECISIONS = {"f32": 0, "bf16": 1}
+_DEVICES = {"cpu": 0}
+
 
 
 class Model:
     """A loaded model; use it from any number of threads, then ``close()`` it (or use ``with``).
 
+    ``Model.load(path=None, threads=0, precision="f32", device="cpu", ...)`` is the usual way
+    to get one (None: the default model, see ``default_model_path``).
     ``Model(path, threads=0, max_tokens=0, tokenizer=None, max_rows=0, bf16=False,
     memory_budget=0, isa=None, copy_weights=False, refuse_non_finite=False)``: 0 means the
     library's default (all cores, 4096 tokens, 16384 rows, a budget of twice
@@ -359,7 +478,16 @@ class Model:
     def __init__(self, path, *, threads: int = 0, max_tokens: int = 0,
                  tokenizer=None, max_rows: int = 0, bf16: bool = False,
                  memory_budget: int = 0, isa: Optional[str] = None,
-                 copy_weights: bool = False, refuse_non_finite: bool = False):
+                 copy_weights: bool = False, refuse_non_finite: bool = False,
+                 precision: Optional[str] = None, device: str = "cpu"):
+        if precision is not None:
+            if precision not in _PRECISIONS:
+                raise InvalidArgumentError(f"precision {precision!r}: use 'f32' or 'bf16'")
+            bf16 = precision == "bf16"
+        if device not in _DEVICES:
+            raise InvalidArgumentError(
+                f"device {device!r}: this libemcoder runs on 'cpu' only (no CUDA support is "
+                "built in); use device='cpu'")
         params = _model_params()
         for name, v in (("threads", threads), ("max_tokens", max_tokens), ("max_rows", max_rows)):
             if not 0 <= v < 2**32:
@@ -372,6 +500,7 @@ class Model:
         if max_rows:
             params.max_rows = max_rows
         params.precision = 1 if bf16 else 0
+        params.device = _DEVICES[device]
         params.memory_budget = memory_budget
         params.copy_weights = 1 if copy_weights else 0
         params.refuse_non_finite = 1 if refuse_non_finite else 0
@@ -390,6 +519,19 @@ class Model:
         self._handle = handle
         n = _lib.emcoder_model_num_labels(handle)
         self._labels = [_lib.emcoder_model_label(handle, i).decode() for i in range(n)]
+
+    @classmethod
+    def load(cls, path=None, *, threads: int = 0, precision: str = "f32",
+             device: str = "cpu", **options) -> "Model":
+        """Loads the model folder ``path`` (None: ``default_model_path()``, the bundled
+        EmCoder-mini). ``threads``: worker threads (0: all cores); ``precision``: "f32" or
+        "bf16" (bf16 products with f32 accumulation); ``device``: "cpu". ``options`` are the
+        constructor's other keywords (max_tokens, tokenizer, max_rows, memory_budget, isa,
+        copy_weights, refuse_non_finite)."""
+        if "bf16" in options:
+            raise TypeError("Model.load takes precision='bf16', not bf16=True")
+        return cls(default_model_path() if path is None else path, threads=threads,
+                   precision=precision, device=device, **options)
 
     @property
     def labels(self) -> List[str]:
@@ -425,9 +567,17 @@ class Model:
                 seed: int = DEFAULT_SEED, deterministic: bool = False,
                 truncate: bool = False, timeout: Optional[float] = None,
                 cancel: Optional[CancelFlag] = None,
-                fail_fast_on_memory: bool = False) -> List[Prediction]:
+                fail_fast_on_memory: bool = False,
+                tolerance: Optional[float] = None) -> Predictions:
         """Predicts every text; ``samples`` MC-dropout samples each (or one deterministic pass).
 
+        Returns a Predictions: a list with one Prediction per text, in order, whose
+        ``mean``, ``std``, ``total_entropy``, ``aleatoric``, ``epistemic`` and ``predicted``
+        are (texts, labels) NumPy arrays. Results depend only on (model, text, samples, seed):
+        not on the batch, the threads or the call. ``tolerance`` turns on adaptive sampling:
+        a text stops once every label's mean has a standard error below it (samples drawn in
+        blocks of 10, at most ``samples``; ``Prediction.samples`` says how many).
+        ``truncate`` cuts texts longer than the model's ``max_tokens`` instead of raising.
         Texts are ``str`` (UTF-8) or ``bytes`` (passed as is, so invalid UTF-8 raises
         InvalidUtf8Error); the library reads them in place, without copies. A text containing
         a NUL character raises InvalidArgumentError. An empty input gives an empty list.
@@ -440,7 +590,7 @@ class Model:
             raise TypeError("predict() takes a list of texts, not one text")
         data = texts if isinstance(texts, list) else list(texts)
         if not data:
-            return []
+            return Predictions([], self._labels)
         if not deterministic and not 1 <= samples < 2**32:
             raise InvalidArgumentError(f"samples {samples}: use 1 .. 2^32-1 (or deterministic=True)")
         if not 0 <= seed < 2**64:
@@ -452,6 +602,12 @@ class Model:
         opts.seed = seed
         opts.truncate = 1 if truncate else 0
         opts.fail_fast_on_memory = 1 if fail_fast_on_memory else 0
+        if tolerance is not None:
+            if not (isinstance(tolerance, (int, float)) and tolerance > 0
+                    and math.isfinite(tolerance)):
+                raise InvalidArgumentError(f"tolerance {tolerance!r}: use a number > 0 "
+                                           "(a standard error, e.g. 0.01), or None")
+            opts.tolerance = tolerance
         if timeout is not None:
             if math.isnan(timeout):
                 raise InvalidArgumentError("timeout is NaN")
@@ -479,9 +635,9 @@ class Model:
         finally:
             _lib.emcoder_prediction_free(out)
 
-    def _copy(self, p: ctypes.c_void_p, n: int) -> List[Prediction]:
+    def _copy(self, p: ctypes.c_void_p, n: int) -> Predictions:
         nl = _lib.emcoder_prediction_num_labels(p)
-        preds = []
+        preds = Predictions([], self._labels)
         for i in range(n):
             stats = _lib.emcoder_prediction_labels(p, i)
             z = _lib.emcoder_prediction_logits(p, i)
