@@ -389,6 +389,19 @@ class Prediction:
         return [s.label for s in self.labels if s.predicted]
 
 
+class _StatArray:
+    """A (texts, labels) NumPy array of one LabelStats field, as a property of Predictions."""
+
+    def __init__(self, dtype: str, doc: str):
+        self.dtype, self.__doc__ = dtype, doc
+
+    def __set_name__(self, owner, name):
+        self.name = name
+
+    def __get__(self, preds, owner=None):
+        return self if preds is None else preds._stat(self.name, self.dtype)
+
+
 class Predictions(list):
     """What ``Model.predict`` returns: a list of Prediction (the per-text view, in input
     order) that also gives every statistic as a NumPy array of shape (texts, labels), labels in
@@ -409,35 +422,12 @@ class Predictions(list):
             self._arrays[field] = a.reshape(len(self), len(self.labels))
         return self._arrays[field]
 
-    @property
-    def mean(self):
-        """Mean sigmoid probability, (texts, labels) float32."""
-        return self._stat("mean", "float32")
-
-    @property
-    def std(self):
-        """Standard deviation of the probability over the samples, (texts, labels) float32."""
-        return self._stat("std", "float32")
-
-    @property
-    def total_entropy(self):
-        """Entropy of the mean probability (nats), (texts, labels) float32."""
-        return self._stat("total_entropy", "float32")
-
-    @property
-    def aleatoric(self):
-        """Mean of the per-sample entropies (nats), (texts, labels) float32."""
-        return self._stat("aleatoric", "float32")
-
-    @property
-    def epistemic(self):
-        """total_entropy - aleatoric (nats), (texts, labels) float32."""
-        return self._stat("epistemic", "float32")
-
-    @property
-    def predicted(self):
-        """Above the model's threshold, (texts, labels) bool."""
-        return self._stat("predicted", "bool")
+    mean = _StatArray("float32", "Mean sigmoid probability, (texts, labels) float32.")
+    std = _StatArray("float32", "Standard deviation over the samples, (texts, labels) float32.")
+    total_entropy = _StatArray("float32", "Entropy of the mean (nats), (texts, labels) float32.")
+    aleatoric = _StatArray("float32", "Mean per-sample entropy (nats), (texts, labels) float32.")
+    epistemic = _StatArray("float32", "total_entropy - aleatoric (nats), (texts, labels) float32.")
+    predicted = _StatArray("bool", "Above the model's threshold, (texts, labels) bool.")
 
     @property
     def n_tokens(self):
