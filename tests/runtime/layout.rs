@@ -152,26 +152,20 @@ fn rotary_permutations() {
         rotary_last: last,
         ..Layout::default()
     };
-    assert_eq!(rotary_permutation(&l(false, false), 8, 4), None);
-    assert_eq!(rotary_permutation(&l(false, true), 8, 8), None);
-    // half: pairs (i, i + rot/2) become (2i, 2i+1); the rest keeps its order.
-    assert_eq!(
-        rotary_permutation(&l(true, false), 8, 4),
-        Some(vec![0, 2, 1, 3, 4, 5, 6, 7])
-    );
-    // last: the rotated channels are 4..8 and move to the front.
-    assert_eq!(
-        rotary_permutation(&l(false, true), 8, 4),
-        Some(vec![4, 5, 6, 7, 0, 1, 2, 3])
-    );
-    assert_eq!(
-        rotary_permutation(&l(true, true), 8, 4),
-        Some(vec![4, 6, 5, 7, 0, 1, 2, 3])
-    );
-    assert_eq!(
-        rotary_permutation(&l(true, false), 8, 8),
-        Some(vec![0, 4, 1, 5, 2, 6, 3, 7])
-    );
+    let cases: [(bool, bool, usize, Option<Vec<usize>>); 6] = [
+        (false, false, 4, None),
+        (false, true, 8, None),
+        // half: pairs (i, i + rot/2) become (2i, 2i+1); the rest keeps its order.
+        (true, false, 4, Some(vec![0, 2, 1, 3, 4, 5, 6, 7])),
+        // last: the rotated channels are 4..8 and move to the front.
+        (false, true, 4, Some(vec![4, 5, 6, 7, 0, 1, 2, 3])),
+        (true, true, 4, Some(vec![4, 6, 5, 7, 0, 1, 2, 3])),
+        (true, false, 8, Some(vec![0, 4, 1, 5, 2, 6, 3, 7])),
+    ];
+    for (half, last, rot, want) in cases {
+        let got = rotary_permutation(&l(half, last), 8, rot);
+        assert_eq!(got, want, "half {half}, last {last}, rot_dim {rot}");
+    }
 }
 
 #[test]
