@@ -216,7 +216,7 @@ def main():
         write_fixture("tiny-vocab-bf16", model, cfg, seqs, make_thresholds(g, False), "bf16",
                       "canonical", "canonical",
                       "full 50368 vocab, BF16; inputs are real texts tokenized with the "
-                      "tokenizers package from shared/assets/tokenizer.json ([CLS] ... [SEP])",
+                      "tokenizers package from assets/tokenizer.json ([CLS] ... [SEP])",
                       texts=TEXTS)
     jobs.append(("tiny-vocab-bf16", tiny_vocab_bf16))
 
