@@ -133,6 +133,11 @@ struct SamplingArgs {
     /// (samples drawn in blocks of 10, at most --samples).
     #[arg(long, value_name = "E")]
     tolerance: Option<f32>,
+    /// Sampling that stops on decisions: stop a text once every label's thresholded decision
+    /// is settled at error rate A (a z-test per label against its threshold, Bonferroni over
+    /// the blocks of 10; at most --samples). Exclusive with --tolerance.
+    #[arg(long, value_name = "A", conflicts_with = "tolerance")]
+    decide: Option<f32>,
     /// Stop the prediction after this many seconds (an error, exit status 1): checked
     /// before every layer, so it stops within about one layer's work.
     #[arg(long, value_name = "SECONDS")]
@@ -153,6 +158,7 @@ impl SamplingArgs {
             deterministic: self.deterministic,
             truncate,
             tolerance: self.tolerance,
+            decision_error: self.decide,
             stop: emcoder::Stop {
                 deadline,
                 ..Default::default()
@@ -163,18 +169,22 @@ impl SamplingArgs {
 
     /// Adaptive sampling is on (it is ignored in deterministic mode).
     fn adaptive(&self) -> bool {
-        self.tolerance.is_some() && !self.deterministic
+        (self.tolerance.is_some() || self.decide.is_some()) && !self.deterministic
     }
 
     /// The sampling mode in words.
     fn describe(&self) -> String {
-        match (self.deterministic, self.tolerance) {
-            (true, _) => "deterministic".to_string(),
-            (false, None) => format!("MC N={} seed={}", self.samples, self.seed),
-            (false, Some(t)) => format!(
+        match (self.deterministic, self.tolerance, self.decide) {
+            (true, _, _) => "deterministic".to_string(),
+            (false, Some(t), _) => format!(
                 "adaptive MC N<={} tolerance={t} seed={}",
                 self.samples, self.seed
             ),
+            (false, None, Some(a)) => format!(
+                "MC stopping on decisions N<={} decision error={a} seed={}",
+                self.samples, self.seed
+            ),
+            (false, None, None) => format!("MC N={} seed={}", self.samples, self.seed),
         }
     }
 }
@@ -353,13 +363,15 @@ fn eval_cmd(a: EvalArgs) -> CliResult {
     let opts = a.sampling.options(true);
     let sp = &a.sampling;
     let e = eval::evaluate(&model, &examples, &opts, a.batch)?;
-    // With a tolerance, also run the fixed-N evaluation: speedup and agreement of decisions.
+    // With a tolerance or a decision error, also run the fixed-N evaluation: speedup and
+    // agreement of decisions.
     let versus_fixed = if sp.adaptive() {
         let fixed = eval::evaluate(
             &model,
             &examples,
             &PredictOptions {
                 tolerance: None,
+                decision_error: None,
                 ..opts.clone()
             },
             a.batch,
@@ -395,7 +407,7 @@ fn eval_cmd(a: EvalArgs) -> CliResult {
     if a.json {
         let s = serde_json::json!({"model": model.files().dir.display().to_string(), "data": a.data.display().to_string(),
             "n_samples": if sp.deterministic { 1 } else { sp.samples }, "seed": sp.seed, "deterministic": sp.deterministic,
-            "tolerance": sp.tolerance});
+            "tolerance": sp.tolerance, "decision_error": sp.decide});
         let mut v = eval::to_json(&e, model.labels(), s);
         if let Some(vf) = versus_fixed {
             v["adaptive_vs_fixed"] = vf;

@@ -161,6 +161,8 @@ impl EmcoderPredictOptions {
             deterministic: self.n_samples == 0,
             truncate: self.truncate != 0,
             tolerance: (self.tolerance > 0.0).then_some(self.tolerance),
+            // Not in the C ABI yet (a new field is an ABI version): the Rust API and the CLI.
+            decision_error: None,
             stop: emcoder_rt::Stop {
                 flag: None,
                 deadline,

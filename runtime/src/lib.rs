@@ -123,6 +123,13 @@ pub struct PredictOptions {
     /// every label's mean probability has a standard error (std / sqrt(n)) below this,
     /// never drawing more than `samples`. `None`: always `samples`.
     pub tolerance: Option<f32>,
+    /// Sampling that stops on decisions: draw samples in blocks of [`ADAPTIVE_BLOCK`] and stop
+    /// a text once every label's thresholded decision is settled at this error rate (per
+    /// label, a two-sided z-test of the mean against the threshold, and of the std against
+    /// the `u` bound where the model has one, Bonferroni-corrected over the blocks that could
+    /// be drawn), never drawing more than `samples`. The statistics are those of the samples
+    /// drawn. In (0, 1); `None`: off. Exclusive with `tolerance`.
+    pub decision_error: Option<f32>,
     /// Cancellation flag and deadline, checked before every layer: a stopped call returns
     /// [`Error::Cancelled`] within about one layer's work. Default: never.
     pub stop: Stop,
@@ -142,6 +149,7 @@ impl Default for PredictOptions {
             deterministic: false,
             truncate: false,
             tolerance: None,
+            decision_error: None,
             stop: Stop::never(),
             wait_for_memory: true,
         }
@@ -322,8 +330,18 @@ impl Model {
             stop: &opts.stop,
             wait: opts.wait_for_memory,
         };
-        if let (Some(tol), false) = (opts.tolerance, opts.deterministic) {
-            let per_text = self.adaptive(ids, opts.samples, opts.seed, tol, &call)?;
+        let rule = match (opts.tolerance, opts.decision_error, opts.deterministic) {
+            (_, _, true) | (None, None, _) => None,
+            (Some(tol), None, _) => Some(StopRule::Tolerance(tol)),
+            (None, Some(alpha), _) => Some(StopRule::Decisions(alpha)),
+            (Some(_), Some(_), _) => {
+                return Err(Error::Input(
+                    "tolerance and decision_error are two stopping rules: set one of them".into(),
+                ))
+            }
+        };
+        if let Some(rule) = rule {
+            let per_text = self.adaptive(ids, opts.samples, opts.seed, rule, &call)?;
             return Ok(ids
                 .iter()
                 .zip(per_text)
@@ -365,7 +383,8 @@ impl Model {
         seed: u64,
         tolerance: f32,
     ) -> Result<Vec<Vec<f32>>> {
-        self.adaptive(ids, max_samples, seed, tolerance, &Call::default())
+        let rule = StopRule::Tolerance(tolerance);
+        self.adaptive(ids, max_samples, seed, rule, &Call::default())
     }
 
     fn adaptive(
@@ -373,15 +392,37 @@ impl Model {
         ids: &[Vec<u32>],
         max_samples: u32,
         seed: u64,
-        tolerance: f32,
+        rule: StopRule,
         call: &Call,
     ) -> Result<Vec<Vec<f32>>> {
         check_samples(max_samples)?;
-        if !(tolerance > 0.0 && tolerance.is_finite()) {
-            return Err(Error::Input(format!(
-                "tolerance {tolerance} must be a positive number"
-            )));
-        }
+        let blocks = max_samples.div_ceil(ADAPTIVE_BLOCK);
+        let settled: Settled = match rule {
+            StopRule::Tolerance(tolerance) => {
+                if !(tolerance > 0.0 && tolerance.is_finite()) {
+                    return Err(Error::Input(format!(
+                        "tolerance {tolerance} must be a positive number"
+                    )));
+                }
+                let nl = self.config().num_labels;
+                // NaN logits (a model with non-finite weights) stop at once, as before.
+                Box::new(move |z| {
+                    let se = engine::stats::max_standard_error(z, nl);
+                    se < tolerance as f64 || se.is_nan()
+                })
+            }
+            StopRule::Decisions(alpha) => {
+                if !(alpha > 0.0 && alpha < 1.0) {
+                    return Err(Error::Input(format!(
+                        "decision_error {alpha} must lie strictly between 0 and 1 (e.g. 0.01)"
+                    )));
+                }
+                let z = engine::stats::normal_quantile(1.0 - alpha as f64 / (2.0 * blocks as f64));
+                let nl = self.config().num_labels;
+                let th = &self.files.thresholds;
+                Box::new(move |s| engine::stats::decisions_settled(s, nl, th, z))
+            }
+        };
         self.validate(ids)?;
         let nl = self.config().num_labels;
         let dropout = Dropout {
@@ -399,7 +440,7 @@ impl Model {
             for (&i, zt) in active.iter().zip(z.chunks_exact(per)) {
                 out[i].extend_from_slice(zt);
             }
-            active.retain(|&i| engine::stats::max_standard_error(&out[i], nl) >= tolerance as f64);
+            active.retain(|&i| !settled(&out[i]));
             s0 = s1;
         }
         Ok(out)
@@ -569,6 +610,18 @@ impl Default for Call<'_> {
 }
 
 /// MC sampling needs at least one sample.
+/// Whether a text's samples so far, (n, num_labels) logits, let it stop.
+type Settled<'a> = Box<dyn Fn(&[f32]) -> bool + Sync + 'a>;
+
+/// When adaptive sampling stops a text (see [`PredictOptions`]).
+#[derive(Clone, Copy, Debug)]
+enum StopRule {
+    /// Every label's mean has a standard error below this.
+    Tolerance(f32),
+    /// Every thresholded decision is settled at this error rate.
+    Decisions(f32),
+}
+
 fn check_samples(n: u32) -> Result<()> {
     if n == 0 {
         return Err(Error::Input(

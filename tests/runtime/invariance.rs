@@ -4,6 +4,7 @@
 mod common;
 use common::*;
 use emcoder::{LoadOptions, Model, PredictOptions, TokenizerChoice};
+use std::path::PathBuf;
 
 fn texts() -> Vec<Vec<u32>> {
     let mk = |n: usize, s: u32| -> Vec<u32> {
@@ -203,6 +204,80 @@ fn adaptive_sampling_stops_early_and_reuses_the_fixed_n_samples() {
         used
     );
     assert!(model.adaptive_logits(&ids, 40, 11, 0.0).is_err());
+}
+
+#[test]
+fn stopping_on_decisions_settles_every_label_and_reuses_the_fixed_n_samples() {
+    use emcoder::engine::stats::{decisions_settled, label_stats, normal_quantile};
+    // The shipped model on real texts: its thresholds are tuned, so most decisions sit far
+    // from them (a random fixture's 28 means all hover near theirs and never settle).
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/emcoder-mini");
+    let model = Model::load(&dir, &LoadOptions::default()).unwrap();
+    let ids: Vec<Vec<u32>> = [
+        "Thank you so much, this made my day!",
+        "I am so angry right now.",
+        "This is hilarious lol",
+        "ok",
+        "I'm not sure what to think about this, it's confusing.",
+        "I miss her so much, it hurts.",
+    ]
+    .iter()
+    .map(|t| model.tokenize(t, false).unwrap())
+    .collect();
+    let l = model.config().num_labels;
+    let th = &model.files().thresholds;
+    let (max, seed) = (60u32, 5u64);
+    let fixed = model.sample_logits(&ids, max, seed).unwrap();
+    let opts = |alpha: f32| PredictOptions {
+        samples: max,
+        seed,
+        decision_error: Some(alpha),
+        ..Default::default()
+    };
+    let mut stops = Vec::new();
+    for alpha in [0.2f32, 0.01, 1e-4] {
+        // The z of the rule: two-sided, Bonferroni over the 6 blocks that could be drawn.
+        let z = normal_quantile(1.0 - alpha as f64 / (2.0 * 6.0));
+        let preds = model.predict_ids(&ids, &opts(alpha)).unwrap();
+        for (t, p) in preds.iter().enumerate() {
+            let n = p.samples as usize;
+            assert!(
+                n.is_multiple_of(10) && (10..=max as usize).contains(&n),
+                "text {t}: {n}"
+            );
+            // The statistics of the samples drawn: the first n of the fixed run.
+            let drawn = &fixed[t * max as usize * l..(t * max as usize + n) * l];
+            assert_eq!(p.labels, label_stats(drawn, l, th), "text {t}");
+            // Stopped at the first block where every decision is settled (or at N).
+            assert!(
+                n == max as usize || decisions_settled(drawn, l, th, z),
+                "text {t}"
+            );
+            if n > 10 {
+                assert!(
+                    !decisions_settled(&drawn[..(n - 10) * l], l, th, z),
+                    "text {t}"
+                );
+            }
+            // Alone or in a batch: the same stop and numbers.
+            let alone = model.predict_ids(&ids[t..t + 1], &opts(alpha)).unwrap();
+            assert_eq!(alone[0], *p, "text {t}");
+        }
+        stops.push(preds.iter().map(|p| p.samples).sum::<u32>());
+    }
+    // A smaller error rate never stops earlier, and the loosest one saves samples here.
+    assert!(stops[0] <= stops[1] && stops[1] <= stops[2], "{stops:?}");
+    assert!(stops[0] < max * ids.len() as u32, "{stops:?}");
+    for bad in [0.0f32, 1.0, -0.1, f32::NAN] {
+        let e = model.predict_ids(&ids, &opts(bad)).unwrap_err().to_string();
+        assert!(e.contains("decision_error"), "{e}");
+    }
+    let both = PredictOptions {
+        tolerance: Some(0.01),
+        ..opts(0.01)
+    };
+    let e = model.predict_ids(&ids, &both).unwrap_err().to_string();
+    assert!(e.contains("set one of them"), "{e}");
 }
 
 #[test]
