@@ -149,6 +149,34 @@ fn texts_from_stdin_one_per_line() {
 }
 
 #[test]
+fn stopping_rules_report_their_samples_and_refuse_bad_values() {
+    // The shipped model: its decisions settle early on clear texts.
+    let texts = "Thank you so much, this made my day!\nI am so angry right now.\n";
+    for rule in [["--decide", "0.01"], ["--tolerance", "0.05"]] {
+        let mut args = vec!["predict", "-n", "40", "--json"];
+        args.extend(rule);
+        let v = json_of(&emcoder(&args, Some(texts)));
+        for r in v["results"].as_array().unwrap() {
+            let n = r["samples"].as_u64().unwrap();
+            assert!(n % 10 == 0 && (10..=40).contains(&n), "{rule:?}: {n}");
+        }
+    }
+    let out = emcoder(&["predict", "--decide", "1.5", "ok"], None);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("decision_error 1.5 must lie strictly between 0 and 1"),
+        "{err}"
+    );
+    // Two stopping rules at once is a usage error (clap: exit status 2).
+    let out = emcoder(
+        &["predict", "--decide", "0.01", "--tolerance", "0.01", "ok"],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
 fn table_is_sorted_and_marks_predictions() {
     let m = model();
     let out = emcoder(
