@@ -396,6 +396,7 @@ impl Model {
         call: &Call,
     ) -> Result<Vec<Vec<f32>>> {
         check_samples(max_samples)?;
+        let nl = self.config().num_labels;
         let blocks = max_samples.div_ceil(ADAPTIVE_BLOCK);
         let settled: Settled = match rule {
             StopRule::Tolerance(tolerance) => {
@@ -404,7 +405,6 @@ impl Model {
                         "tolerance {tolerance} must be a positive number"
                     )));
                 }
-                let nl = self.config().num_labels;
                 // NaN logits (a model with non-finite weights) stop at once, as before.
                 Box::new(move |z| {
                     let se = engine::stats::max_standard_error(z, nl);
@@ -418,13 +418,11 @@ impl Model {
                     )));
                 }
                 let z = engine::stats::normal_quantile(1.0 - alpha as f64 / (2.0 * blocks as f64));
-                let nl = self.config().num_labels;
                 let th = &self.files.thresholds;
                 Box::new(move |s| engine::stats::decisions_settled(s, nl, th, z))
             }
         };
         self.validate(ids)?;
-        let nl = self.config().num_labels;
         let dropout = Dropout {
             seed,
             p: self.config().dropout,
@@ -609,7 +607,6 @@ impl Default for Call<'_> {
     }
 }
 
-/// MC sampling needs at least one sample.
 /// Whether a text's samples so far, (n, num_labels) logits, let it stop.
 type Settled<'a> = Box<dyn Fn(&[f32]) -> bool + Sync + 'a>;
 
@@ -622,6 +619,7 @@ enum StopRule {
     Decisions(f32),
 }
 
+/// MC sampling needs at least one sample.
 fn check_samples(n: u32) -> Result<()> {
     if n == 0 {
         return Err(Error::Input(
