@@ -39,14 +39,19 @@ fn mean_std(p: &[f64]) -> (f64, f64) {
     (mean, var.sqrt())
 }
 
+/// Label `c`'s sigmoid probability in each sample of `logits` (n_samples, num_labels).
+fn label_probs(logits: &[f32], num_labels: usize, c: usize) -> Vec<f64> {
+    (0..logits.len() / num_labels)
+        .map(|s| sigmoid(logits[s * num_labels + c]) as f64)
+        .collect()
+}
+
 /// Statistics of every label from `logits`, (n_samples, num_labels) row-major.
 pub fn label_stats(logits: &[f32], num_labels: usize, thresholds: &[Threshold]) -> Vec<LabelStats> {
     let n = logits.len() / num_labels;
     (0..num_labels)
         .map(|c| {
-            let probs: Vec<f64> = (0..n)
-                .map(|s| sigmoid(logits[s * num_labels + c]) as f64)
-                .collect();
+            let probs = label_probs(logits, num_labels, c);
             let (mean, std) = mean_std(&probs);
             let total = bernoulli_entropy(mean);
             let aleatoric = probs.iter().map(|&p| bernoulli_entropy(p)).sum::<f64>() / n as f64;
@@ -77,9 +82,7 @@ pub fn max_standard_error(logits: &[f32], num_labels: usize) -> f64 {
     }
     (0..num_labels)
         .map(|c| {
-            let p: Vec<f64> = (0..n)
-                .map(|s| sigmoid(logits[s * num_labels + c]) as f64)
-                .collect();
+            let p = label_probs(logits, num_labels, c);
             mean_std(&p).1 / (n as f64).sqrt()
         })
         .fold(0.0, f64::max)
@@ -101,9 +104,7 @@ pub fn decisions_settled(
         return false;
     }
     (0..num_labels).all(|c| {
-        let p: Vec<f64> = (0..n)
-            .map(|s| sigmoid(logits[s * num_labels + c]) as f64)
-            .collect();
+        let p = label_probs(logits, num_labels, c);
         let (mean, std) = mean_std(&p);
         let th = &thresholds[c];
         let se = std / (n as f64).sqrt();
