@@ -88,9 +88,10 @@ typedef volatile int32_t EmcoderCancelFlag;
  * increments it; a library of version N serves every program built against a header of
  * version 2..=N. An incompatible change would change the SONAME instead. Check
  * `emcoder_abi_version() >= EMCODER_ABI_VERSION` at start-up. (ABI 1 had no `struct_size`:
- * programs built against it must be rebuilt.)
+ * programs built against it must be rebuilt.) History: 2, `struct_size` and the ABI 2 fields;
+ * 3, `EmcoderPredictOptions.decision_error` (sampling that stops on decisions).
  */
-#define EMCODER_ABI_VERSION 2
+#define EMCODER_ABI_VERSION 3
 
 /**
  * The CPU, the only device of this build.
@@ -362,6 +363,29 @@ typedef struct EmcoderPredictOptions {
      * `cancel` and `timeout_ms`). Default 0 (wait).
      */
     uint8_t fail_fast_on_memory;
+    /**
+     * Sampling that stops on decisions when nonzero (ABI 3): samples are drawn in blocks of
+     * 10 and a text stops once every label's thresholded decision is settled at this error
+     * rate A: per label, the mean probability lies more than z standard errors from the
+     * label's threshold (and, where the model's `thresholds.json` has a `u` bound and the
+     * mean is above the threshold, the std more than z of its standard errors from `u`), with
+     * z = Phi^-1(1 - A / (2K)) for the K blocks `n_samples` allows (Bonferroni over the
+     * looks). What it guarantees (normal approximation): for each (text, label), the
+     * probability that the reported decision differs from the decision of the label's true
+     * mean is at most A. A text never draws more than `n_samples` samples, and
+     * `emcoder_prediction_n_samples` tells how many it drew; one whose decisions never settle
+     * draws all `n_samples`, the samples of the fixed-N run, so its numbers equal the fixed-N
+     * ones. The statistics are those of the samples drawn. Ignored (but still checked) when
+     * `n_samples` is 0.
+     *
+     * 0: off (always `n_samples`, as before this field existed). Otherwise it must be finite
+     * and strictly between 0 and 1 (e.g. 0.01), and `tolerance` must be 0 (they are two
+     * stopping rules: set one of them); anything else fails with
+     * `EMCODER_ERR_INVALID_ARGUMENT`. The library uses it in single precision. A `double`
+     * so that it starts at offset 48, after the whole ABI 2 struct and not in its tail
+     * padding. Default 0.
+     */
+    double decision_error;
 } EmcoderPredictOptions;
 
 /**
@@ -623,11 +647,11 @@ const char *emcoder_model_isa(const struct EmcoderModel *model);
 
 /**
  * Fills `*options` with the default prediction options (50 MC samples, seed 42, no
- * truncation, no adaptive sampling, no cancellation flag, no timeout, waiting for memory) for
- * a struct of `struct_size` bytes, and sets `options->struct_size`: it writes the fields that
- * lie within `struct_size` bytes and nothing past them. Pass
- * `sizeof(EmcoderPredictOptions)`, as the inline `emcoder_predict_default_options()` of this
- * header does.
+ * truncation, no adaptive sampling or stopping on decisions, no cancellation flag, no
+ * timeout, waiting for memory) for a struct of `struct_size` bytes, and sets
+ * `options->struct_size`: it writes the fields that lie within `struct_size` bytes and
+ * nothing past them. Pass `sizeof(EmcoderPredictOptions)`, as the inline
+ * `emcoder_predict_default_options()` of this header does.
  *
  * NULL handling: `options` NULL, or `struct_size` < 4, writes nothing.
  * Thread safety: safe from any thread.
@@ -732,7 +756,9 @@ size_t emcoder_prediction_num_labels(const struct EmcoderPrediction *prediction)
 
 /**
  * Returns the MC samples drawn for text `text_index`: the `n_samples` option of the call, 0
- * for a deterministic pass. (Per text, so that adaptive sampling can stop texts early.)
+ * for a deterministic pass; with `tolerance` or `decision_error` set, the samples that text
+ * drew before it stopped (at most `n_samples`). (Per text, so that adaptive sampling can stop
+ * texts early.)
  *
  * NULL handling: returns 0 when `prediction` is NULL or `text_index >= num_texts`.
  * Thread safety: safe from any thread; a prediction is immutable.
@@ -844,9 +870,9 @@ static inline EmcoderModelParams emcoder_model_default_params(void) {
 
 /**
  * Returns the default prediction options (50 MC samples, seed 42, no truncation, no adaptive
- * sampling, no cancellation flag, no timeout, waiting for memory) with `struct_size` set to the
- * size this header declares. Inline: it calls emcoder_predict_options_init with this header's
- * sizeof.
+ * sampling or stopping on decisions, no cancellation flag, no timeout, waiting for memory) with
+ * `struct_size` set to the size this header declares. Inline: it calls
+ * emcoder_predict_options_init with this header's sizeof.
  *
  * Thread safety: safe from any thread.
  */

@@ -8,6 +8,10 @@
 //   emcoder::CancelToken stop;                       // stop.cancel() from any thread
 //   model.predict(texts, {.cancel = &stop, .timeout = std::chrono::milliseconds(500)});
 //
+//   // Stop each text's sampling once its decisions are settled at error rate 0.01:
+//   emcoder::Prediction d = model.predict(texts, {.decision_error = 0.01});
+//   d.n_samples(0);                                  // samples that text drew (<= 50)
+//
 // Errors are thrown as emcoder::Error (a std::runtime_error carrying the EMCODER_ERR_* code;
 // a cancelled or timed-out call is EMCODER_ERR_CANCELLED); out-of-range indexes throw
 // std::out_of_range. Texts are passed to the library as (pointer, length) pairs: no copies, no
@@ -129,6 +133,11 @@ struct PredictOptions {
     const CancelToken *cancel = nullptr;           ///< stops the call when cancelled
     std::chrono::milliseconds timeout{0};          ///< stops the call after this; 0: no limit
     bool fail_fast_on_memory = false;  ///< fail at once while the memory budget is taken
+    /// Sampling that stops on decisions (ABI 3): stop a text once every label's thresholded
+    /// decision is settled at this error rate (in (0, 1), e.g. 0.01; at most n_samples, and
+    /// Prediction::n_samples() tells how many were drawn); 0: off. See
+    /// EmcoderPredictOptions::decision_error. Other values throw EMCODER_ERR_INVALID_ARGUMENT.
+    double decision_error = 0.0;
 };
 
 namespace detail {
@@ -177,7 +186,8 @@ public:
     size_t num_labels() const noexcept { return emcoder_prediction_num_labels(p_.get()); }
     /// Tokens of text `text`, [CLS] and [SEP] included.
     size_t n_tokens(size_t text) const { return emcoder_prediction_n_tokens(p_.get(), index(text)); }
-    /// MC samples drawn for text `text` (0: deterministic pass).
+    /// MC samples drawn for text `text` (0: deterministic pass; with decision_error, those it
+    /// drew before its decisions settled).
     uint32_t n_samples(size_t text) const {
         return emcoder_prediction_n_samples(p_.get(), index(text));
     }
@@ -272,6 +282,7 @@ public:
         const auto ms = options.timeout.count();
         o.timeout_ms = ms == 0 ? 0 : ms < 0 ? 1 : static_cast<uint64_t>(ms);
         o.fail_fast_on_memory = options.fail_fast_on_memory ? 1 : 0;
+        o.decision_error = options.decision_error;
         EmcoderPrediction *p = nullptr;
         EmcoderError *err = nullptr;
         const int32_t code =

@@ -3,7 +3,9 @@
 // Usage: test_emcoder_cpp <model_dir> <expected_file>
 // Checks the numbers against the Rust API (the file written by ffi/examples/expected_values.rs)
 // through every input form (initializer list, std::span, std::vector<std::string>, views into
-// one buffer without terminators), the exceptions (code and message) of each error path, the
+// one buffer without terminators), stopping on decisions (PredictOptions::decision_error: the
+// samples each text drew and its numbers, the invalid values), the exceptions (code and
+// message) of each error path, the
 // load parameters (isa, memory budget, copied weights), cancellation (a CancelToken set before
 // the call and from another thread, a timeout), the log callback, RAII ownership and moves, and
 // concurrent predictions on one model from several std::threads.
@@ -56,8 +58,10 @@ void expect_error(int32_t code, F body, int line) {
 struct Case {
     uint32_t n_samples = 0;
     uint64_t seed = 0;
+    double decision_error = 0.0;  // 0: off
     std::vector<std::string> texts;
     std::vector<size_t> n_tokens;
+    std::vector<uint32_t> drawn;  // the samples each text drew
     std::vector<std::vector<EmcoderLabelStats>> stats;
 };
 
@@ -79,16 +83,20 @@ Expected read_expected(const char *path) {
         } else if (tag == "case") {
             Case c;
             size_t n;
-            in >> c.n_samples >> c.seed >> n;
+            in >> c.n_samples >> c.seed >> n >> c.decision_error;
+            if (!in) throw std::runtime_error("bad expected line: " + line);
             ex.cases.push_back(c);
         } else if (tag == "text") {
             size_t n_tokens;
+            uint32_t drawn;
             std::string hex, text;
-            in >> n_tokens >> hex;
+            in >> n_tokens >> drawn >> hex;
+            if (!in) throw std::runtime_error("bad expected line: " + line);
             for (size_t i = 0; i + 1 < hex.size(); i += 2)
                 text.push_back(static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
             ex.cases.back().texts.push_back(text);
             ex.cases.back().n_tokens.push_back(n_tokens);
+            ex.cases.back().drawn.push_back(drawn);
             ex.cases.back().stats.emplace_back();
         } else if (tag == "stat") {
             EmcoderLabelStats s{};
@@ -116,14 +124,15 @@ bool same(std::span<const EmcoderLabelStats> a, const std::vector<EmcoderLabelSt
 bool matches(const emcoder::Prediction &p, const Case &c) {
     bool ok = p.num_texts() == c.texts.size();
     for (size_t i = 0; ok && i < c.texts.size(); i++) {
-        ok = p.n_tokens(i) == c.n_tokens[i] && p.n_samples(i) == c.n_samples &&
+        ok = p.n_tokens(i) == c.n_tokens[i] && p.n_samples(i) == c.drawn[i] &&
              same(p.labels(i), c.stats[i]) && p.logits(i).empty() == (c.n_samples != 0);
     }
     return ok;
 }
 
 emcoder::PredictOptions options(const Case &c) {
-    return {.n_samples = c.n_samples, .seed = c.seed, .truncate = false};
+    return {.n_samples = c.n_samples, .seed = c.seed, .truncate = false,
+            .decision_error = c.decision_error};
 }
 
 }  // namespace
@@ -164,6 +173,34 @@ int main(int argc, char **argv) {
     emcoder::Prediction one = model.predict({c0.texts[0]}, options(c0));  // initializer list
     CHECK(one.num_texts() == 1 && same(one.labels(0), c0.stats[0]));
     CHECK(model.predict({"ok"}).n_samples(0) == EMCODER_DEFAULT_SAMPLES);
+
+    // Stopping on decisions: the expected case (checked above with the others) has texts that
+    // stop early, so a dropped option would have failed it; the invalid values throw.
+    {
+        const Case *d = nullptr;
+        for (const Case &c : ex.cases)
+            if (c.decision_error != 0.0) d = &c;
+        CHECK(d != nullptr && d->n_samples == 50 && d->decision_error == 0.01);
+        if (d) {
+            const emcoder::Prediction p = model.predict(d->texts, options(*d));
+            bool early = false;
+            for (size_t i = 0; i < d->texts.size(); i++) {
+                CHECK(p.n_samples(i) <= d->n_samples && p.n_samples(i) == d->drawn[i]);
+                early = early || p.n_samples(i) < d->n_samples;
+            }
+            CHECK(early);
+        }
+        for (double bad : {-0.01, 1.0, std::nan(""), HUGE_VAL}) {
+            try {
+                (void)model.predict({"ok"}, {.decision_error = bad});
+                CHECK(false);
+            } catch (const emcoder::Error &e) {
+                CHECK(e.code() == EMCODER_ERR_INVALID_ARGUMENT);
+                CHECK(std::string(e.what()).find("decision_error") != std::string::npos);
+            }
+        }
+        CHECK(model.predict({"ok"}, {.decision_error = 0.0}).n_samples(0) == 50);
+    }
 
     // Input errors.
     EXPECT_ERROR(EMCODER_ERR_INVALID_UTF8, model.predict({"fine", "bad \x80 byte"}));

@@ -157,6 +157,16 @@ type PredictOptions struct {
 	// FailFastOnMemory fails with ErrOutOfMemory at once when the model's memory budget is
 	// taken by running calls, instead of waiting for them (until the context ends).
 	FailFastOnMemory bool
+	// DecisionError turns on sampling that stops on decisions (ABI 3): samples are drawn in
+	// blocks of 10 and a text stops once every label's thresholded decision is settled at
+	// this error rate (per label, a z-test of the mean against the threshold, and of the std
+	// against the model's u bound where it has one, Bonferroni-corrected over the blocks), at
+	// most Samples; Prediction.Samples tells how many were drawn. For each (text, label), the
+	// probability that the decision differs from that of the label's true mean is at most
+	// DecisionError (normal approximation). 0: off. Otherwise it must lie strictly between 0
+	// and 1 (e.g. 0.01): other values fail with ErrInvalidArgument. EmcoderPredictOptions's
+	// decision_error in emcoder.h.
+	DecisionError float64
 }
 
 // DefaultPredictOptions returns the library's defaults: 50 samples, seed 42.
@@ -178,7 +188,7 @@ type LabelStats struct {
 // Prediction is the result for one text.
 type Prediction struct {
 	Tokens  int          `json:"n_tokens"`         // tokens, [CLS] and [SEP] included
-	Samples int          `json:"samples"`          // MC samples drawn; 0: deterministic pass
+	Samples int          `json:"samples"`          // MC samples drawn (DecisionError: this text's); 0: deterministic pass
 	Labels  []LabelStats `json:"labels"`           // one per label, in label-id order
 	Logits  []float32    `json:"logits,omitempty"` // deterministic predictions only
 }
@@ -317,6 +327,7 @@ func (m *Model) Predict(ctx context.Context, texts []string, opts *PredictOption
 	copts.seed = C.uint64_t(o.Seed)
 	copts.truncate = boolByte(o.Truncate)
 	copts.fail_fast_on_memory = boolByte(o.FailFastOnMemory)
+	copts.decision_error = C.double(o.DecisionError)
 	if len(texts) == 0 {
 		return []Prediction{}, nil
 	}

@@ -289,8 +289,10 @@ func TestMatchesRustAPI(t *testing.T) {
 	if !reflect.DeepEqual(m.Labels(), labels) {
 		t.Fatalf("labels differ: %v vs %v", m.Labels(), labels)
 	}
+	decided := false
 	for _, c := range cases {
-		opts := &PredictOptions{Samples: c.samples, Seed: c.seed, Deterministic: c.samples == 0}
+		opts := &PredictOptions{Samples: c.samples, Seed: c.seed, Deterministic: c.samples == 0,
+			DecisionError: c.decisionError}
 		got, err := m.Predict(bg, c.texts, opts)
 		if err != nil {
 			t.Fatal(err)
@@ -311,15 +313,53 @@ func TestMatchesRustAPI(t *testing.T) {
 					t.Fatalf("samples %d text %d label %d: predicted differs", c.samples, i, j)
 				}
 			}
+			// The expected decision case has texts that stop early: their Samples (checked
+			// above) and numbers differ from a run without DecisionError.
+			if c.decisionError != 0 && g.Samples < c.samples {
+				decided = true
+			}
+		}
+	}
+	if !decided {
+		t.Fatal("the expected values have no decision_error case with a text that stopped early")
+	}
+}
+
+// Sampling that stops on decisions: at most Samples, in blocks of 10; a text that never
+// settles draws every sample and equals the fixed-N run; invalid values are ErrInvalidArgument.
+func TestDecisionError(t *testing.T) {
+	m := load(t)
+	decide := &PredictOptions{Samples: 50, Seed: 42, DecisionError: 0.01}
+	got, err := m.Predict(bg, texts, decide)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fixed, err := m.Predict(bg, texts, &PredictOptions{Samples: 50, Seed: 42})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, p := range got {
+		if p.Samples < 10 || p.Samples > 50 || p.Samples%10 != 0 {
+			t.Fatalf("text %d drew %d samples: want 10..50 in blocks of 10", i, p.Samples)
+		}
+		if p.Samples == 50 && !reflect.DeepEqual(p, fixed[i]) {
+			t.Fatalf("text %d drew all 50 samples but differs from the fixed-N run", i)
+		}
+	}
+	for _, bad := range []float64{-0.01, 1, 1.5, math.NaN(), math.Inf(1)} {
+		_, err := m.Predict(bg, []string{"ok"}, &PredictOptions{Samples: 50, Seed: 42, DecisionError: bad})
+		if !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), "decision_error") {
+			t.Fatalf("DecisionError %v: got %v, want ErrInvalidArgument naming decision_error", bad, err)
 		}
 	}
 }
 
 type expectedCase struct {
-	samples int
-	seed    uint64
-	texts   []string
-	preds   []Prediction
+	samples       int
+	seed          uint64
+	decisionError float64 // 0: off
+	texts         []string
+	preds         []Prediction
 }
 
 // readExpected parses the file of ffi/examples/expected_values.rs.
@@ -342,18 +382,29 @@ func readExpected(t *testing.T, path string) ([]expectedCase, []string) {
 		case "label":
 			labels = append(labels, strings.TrimPrefix(sc.Text(), "label "))
 		case "case":
+			if len(fields) != 5 {
+				t.Fatalf("bad expected line %q", sc.Text())
+			}
 			s, _ := strconv.Atoi(fields[1])
 			seed, _ := strconv.ParseUint(fields[2], 10, 64)
-			cases = append(cases, expectedCase{samples: s, seed: seed})
+			de, err := strconv.ParseFloat(fields[4], 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cases = append(cases, expectedCase{samples: s, seed: seed, decisionError: de})
 		case "text":
+			if len(fields) != 4 {
+				t.Fatalf("bad expected line %q", sc.Text())
+			}
 			c := &cases[len(cases)-1]
 			n, _ := strconv.Atoi(fields[1])
-			b, err := hex.DecodeString(fields[2])
+			drawn, _ := strconv.Atoi(fields[2])
+			b, err := hex.DecodeString(fields[3])
 			if err != nil {
 				t.Fatal(err)
 			}
 			c.texts = append(c.texts, string(b))
-			c.preds = append(c.preds, Prediction{Tokens: n, Samples: c.samples})
+			c.preds = append(c.preds, Prediction{Tokens: n, Samples: drawn})
 		case "stat":
 			p := &cases[len(cases)-1].preds[len(cases[len(cases)-1].preds)-1]
 			v := make([]float32, 5)

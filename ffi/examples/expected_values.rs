@@ -4,13 +4,17 @@
 //! Usage: `cargo run --release -p emcoder-ffi --example expected_values -- <model_dir> <out>`
 //!
 //! The file is line-oriented text, fields separated by one space; floats are written in Rust's
-//! shortest round-trip form, so `strtof` / `float()` read back the exact f32:
+//! shortest round-trip form, so `strtof` / `strtod` / `float()` read back the exact value:
 //! ```text
-//! emcoder-expected 1
+//! emcoder-expected 2
 //! labels <num_labels>
 //! label <name>                                   (num_labels lines, id order)
-//! case <n_samples> <seed> <n_texts>             (n_samples 0: deterministic pass)
-//! text <n_tokens> <utf-8 bytes of the text in lowercase hex>
+//! case <n_samples> <seed> <n_texts> <decision_error>
+//!                                                (n_samples 0: deterministic pass;
+//!                                                 decision_error 0: off, else the
+//!                                                 options' decision_error)
+//! text <n_tokens> <samples> <utf-8 bytes of the text in lowercase hex>
+//!                                                (samples: the samples this text drew)
 //! stat <mean> <std> <total_entropy> <aleatoric> <epistemic> <predicted 0|1>   (num_labels lines)
 //! logits <num_labels floats>                     (deterministic cases only)
 //! end
@@ -19,7 +23,7 @@
 use emcoder_rt::{LoadOptions, Model, PredictOptions};
 use std::fmt::Write as _;
 
-/// The texts of every case: plain, negative, non-ASCII, tiny, and a longer one.
+/// The texts of the fixed-N cases: plain, negative, non-ASCII, tiny, and a longer one.
 const TEXTS: [&str; 5] = [
     "I am so happy you are here!",
     "This is the worst day ever. I can't believe they did that to me.",
@@ -29,8 +33,26 @@ const TEXTS: [&str; 5] = [
      and honestly grateful that you told me first.",
 ];
 
-/// (n_samples, seed): small sample counts keep the tests fast under valgrind.
-const CASES: [(u32, u64); 3] = [(8, 42), (0, 42), (5, 1234)];
+/// The texts of the case that stops on decisions: with the fixture model (seed 42, N <= 50,
+/// decision_error 0.01) the first two settle early (after 10 and 20 samples when this was
+/// written) and the last two never do and draw all 50, so a binding that dropped the option
+/// would report 50 samples and other numbers for the first two.
+const DECIDE_TEXTS: [&str; 4] = [
+    "I’m so sorry 🤪",
+    "I only eat cronuts cuz I'm sophisticated!",
+    "I am so happy you are here!",
+    "ok",
+];
+
+/// A case: (n_samples, seed, decision_error, texts). Small sample counts keep the tests fast
+/// under valgrind.
+type Case = (u32, u64, Option<f32>, &'static [&'static str]);
+const CASES: [Case; 4] = [
+    (8, 42, None, &TEXTS),
+    (0, 42, None, &TEXTS),
+    (5, 1234, None, &TEXTS),
+    (50, 42, Some(0.01), &DECIDE_TEXTS),
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
@@ -38,24 +60,40 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err("usage: expected_values <model_dir> <out>".into());
     };
     let model = Model::load(dir.as_ref(), &LoadOptions::default())?;
-    let mut s = String::from("emcoder-expected 1\n");
+    let mut s = String::from("emcoder-expected 2\n");
     writeln!(s, "labels {}", model.labels().len())?;
     for l in model.labels() {
         writeln!(s, "label {l}")?;
     }
-    for (n_samples, seed) in CASES {
+    for (n_samples, seed, decision_error, texts) in CASES {
         let opts = PredictOptions {
             samples: n_samples.max(1),
             seed,
             deterministic: n_samples == 0,
             truncate: false,
+            decision_error,
             ..Default::default()
         };
-        let preds = model.predict(&TEXTS, &opts)?;
-        writeln!(s, "case {n_samples} {seed} {}", TEXTS.len())?;
-        for (text, p) in TEXTS.iter().zip(&preds) {
+        let preds = model.predict(texts, &opts)?;
+        if decision_error.is_some() && preds.iter().all(|p| p.samples == n_samples) {
+            // Then the bindings' tests could not tell whether the option reached the library.
+            return Err(format!(
+                "no text of the decision_error case stopped before {n_samples} samples: \
+                 choose other DECIDE_TEXTS in {}",
+                file!()
+            )
+            .into());
+        }
+        writeln!(
+            s,
+            "case {n_samples} {seed} {} {}",
+            texts.len(),
+            decision_error.unwrap_or(0.0)
+        )?;
+        for (text, p) in texts.iter().zip(&preds) {
             let hex: String = text.bytes().map(|b| format!("{b:02x}")).collect();
-            writeln!(s, "text {} {hex}", p.n_tokens)?;
+            let drawn = if n_samples == 0 { 0 } else { p.samples };
+            writeln!(s, "text {} {drawn} {hex}", p.n_tokens)?;
             for l in &p.labels {
                 writeln!(
                     s,

@@ -46,8 +46,9 @@ use std::ffi::c_char;
 /// increments it; a library of version N serves every program built against a header of
 /// version 2..=N. An incompatible change would change the SONAME instead. Check
 /// `emcoder_abi_version() >= EMCODER_ABI_VERSION` at start-up. (ABI 1 had no `struct_size`:
-/// programs built against it must be rebuilt.)
-pub const EMCODER_ABI_VERSION: u32 = 2;
+/// programs built against it must be rebuilt.) History: 2, `struct_size` and the ABI 2 fields;
+/// 3, `EmcoderPredictOptions.decision_error` (sampling that stops on decisions).
+pub const EMCODER_ABI_VERSION: u32 = 3;
 
 /// Returns the version of libemcoder, e.g. `"0.1.0"`.
 ///
@@ -108,7 +109,7 @@ mod tests {
                 size_of::<EmcoderPredictOptions>(),
                 align_of::<EmcoderPredictOptions>()
             ),
-            (48, 8)
+            (56, 8)
         );
         assert_eq!(
             (size_of::<EmcoderText>(), align_of::<EmcoderText>()),

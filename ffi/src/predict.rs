@@ -72,7 +72,35 @@ pub struct EmcoderPredictOptions {
     /// `EMCODER_ERR_OUT_OF_MEMORY` instead of waiting for them (the wait still honours
     /// `cancel` and `timeout_ms`). Default 0 (wait).
     pub fail_fast_on_memory: u8,
+    /// Sampling that stops on decisions when nonzero (ABI 3): samples are drawn in blocks of
+    /// 10 and a text stops once every label's thresholded decision is settled at this error
+    /// rate A: per label, the mean probability lies more than z standard errors from the
+    /// label's threshold (and, where the model's `thresholds.json` has a `u` bound and the
+    /// mean is above the threshold, the std more than z of its standard errors from `u`), with
+    /// z = Phi^-1(1 - A / (2K)) for the K blocks `n_samples` allows (Bonferroni over the
+    /// looks). What it guarantees (normal approximation): for each (text, label), the
+    /// probability that the reported decision differs from the decision of the label's true
+    /// mean is at most A. A text never draws more than `n_samples` samples, and
+    /// `emcoder_prediction_n_samples` tells how many it drew; one whose decisions never settle
+    /// draws all `n_samples`, the samples of the fixed-N run, so its numbers equal the fixed-N
+    /// ones. The statistics are those of the samples drawn. Ignored (but still checked) when
+    /// `n_samples` is 0.
+    ///
+    /// 0: off (always `n_samples`, as before this field existed). Otherwise it must be finite
+    /// and strictly between 0 and 1 (e.g. 0.01), and `tolerance` must be 0 (they are two
+    /// stopping rules: set one of them); anything else fails with
+    /// `EMCODER_ERR_INVALID_ARGUMENT`. The library uses it in single precision. A `double`
+    /// so that it starts at offset 48, after the whole ABI 2 struct and not in its tail
+    /// padding. Default 0.
+    pub decision_error: f64,
 }
+
+// The first field of ABI 3 starts where the ABI 2 struct ended, never in its tail padding
+// (bytes 41..48), which an ABI 2 caller may leave as garbage.
+const _: () = assert!(
+    std::mem::offset_of!(EmcoderPredictOptions, decision_error)
+        == <EmcoderPredictOptions as Extensible>::SIZE_ABI2
+);
 
 // SAFETY: repr(C), `struct_size` (u32) first, plain-data fields, ends listed in order.
 unsafe impl Extensible for EmcoderPredictOptions {
@@ -85,6 +113,7 @@ unsafe impl Extensible for EmcoderPredictOptions {
         cancel: *const EmcoderCancelFlag,
         timeout_ms: u64,
         fail_fast_on_memory: u8,
+        decision_error: f64,
     });
     const SIZE_ABI2: usize = 48;
     fn defaults() -> Self {
@@ -97,6 +126,7 @@ unsafe impl Extensible for EmcoderPredictOptions {
             cancel: ptr::null(),
             timeout_ms: 0,
             fail_fast_on_memory: 0,
+            decision_error: 0.0,
         }
     }
 }
@@ -133,11 +163,42 @@ impl CancelFlag {
 }
 
 impl EmcoderPredictOptions {
+    /// `decision_error` checked: None when 0 (off), else the error rate in single precision,
+    /// strictly between 0 and 1.
+    fn decision_error(&self) -> FfiResult<Option<f32>> {
+        let a = self.decision_error;
+        if a == 0.0 {
+            return Ok(None);
+        }
+        // In (0, 1) as a double and still so once rounded to the f32 the runtime uses.
+        let single = a as f32;
+        if !(a > 0.0 && a < 1.0 && single > 0.0 && single < 1.0) {
+            return Err(EmcoderError::invalid(format!(
+                "decision_error {a} must be 0 (off) or an error rate strictly between 0 and 1 \
+                 (e.g. 0.01){}",
+                if a > 0.0 && a < 1.0 {
+                    format!(" that single precision can hold (it rounds to {single})")
+                } else {
+                    String::new()
+                }
+            )));
+        }
+        Ok(Some(single))
+    }
+
     fn to_options(self) -> FfiResult<emcoder_rt::PredictOptions> {
         if !(self.tolerance >= 0.0 && self.tolerance.is_finite()) {
             return Err(EmcoderError::invalid(format!(
                 "tolerance {} must be 0 (off) or a positive number",
                 self.tolerance
+            )));
+        }
+        let decision_error = self.decision_error()?;
+        if self.tolerance > 0.0 && decision_error.is_some() {
+            return Err(EmcoderError::invalid(format!(
+                "tolerance {} and decision_error {} are two stopping rules: set one of them \
+                 (the other 0)",
+                self.tolerance, self.decision_error
             )));
         }
         if !(self.cancel as usize).is_multiple_of(align_of::<AtomicI32>()) {
@@ -161,8 +222,7 @@ impl EmcoderPredictOptions {
             deterministic: self.n_samples == 0,
             truncate: self.truncate != 0,
             tolerance: (self.tolerance > 0.0).then_some(self.tolerance),
-            // Not in the C ABI yet (a new field is an ABI version): the Rust API and the CLI.
-            decision_error: None,
+            decision_error,
             stop: emcoder_rt::Stop {
                 flag: None,
                 deadline,
@@ -174,11 +234,11 @@ impl EmcoderPredictOptions {
 }
 
 /// Fills `*options` with the default prediction options (50 MC samples, seed 42, no
-/// truncation, no adaptive sampling, no cancellation flag, no timeout, waiting for memory) for
-/// a struct of `struct_size` bytes, and sets `options->struct_size`: it writes the fields that
-/// lie within `struct_size` bytes and nothing past them. Pass
-/// `sizeof(EmcoderPredictOptions)`, as the inline `emcoder_predict_default_options()` of this
-/// header does.
+/// truncation, no adaptive sampling or stopping on decisions, no cancellation flag, no
+/// timeout, waiting for memory) for a struct of `struct_size` bytes, and sets
+/// `options->struct_size`: it writes the fields that lie within `struct_size` bytes and
+/// nothing past them. Pass `sizeof(EmcoderPredictOptions)`, as the inline
+/// `emcoder_predict_default_options()` of this header does.
 ///
 /// NULL handling: `options` NULL, or `struct_size` < 4, writes nothing.
 /// Thread safety: safe from any thread.
@@ -463,23 +523,125 @@ mod tests {
         );
         assert!(o.cancel.is_null());
         assert_eq!((o.timeout_ms, o.fail_fast_on_memory), (0, 0));
+        assert_eq!(o.decision_error, 0.0);
         let r = o.to_options().unwrap();
         assert!(r.wait_for_memory && r.stop.deadline.is_none() && r.stop.callback.is_none());
+        assert_eq!((r.tolerance, r.decision_error), (None, None));
     }
 
-    /// The ABI 2 layout is frozen: `struct_size` 0 means these 48 bytes.
+    /// The ABI 2 layout is frozen: `struct_size` 0 means these 48 bytes. ABI 3 appends
+    /// `decision_error` after them.
     #[test]
     fn abi2_layout() {
         type O = EmcoderPredictOptions;
-        assert_eq!(O::SIZE_ABI2, size_of::<O>());
+        assert_eq!(O::SIZE_ABI2, 48);
         assert_eq!(offset_of!(O, n_samples), 4);
         assert_eq!(offset_of!(O, tolerance), 20);
         // The first field added after the ABI 1 set starts past its sizeof (24).
         assert_eq!(offset_of!(O, cancel), 24);
         assert_eq!(offset_of!(O, fail_fast_on_memory), 40);
+        // ABI 3's field starts past the whole ABI 2 struct, not in its tail padding (41..48).
+        assert_eq!(offset_of!(O, decision_error), O::SIZE_ABI2);
+        assert_eq!(size_of::<O>(), 56);
+        assert_eq!(O::FIELD_ENDS.last(), Some(&56));
         assert_eq!(
             (size_of::<EmcoderText>(), offset_of!(EmcoderText, len)),
             (16, 8)
+        );
+    }
+
+    /// An ABI 2 caller: 48 bytes whose tail padding (41..48) holds garbage, followed by bytes
+    /// it does not own. It gets decision_error 0 (off), as before ABI 3.
+    #[test]
+    fn abi2_callers_get_no_decision_rule() {
+        // A 56-byte, 8-aligned buffer: the caller's 48 bytes, then 8 bytes past its struct.
+        let mut buf = [0xABu8; 64];
+        let at = buf.as_ptr().align_offset(8);
+        let caller = &mut buf[at..at + size_of::<EmcoderPredictOptions>()];
+        let abi2 = EmcoderPredictOptions {
+            n_samples: 20,
+            seed: 7,
+            ..default_options()
+        };
+        // SAFETY: the struct's 41 bytes up to `fail_fast_on_memory`; plain data.
+        let bytes = unsafe {
+            std::slice::from_raw_parts((&abi2 as *const EmcoderPredictOptions).cast::<u8>(), 41)
+        };
+        caller[..41].copy_from_slice(bytes);
+        for size in [48u32, 0] {
+            caller[..4].copy_from_slice(&size.to_ne_bytes());
+            assert!(caller[41..].iter().all(|&b| b == 0xAB));
+            // SAFETY: an 8-aligned buffer of 56 readable bytes.
+            let o = unsafe { extensible::read(caller.as_ptr().cast::<EmcoderPredictOptions>()) };
+            assert_eq!((o.struct_size, o.n_samples, o.seed), (size, 20, 7));
+            assert_eq!(o.decision_error, 0.0);
+            let r = o.to_options().unwrap();
+            assert_eq!((r.samples, r.tolerance, r.decision_error), (20, None, None));
+        }
+        // The same bytes read as an ABI 3 struct: the garbage is decision_error, refused.
+        caller[..4].copy_from_slice(&56u32.to_ne_bytes());
+        // SAFETY: as above.
+        let o = unsafe { extensible::read(caller.as_ptr().cast::<EmcoderPredictOptions>()) };
+        assert_ne!(o.decision_error, 0.0);
+        assert_eq!(
+            o.to_options().unwrap_err().code(),
+            EMCODER_ERR_INVALID_ARGUMENT
+        );
+    }
+
+    #[test]
+    fn decision_error_values() {
+        let with = |tolerance: f32, decision_error: f64| EmcoderPredictOptions {
+            tolerance,
+            decision_error,
+            ..default_options()
+        };
+        let r = with(0.0, 0.01).to_options().unwrap();
+        assert_eq!((r.decision_error, r.tolerance), (Some(0.01f32), None));
+        assert_eq!(
+            with(0.0, 0.5).to_options().unwrap().decision_error,
+            Some(0.5)
+        );
+        // Off, and the tolerance alone, as before ABI 3.
+        assert_eq!(with(0.0, 0.0).to_options().unwrap().decision_error, None);
+        assert_eq!(with(0.0, -0.0).to_options().unwrap().decision_error, None);
+        assert_eq!(with(0.02, 0.0).to_options().unwrap().tolerance, Some(0.02));
+        for bad in [
+            -0.01,
+            1.0,
+            1.5,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            // In (0, 1) as a double, but 0 or 1 in single precision.
+            1e-50,
+            1.0 - 1e-12,
+        ] {
+            let e = with(0.0, bad).to_options().unwrap_err();
+            assert_eq!(e.code(), EMCODER_ERR_INVALID_ARGUMENT, "{bad}");
+            assert!(
+                e.message().contains("decision_error") && e.message().contains("e.g. 0.01"),
+                "{}",
+                e.message()
+            );
+        }
+        let e = with(0.01, 0.05).to_options().unwrap_err();
+        assert_eq!(e.code(), EMCODER_ERR_INVALID_ARGUMENT);
+        assert!(e.message().contains("set one of them"), "{}", e.message());
+        // Both rules are refused in deterministic mode too (n_samples 0 ignores them).
+        let det = EmcoderPredictOptions {
+            n_samples: 0,
+            ..with(0.01, 0.05)
+        };
+        assert!(det.to_options().is_err());
+        assert!(
+            EmcoderPredictOptions {
+                n_samples: 0,
+                ..with(0.0, 0.05)
+            }
+            .to_options()
+            .unwrap()
+            .deterministic
         );
     }
 
@@ -533,6 +695,7 @@ mod tests {
             cancel: &flag,
             timeout_ms: 5,
             fail_fast_on_memory: 9,
+            decision_error: 0.5,
             ..default_options()
         };
         // SAFETY: a whole struct.
@@ -540,6 +703,7 @@ mod tests {
         assert_eq!((o.struct_size, o.n_samples), (24, 7));
         assert!(o.cancel.is_null());
         assert_eq!((o.timeout_ms, o.fail_fast_on_memory), (0, 0));
+        assert_eq!(o.decision_error, 0.0);
         // Zero-initialized: a deterministic pass with every other default.
         // SAFETY: zeroed is a valid value of the struct.
         let zero = unsafe { extensible::read(&std::mem::zeroed::<EmcoderPredictOptions>()) };

@@ -161,7 +161,9 @@ pub unsafe extern "C" fn emcoder_prediction_num_labels(
 }
 
 /// Returns the MC samples drawn for text `text_index`: the `n_samples` option of the call, 0
-/// for a deterministic pass. (Per text, so that adaptive sampling can stop texts early.)
+/// for a deterministic pass; with `tolerance` or `decision_error` set, the samples that text
+/// drew before it stopped (at most `n_samples`). (Per text, so that adaptive sampling can stop
+/// texts early.)
 ///
 /// NULL handling: returns 0 when `prediction` is NULL or `text_index >= num_texts`.
 /// Thread safety: safe from any thread; a prediction is immutable.

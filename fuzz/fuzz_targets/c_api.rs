@@ -1,6 +1,6 @@
 //! The C ABI end to end, called as a C caller would: fuzzed texts (any bytes, invalid UTF-8,
-//! embedded NULs, long texts), options (samples, seed, tolerance, truncate, timeout,
-//! `struct_size`, including sizes of older and newer callers), load parameters, and call
+//! embedded NULs, long texts), options (samples, seed, tolerance, decision_error, truncate,
+//! timeout, `struct_size`, including sizes of older and newer callers), load parameters, and call
 //! sequences (load, predict, accessors with any index, free, NULL everywhere it is allowed).
 //!
 //! Every call must return a documented code; a failure must come with an error object that
@@ -26,6 +26,9 @@ struct Options {
     timeout_ms: u8,
     fail_fast_on_memory: bool,
     null: bool,
+    /// The low 2 bits of the u8 choose: off, the f64's bits (mostly invalid), or a rate in
+    /// (0, 1) from the u8's other bits.
+    decision_error: (u8, f64),
 }
 
 #[derive(Arbitrary, Debug)]
@@ -200,6 +203,12 @@ fn predict(
     opts.seed = o.seed;
     opts.truncate = o.truncate as u8;
     opts.tolerance = o.tolerance;
+    let (choice, bits) = o.decision_error;
+    opts.decision_error = match choice % 4 {
+        0 => 0.0,
+        1 => bits,
+        _ => f64::from(choice / 4 + 1) / 257.0,
+    };
     opts.timeout_ms = o.timeout_ms as u64 % 8;
     opts.fail_fast_on_memory = o.fail_fast_on_memory as u8;
     let buf = as_caller(&opts, o.struct_size);

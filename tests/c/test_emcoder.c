@@ -11,7 +11,9 @@
  * indexes, out of memory, a panic inside the library); the load parameters of ABI 2 (isa,
  * copy_weights, refuse_non_finite, a zero-initialized struct); the predictions of every
  * expected case against the Rust API, through emcoder_predict and through
- * emcoder_predict_texts (texts as pointer and length, no terminators); batch invariance;
+ * emcoder_predict_texts (texts as pointer and length, no terminators), the samples each text
+ * drew included; stopping on decisions (ABI 3's decision_error: early stops, the texts that
+ * never settle equal the fixed-N run, the invalid values); batch invariance;
  * concurrent predictions from several threads on one model; ownership (a prediction outlives
  * its model). Exit status 0 when every check passes. (Cancellation, memory limits, fork and the
  * log callback: tests/c/test_limits.c.)
@@ -22,6 +24,7 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,7 +33,9 @@
 
 /* The layouts the bindings hard-code (ffi/src/lib.rs tests the same on the Rust side). */
 _Static_assert(sizeof(EmcoderModelParams) == 64, "EmcoderModelParams layout");
-_Static_assert(sizeof(EmcoderPredictOptions) == 48, "EmcoderPredictOptions layout");
+_Static_assert(sizeof(EmcoderPredictOptions) == 56, "EmcoderPredictOptions layout");
+/* ABI 3's field starts after the whole ABI 2 struct (48 bytes), not in its tail padding. */
+_Static_assert(offsetof(EmcoderPredictOptions, decision_error) == 48, "decision_error offset");
 _Static_assert(sizeof(EmcoderLabelStats) == 24, "EmcoderLabelStats layout");
 _Static_assert(sizeof(EmcoderText) == 16, "EmcoderText layout");
 
@@ -43,9 +48,11 @@ CHECK_COUNTERS;
 typedef struct {
     uint32_t n_samples;
     uint64_t seed;
+    double decision_error; /* 0: off */
     size_t n_texts;
     char **texts;
     size_t *n_tokens;
+    uint32_t *drawn;          /* the samples each text drew */
     EmcoderLabelStats *stats; /* (n_texts, num_labels) */
     float *logits;            /* (n_texts, num_labels), deterministic cases only */
 } Case;
@@ -96,19 +103,23 @@ static void read_expected(const char *path, Expected *ex) {
             if (ex->n_cases == MAX_CASES) parse_fail("too many cases");
             c = &ex->cases[ex->n_cases++];
             unsigned long long seed;
-            if (sscanf(line + 5, "%u %llu %zu", &c->n_samples, &seed, &c->n_texts) != 3)
+            if (sscanf(line + 5, "%u %llu %zu %lf", &c->n_samples, &seed, &c->n_texts,
+                       &c->decision_error) != 4)
                 parse_fail(line);
             c->seed = seed;
             c->texts = xcalloc(c->n_texts, sizeof(char *));
             c->n_tokens = xcalloc(c->n_texts, sizeof(size_t));
+            c->drawn = xcalloc(c->n_texts, sizeof(uint32_t));
             c->stats = xcalloc(c->n_texts * nl, sizeof(EmcoderLabelStats));
             c->logits = c->n_samples == 0 ? xcalloc(c->n_texts * nl, sizeof(float)) : NULL;
             text = 0;
             stat = 0;
         } else if (strncmp(line, "text ", 5) == 0) {
             if (!c || text >= c->n_texts) parse_fail("text outside a case");
-            char *hex = NULL;
-            c->n_tokens[text] = strtoul(line + 5, &hex, 10);
+            char *rest = NULL, *hex = NULL;
+            c->n_tokens[text] = strtoul(line + 5, &rest, 10);
+            c->drawn[text] = (uint32_t)strtoul(rest, &hex, 10);
+            if (*hex != ' ') parse_fail(line);
             c->texts[text++] = unhex(hex + 1);
         } else if (strncmp(line, "stat ", 5) == 0) {
             if (!c || stat >= text * nl) parse_fail("stat outside a text");
@@ -137,6 +148,7 @@ static void free_expected(Expected *ex) {
         for (size_t i = 0; i < c->n_texts; i++) free(c->texts[i]);
         free(c->texts);
         free(c->n_tokens);
+        free(c->drawn);
         free(c->stats);
         free(c->logits);
     }
@@ -173,6 +185,7 @@ static EmcoderPredictOptions case_options(const Case *c) {
     EmcoderPredictOptions o = emcoder_predict_default_options();
     o.n_samples = c->n_samples;
     o.seed = c->seed;
+    o.decision_error = c->decision_error;
     return o;
 }
 
@@ -209,7 +222,8 @@ static int run_case_with(const EmcoderModel *m, const Case *c, size_t nl, int si
              emcoder_prediction_num_labels(p) == nl;
     for (size_t i = 0; i < c->n_texts; i++) {
         ok &= emcoder_prediction_n_tokens(p, i) == c->n_tokens[i];
-        ok &= emcoder_prediction_n_samples(p, i) == c->n_samples;
+        ok &= emcoder_prediction_n_samples(p, i) == c->drawn[i];
+        ok &= c->drawn[i] <= c->n_samples;
         const EmcoderLabelStats *s = emcoder_prediction_labels(p, i);
         ok &= s != NULL && stats_equal(s, &c->stats[i * nl], nl);
         const float *z = emcoder_prediction_logits(p, i);
@@ -236,7 +250,7 @@ static int run_case(const EmcoderModel *m, const Case *c, size_t nl) {
 /* ---- Tests ---- */
 
 static void test_version_and_defaults(void) {
-    CHECK(emcoder_abi_version() >= EMCODER_ABI_VERSION && EMCODER_ABI_VERSION == 2);
+    CHECK(emcoder_abi_version() >= EMCODER_ABI_VERSION && EMCODER_ABI_VERSION == 3);
     CHECK(emcoder_version() != NULL && strlen(emcoder_version()) > 0);
     EmcoderModelParams mp = emcoder_model_default_params();
     CHECK(mp.struct_size == sizeof mp);
@@ -249,11 +263,18 @@ static void test_version_and_defaults(void) {
     CHECK(po.n_samples == EMCODER_DEFAULT_SAMPLES && po.n_samples == 50);
     CHECK(po.seed == EMCODER_DEFAULT_SEED && po.truncate == 0);
     CHECK(po.cancel == NULL && po.timeout_ms == 0 && po.fail_fast_on_memory == 0);
+    CHECK(po.tolerance == 0.0f && po.decision_error == 0.0);
     /* The init functions write nothing past the size they are given. */
     EmcoderPredictOptions part;
     memset(&part, 0xAB, sizeof part);
     emcoder_predict_options_init(&part, 8);
     CHECK(part.struct_size == 8 && part.n_samples == 50 && part.seed == 0xABABABABABABABABull);
+    /* The ABI 2 size: every ABI 2 field, not decision_error. */
+    unsigned char abab[sizeof(double)];
+    memset(abab, 0xAB, sizeof abab);
+    emcoder_predict_options_init(&part, 48);
+    CHECK(part.struct_size == 48 && part.seed == 42 && part.fail_fast_on_memory == 0);
+    CHECK(memcmp(&part.decision_error, abab, sizeof abab) == 0);
     emcoder_predict_options_init(NULL, sizeof part);
     CHECK(strcmp(emcoder_error_code_name(EMCODER_ERR_IO), "EMCODER_ERR_IO") == 0);
     CHECK(strcmp(emcoder_error_code_name(EMCODER_ERR_CANCELLED), "EMCODER_ERR_CANCELLED") == 0);
@@ -466,6 +487,73 @@ static void test_predict_errors(const EmcoderModel *m) {
     emcoder_prediction_free(p);
 }
 
+/* Stopping on decisions (decision_error, ABI 3), beyond the expected case's numbers (which
+ * run_case checks): some texts stop early, those that never settle equal the fixed-N run, and
+ * the invalid values are refused. */
+static void test_decision_error(const EmcoderModel *m, const Expected *ex) {
+    const Case *c = NULL;
+    for (size_t k = 0; k < ex->n_cases; k++)
+        if (ex->cases[k].decision_error != 0.0) c = &ex->cases[k];
+    CHECK(c != NULL && c->n_samples == 50 && c->decision_error == 0.01);
+    if (!c) return;
+    size_t nl = ex->num_labels;
+    EmcoderPredictOptions o = case_options(c);
+    EmcoderPredictOptions fixed = o;
+    fixed.decision_error = 0.0;
+    EmcoderPrediction *p = NULL, *f = NULL;
+    EmcoderError *err = NULL;
+    CHECK_ERR(emcoder_predict(m, (const char *const *)c->texts, c->n_texts, &o, &p, &err),
+              EMCODER_OK, err);
+    CHECK_ERR(emcoder_predict(m, (const char *const *)c->texts, c->n_texts, &fixed, &f, &err),
+              EMCODER_OK, err);
+    size_t early = 0, all = 0;
+    for (size_t i = 0; p && f && i < c->n_texts; i++) {
+        uint32_t n = emcoder_prediction_n_samples(p, i);
+        CHECK(n >= 10 && n <= c->n_samples && n % 10 == 0);
+        CHECK(emcoder_prediction_n_samples(f, i) == c->n_samples);
+        if (n < c->n_samples) {
+            early++;
+        } else {
+            /* Never settled: the samples of the fixed-N run, so its numbers. */
+            all++;
+            CHECK(stats_equal(emcoder_prediction_labels(p, i), emcoder_prediction_labels(f, i),
+                              nl));
+        }
+    }
+    /* The expected case has both kinds (ffi/examples/expected_values.rs chose its texts). */
+    CHECK(early > 0 && all > 0);
+    emcoder_prediction_free(p);
+    emcoder_prediction_free(f);
+
+    /* Invalid values: negative, 1 and more, NaN, infinite; and both stopping rules at once. */
+    const char *t[] = {"ok"};
+    const double bad[] = {-0.01, 1.0, 1.5, NAN, INFINITY, -INFINITY};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        o = emcoder_predict_default_options();
+        o.decision_error = bad[i];
+        p = (EmcoderPrediction *)&p;
+        err = NULL;
+        int32_t code = emcoder_predict(m, t, 1, &o, &p, &err);
+        CHECK(p == NULL);
+        CHECK(err && strstr(emcoder_error_message(err), "decision_error") != NULL &&
+              strstr(emcoder_error_message(err), "between 0 and 1") != NULL);
+        CHECK_ERR(code, EMCODER_ERR_INVALID_ARGUMENT, err);
+    }
+    o = emcoder_predict_default_options();
+    o.decision_error = 0.01;
+    o.tolerance = 0.05f;
+    err = NULL;
+    int32_t code = emcoder_predict(m, t, 1, &o, &p, &err);
+    CHECK(err && strstr(emcoder_error_message(err), "set one of them") != NULL);
+    CHECK_ERR(code, EMCODER_ERR_INVALID_ARGUMENT, err);
+    /* 0 is off: the tolerance alone still works. */
+    o.decision_error = 0.0;
+    o.tolerance = 1.0f;
+    CHECK_ERR(emcoder_predict(m, t, 1, &o, &p, &err), EMCODER_OK, err);
+    CHECK(emcoder_prediction_n_samples(p, 0) == 10);
+    emcoder_prediction_free(p);
+}
+
 /* Each text alone gives the same numbers as in the batch. */
 static void test_batch_invariance(const EmcoderModel *m, const Case *c, size_t nl) {
     EmcoderPredictOptions o = case_options(c);
@@ -475,6 +563,7 @@ static void test_batch_invariance(const EmcoderModel *m, const Case *c, size_t n
         CHECK(emcoder_predict(m, one, 1, &o, &p, NULL) == EMCODER_OK);
         const EmcoderLabelStats *s = emcoder_prediction_labels(p, 0);
         CHECK(s && stats_equal(s, &c->stats[i * nl], nl));
+        CHECK(emcoder_prediction_n_samples(p, 0) == c->drawn[i]);
         emcoder_prediction_free(p);
     }
 }
@@ -642,7 +731,11 @@ int main(int argc, char **argv) {
         }
     }
     test_sized_texts(m);
-    test_batch_invariance(m, &ex.cases[0], ex.num_labels);
+    test_decision_error(m, &ex);
+    /* Where a text stops on decisions depends on its own samples only. */
+    for (size_t k = 0; k < ex.n_cases; k++)
+        if (k == 0 || ex.cases[k].decision_error != 0.0)
+            test_batch_invariance(m, &ex.cases[k], ex.num_labels);
     test_predict_errors(m);
     test_threads(m, &ex.cases[0], ex.num_labels);
 

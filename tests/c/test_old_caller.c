@@ -1,9 +1,10 @@
 /*
- * An "old caller": a program compiled against a smaller copy of the params and options structs
+ * An "old caller": a program compiled against smaller copies of the params and options structs
  * (the ABI 1 fields behind `struct_size`, as a header that predates memory_budget, isa,
- * copy_weights, refuse_non_finite, cancel, timeout_ms and fail_fast_on_memory declared them),
- * linked against today's libemcoder.so. It does not include emcoder.h: it declares what it uses,
- * as that older header did. scripts/test-bindings.sh builds and runs it.
+ * copy_weights, refuse_non_finite, cancel, timeout_ms and fail_fast_on_memory declared them;
+ * and the ABI 2 options, as the header before decision_error declared them), linked against
+ * today's libemcoder.so. It does not include emcoder.h: it declares what it uses, as those older
+ * headers did. scripts/test-bindings.sh builds and runs it.
  *
  * Usage: test_old_caller <model_dir>
  *
@@ -11,7 +12,9 @@
  * that read (or wrote) one byte past `struct_size` would crash the test. Checks: the init
  * functions fill the fields that fit and nothing past them; a load and a prediction with the
  * small structs work and read their fields (n_samples 7 gives 7 samples); the defaults of the
- * small structs give the numbers of NULL options.
+ * small structs give the numbers of NULL options. The ABI 2 options (48 bytes) keep garbage in
+ * their tail padding (bytes 41..47): the library must neither read it as ABI 3's
+ * decision_error nor read past the struct, so the call gets the fixed-N behaviour of ABI 2.
  */
 #define _DEFAULT_SOURCE /* MAP_ANONYMOUS */
 #include <stddef.h>
@@ -45,20 +48,34 @@ typedef struct {
     uint8_t predicted;
 } OldLabelStats;
 
+/* EmcoderPredictOptions of ABI 2 (`struct_size` 48). */
+typedef struct {
+    uint32_t struct_size;
+    uint32_t n_samples;
+    uint64_t seed;
+    uint8_t truncate;
+    float tolerance;
+    const volatile int32_t *cancel;
+    uint64_t timeout_ms;
+    uint8_t fail_fast_on_memory;
+} Abi2PredictOptions;
+
 _Static_assert(sizeof(OldModelParams) == 40, "the ABI 1 fields of EmcoderModelParams");
 _Static_assert(sizeof(OldPredictOptions) == 24, "the ABI 1 fields of EmcoderPredictOptions");
+_Static_assert(sizeof(Abi2PredictOptions) == 48, "the ABI 2 EmcoderPredictOptions");
+_Static_assert(offsetof(Abi2PredictOptions, fail_fast_on_memory) == 40, "ABI 2 layout");
 
 typedef struct EmcoderModel EmcoderModel;
 typedef struct EmcoderPrediction EmcoderPrediction;
 typedef struct EmcoderError EmcoderError;
 uint32_t emcoder_abi_version(void);
 void emcoder_model_params_init(OldModelParams *params, uint32_t struct_size);
-void emcoder_predict_options_init(OldPredictOptions *options, uint32_t struct_size);
+/* Declared for void *: this program passes both of its options structs. */
+void emcoder_predict_options_init(void *options, uint32_t struct_size);
 int32_t emcoder_model_load(const char *dir, const OldModelParams *params, EmcoderModel **out,
                            EmcoderError **err);
 int32_t emcoder_predict(const EmcoderModel *model, const char *const *texts, size_t n_texts,
-                        const OldPredictOptions *options, EmcoderPrediction **out,
-                        EmcoderError **err);
+                        const void *options, EmcoderPrediction **out, EmcoderError **err);
 uint32_t emcoder_prediction_n_samples(const EmcoderPrediction *p, size_t text);
 size_t emcoder_prediction_num_labels(const EmcoderPrediction *p);
 const OldLabelStats *emcoder_prediction_labels(const EmcoderPrediction *p, size_t text);
@@ -142,9 +159,39 @@ int main(int argc, char **argv) {
     CHECK(emcoder_predict(m, texts, 1, opts, &a, &err) == 0);
     CHECK(emcoder_prediction_n_samples(a, 0) == 7);
     emcoder_prediction_free(a);
+
+    /* ABI 2 options, garbage (0xAB) in their tail padding and an inaccessible page after them:
+     * 50 samples, the numbers of NULL options (no decision rule read from the padding). */
+    Abi2PredictOptions *o2 = before_guard_page(sizeof *o2);
+    if (!o2) return 2;
+    emcoder_predict_options_init(o2, sizeof *o2);
+    CHECK(o2->struct_size == 48 && o2->n_samples == 50 && o2->seed == 42);
+    CHECK(o2->cancel == NULL && o2->timeout_ms == 0 && o2->fail_fast_on_memory == 0);
+    const unsigned char *tail = (const unsigned char *)o2 + 41;
+    int garbage = 1;
+    for (size_t i = 0; i < 7; i++) garbage &= tail[i] == 0xAB;
+    CHECK(garbage); /* init wrote nothing into the padding either */
+    CHECK(emcoder_predict(m, texts, 1, o2, &a, &err) == 0);
+    CHECK(emcoder_predict(m, texts, 1, NULL, &b, &err) == 0);
+    CHECK(emcoder_prediction_n_samples(a, 0) == 50);
+    CHECK(same_stats(emcoder_prediction_labels(a, 0), emcoder_prediction_labels(b, 0), nl));
+    emcoder_prediction_free(a);
+    emcoder_prediction_free(b);
+    /* Its fields are read: tolerance 1 stops after the first block of 10. */
+    o2->tolerance = 1.0f;
+    CHECK(emcoder_predict(m, texts, 1, o2, &a, &err) == 0);
+    CHECK(emcoder_prediction_n_samples(a, 0) == 10);
+    emcoder_prediction_free(a);
+    /* struct_size 0 stands for this layout: read within the 48 bytes too. */
+    o2->struct_size = 0;
+    o2->tolerance = 0.0f;
+    o2->n_samples = 9;
+    CHECK(emcoder_predict(m, texts, 1, o2, &a, &err) == 0);
+    CHECK(emcoder_prediction_n_samples(a, 0) == 9);
+    emcoder_prediction_free(a);
     emcoder_model_free(m);
 
-    printf("old caller (params %zu bytes, options %zu bytes): %s\n", sizeof *params,
-           sizeof *opts, failures ? "FAILED" : "ok");
+    printf("old caller (params %zu bytes, options %zu and %zu bytes): %s\n", sizeof *params,
+           sizeof *opts, sizeof *o2, failures ? "FAILED" : "ok");
     return failures == 0 ? 0 : 1;
 }

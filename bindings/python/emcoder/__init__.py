@@ -53,7 +53,7 @@ __version__ = "0.1.0"
 
 #: The C ABI version this module was written for (EMCODER_ABI_VERSION in emcoder.h): the
 #: library must be at least this version (newer ones serve it: the structs only grow).
-ABI_VERSION = 2
+ABI_VERSION = 3
 #: Log levels of set_log_callback (EMCODER_LOG_* in emcoder.h).
 LOG_DEBUG, LOG_INFO, LOG_WARN = 0, 1, 2
 #: Defaults of the C API (EMCODER_DEFAULT_SAMPLES, EMCODER_DEFAULT_SEED).
@@ -123,7 +123,7 @@ _CODE_NAMES = {0: "EMCODER_OK", -1: "EMCODER_ERR_INVALID_ARGUMENT", -2: "EMCODER
 # ---- The C API ----------------------------------------------------------------------------
 
 
-# The structs as this module knows them (ABI 2); each starts with struct_size, so a newer
+# The structs as this module knows them (ABI 3); each starts with struct_size, so a newer
 # library reads only these fields.
 class _ModelParams(ctypes.Structure):
     _fields_ = [("struct_size", ctypes.c_uint32), ("tokenizer_path", ctypes.c_char_p),
@@ -138,7 +138,9 @@ class _PredictOptions(ctypes.Structure):
     _fields_ = [("struct_size", ctypes.c_uint32), ("n_samples", ctypes.c_uint32),
                 ("seed", ctypes.c_uint64), ("truncate", ctypes.c_uint8),
                 ("tolerance", ctypes.c_float), ("cancel", ctypes.POINTER(ctypes.c_int32)),
-                ("timeout_ms", ctypes.c_uint64), ("fail_fast_on_memory", ctypes.c_uint8)]
+                ("timeout_ms", ctypes.c_uint64), ("fail_fast_on_memory", ctypes.c_uint8),
+                # ABI 3: a double, so at offset 48, after the whole ABI 2 struct.
+                ("decision_error", ctypes.c_double)]
 
 
 class _Text(ctypes.Structure):
@@ -558,7 +560,8 @@ class Model:
                 truncate: bool = False, timeout: Optional[float] = None,
                 cancel: Optional[CancelFlag] = None,
                 fail_fast_on_memory: bool = False,
-                tolerance: Optional[float] = None) -> Predictions:
+                tolerance: Optional[float] = None,
+                decision_error: Optional[float] = None) -> Predictions:
         """Predicts every text; ``samples`` MC-dropout samples each (or one deterministic pass).
 
         Returns a Predictions: a list with one Prediction per text, in order, whose
@@ -567,6 +570,15 @@ class Model:
         not on the batch, the threads or the call. ``tolerance`` turns on adaptive sampling:
         a text stops once every label's mean has a standard error below it (samples drawn in
         blocks of 10, at most ``samples``; ``Prediction.samples`` says how many).
+        ``decision_error`` (strictly between 0 and 1, e.g. 0.01) stops sampling on decisions
+        instead: a text stops once every label's thresholded decision is settled at that error
+        rate (per label, a z-test of the mean against the threshold, and of the std against
+        the model's ``u`` bound where it has one, Bonferroni-corrected over the blocks of 10;
+        at most ``samples``; ``Prediction.samples`` and ``Predictions.samples`` say how many
+        each text drew). For each (text, label), the probability that the reported decision
+        differs from that of the label's true mean is at most ``decision_error`` (normal
+        approximation); a text whose decisions never settle draws all ``samples``, so its
+        numbers are the fixed-N ones. Set ``tolerance`` or ``decision_error``, not both.
         ``truncate`` cuts texts longer than the model's ``max_tokens`` instead of raising.
         Texts are ``str`` (UTF-8) or ``bytes`` (passed as is, so invalid UTF-8 raises
         InvalidUtf8Error); the library reads them in place, without copies. A text containing
@@ -598,6 +610,15 @@ class Model:
                 raise InvalidArgumentError(f"tolerance {tolerance!r}: use a number > 0 "
                                            "(a standard error, e.g. 0.01), or None")
             opts.tolerance = tolerance
+        if decision_error is not None:
+            if not (isinstance(decision_error, (int, float))
+                    and not isinstance(decision_error, bool) and 0 < decision_error < 1):
+                raise InvalidArgumentError(f"decision_error {decision_error!r}: use an error "
+                                           "rate strictly between 0 and 1 (e.g. 0.01), or None")
+            if tolerance is not None:
+                raise InvalidArgumentError("tolerance and decision_error are two stopping "
+                                           "rules: set one of them")
+            opts.decision_error = decision_error
         if timeout is not None:
             if math.isnan(timeout):
                 raise InvalidArgumentError("timeout is NaN")

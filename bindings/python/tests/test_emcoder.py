@@ -26,7 +26,7 @@ def model():
 
 def test_version_and_abi():
     assert emcoder.version()
-    assert emcoder._lib.emcoder_abi_version() >= emcoder.ABI_VERSION == 2
+    assert emcoder._lib.emcoder_abi_version() >= emcoder.ABI_VERSION == 3
     # libemcoder.so (checkout, system) or the copy inside an installed wheel
     assert Path(emcoder.library_path()).name.startswith(("libemcoder.so", "_libemcoder"))
 
@@ -34,16 +34,23 @@ def test_version_and_abi():
 def test_struct_layouts_match_the_header():
     # The sizes ffi/src/lib.rs and tests/c/test_emcoder.c assert for the C structs.
     assert ctypes.sizeof(emcoder._ModelParams) == 64
-    assert ctypes.sizeof(emcoder._PredictOptions) == 48
+    assert ctypes.sizeof(emcoder._PredictOptions) == 56
     assert ctypes.sizeof(emcoder._LabelStats) == 24
     assert ctypes.sizeof(emcoder._Text) == 16
     assert emcoder._ModelParams.device.offset == 24 and emcoder._ModelParams.max_rows.offset == 28
     assert emcoder._ModelParams.memory_budget.offset == 40
     assert emcoder._PredictOptions.cancel.offset == 24
+    # ABI 3's field starts after the whole ABI 2 struct (48 bytes), not in its tail padding.
+    assert emcoder._PredictOptions.decision_error.offset == 48
     # The init functions fill what this module knows, struct_size included.
     p, o = emcoder._model_params(), emcoder._predict_options()
     assert p.struct_size == 64 and p.max_tokens == 4096 and p.memory_budget == 0
-    assert o.struct_size == 48 and o.n_samples == 50 and o.seed == 42 and not o.cancel
+    assert o.struct_size == 56 and o.n_samples == 50 and o.seed == 42 and not o.cancel
+    assert o.tolerance == 0 and o.decision_error == 0
+    # Initialized as an ABI 2 caller's 48 bytes: nothing written past them.
+    old = emcoder._PredictOptions(decision_error=0.5)
+    emcoder._lib.emcoder_predict_options_init(ctypes.byref(old), 48)
+    assert old.struct_size == 48 and old.n_samples == 50 and old.decision_error == 0.5
 
 
 def test_labels(model):
@@ -60,10 +67,14 @@ def read_expected(path):
         if tag == "label":
             labels.append(rest)
         elif tag == "case":
-            cases.append({"samples": int(f[0]), "seed": int(f[1]), "texts": [], "preds": []})
+            # case <n_samples> <seed> <n_texts> <decision_error (0: off)>
+            cases.append({"samples": int(f[0]), "seed": int(f[1]),
+                          "decision_error": float(f[3]) or None, "texts": [], "preds": []})
         elif tag == "text":
-            cases[-1]["texts"].append(bytes.fromhex(f[1]).decode("utf-8"))
-            cases[-1]["preds"].append({"n_tokens": int(f[0]), "stats": [], "logits": None})
+            # text <n_tokens> <samples drawn> <hex>
+            cases[-1]["texts"].append(bytes.fromhex(f[2]).decode("utf-8"))
+            cases[-1]["preds"].append({"n_tokens": int(f[0]), "drawn": int(f[1]), "stats": [],
+                                       "logits": None})
         elif tag == "stat":
             cases[-1]["preds"][-1]["stats"].append([float(x) for x in f[:5]] + [f[5] == "1"])
         elif tag == "logits":
@@ -77,12 +88,16 @@ def test_matches_rust_api(model):
         pytest.skip("EMCODER_EXPECTED not set (scripts/test-bindings.sh sets it)")
     cases, labels = read_expected(path)
     assert model.labels == labels
+    # The decision case has texts that stop early: a dropped option would fail below.
+    assert any(c["decision_error"] and any(p["drawn"] < c["samples"] for p in c["preds"])
+               for c in cases)
     for c in cases:
         preds = model.predict(c["texts"], samples=max(c["samples"], 1), seed=c["seed"],
-                              deterministic=c["samples"] == 0)
+                              deterministic=c["samples"] == 0,
+                              decision_error=c["decision_error"])
         for got, want in zip(preds, c["preds"], strict=True):
             assert got.n_tokens == want["n_tokens"]
-            assert got.samples == c["samples"]
+            assert got.samples == want["drawn"] <= c["samples"]
             for s, w in zip(got.labels, want["stats"], strict=True):
                 values = [s.mean, s.std, s.total_entropy, s.aleatoric, s.epistemic]
                 assert values == pytest.approx(w[:5], abs=1e-6)
@@ -124,6 +139,26 @@ def test_predict_errors(model):
     [p] = model.predict([long], deterministic=True, truncate=True)
     assert p.n_tokens == 4096 and p.samples == 0 and len(p.logits) == 28
     assert model.predict([]) == []
+
+
+def test_decision_error(model):
+    """Sampling that stops on decisions: at most ``samples`` in blocks of 10, texts that never
+    settle equal the fixed-N run; invalid values raise InvalidArgumentError."""
+    got = model.predict(TEXTS, samples=50, seed=42, decision_error=0.01)
+    fixed = model.predict(TEXTS, samples=50, seed=42)
+    for g, f in zip(got, fixed, strict=True):
+        assert 10 <= g.samples <= 50 and g.samples % 10 == 0
+        if g.samples == 50:
+            assert g == f
+    for bad in (-0.01, 0, 1, 1.5, float("nan"), float("inf"), True, "0.01"):
+        with pytest.raises(emcoder.InvalidArgumentError, match="decision_error"):
+            model.predict(["ok"], decision_error=bad)
+    with pytest.raises(emcoder.InvalidArgumentError, match="set one of them"):
+        model.predict(["ok"], decision_error=0.01, tolerance=0.05)
+    # In (0, 1), but 0 in the single precision the library uses: refused by the library.
+    with pytest.raises(emcoder.InvalidArgumentError, match="single precision"):
+        model.predict(["ok"], decision_error=1e-50)
+    assert model.predict(["ok"], decision_error=None)[0].samples == 50
 
 
 def test_defaults_and_determinism(model):

@@ -114,6 +114,25 @@ def test_adaptive_sampling(model):
             model.predict(["ok"], tolerance=bad)
 
 
+def test_stopping_on_decisions(model):
+    np = pytest.importorskip("numpy")
+    preds = model.predict(TEXTS, samples=50, seed=3, decision_error=0.01)
+    assert preds.samples.dtype == np.int64
+    assert preds.samples.tolist() == [p.samples for p in preds]
+    assert all(10 <= p.samples <= 50 and p.samples % 10 == 0 for p in preds)
+    # The shipped model is confident on these texts: their decisions settle before 50.
+    assert any(p.samples < 50 for p in preds)
+    fixed = model.predict(TEXTS, samples=50, seed=3)
+    for d, f in zip(preds, fixed):
+        if d.samples == 50:  # never settled: the fixed-N samples and numbers
+            assert d == f
+    for bad in (0, -0.01, 1, float("nan"), "0.01"):
+        with pytest.raises(emcoder.InvalidArgumentError, match="decision_error"):
+            model.predict(["ok"], decision_error=bad)
+    with pytest.raises(emcoder.InvalidArgumentError, match="set one of them"):
+        model.predict(["ok"], tolerance=0.05, decision_error=0.01)
+
+
 def test_threads_predict_in_parallel_with_the_gil_released(model):
     """While one thread predicts, Python code in another thread keeps running: ctypes drops
     the GIL for the call."""
