@@ -9,12 +9,15 @@ the output folder, written to a temporary name and renamed when complete, so a r
 crash, a Ctrl-C, a lost node) scores only the partitions that have no file yet: nothing is lost
 and no row is written twice. A worker that dies mid-run is replaced by Ray and its partition
 scored again; partitions still missing after Ray's own retries are run again by this driver
-(``--attempts``). Results depend only on (model, text, samples, seed), so a rescored partition
-is bit-identical to the first try and the output equals ``emcoder predict --json`` on the same
-texts with the same seed, row for row.
+(``--attempts``). Results depend only on (model, text, samples, seed, and the stopping rule:
+``--tolerance`` or ``--decide``), so a rescored partition is bit-identical to the first try and
+the output equals ``emcoder predict --json`` on the same texts with the same options, row for
+row.
 
 Output columns, one row per input row in input order (partition files ``part-NNNNN.parquet``
-in order): ``id`` (the ``--id-column``, else the row number), ``n_tokens``, ``samples`` and per
+in order): ``id`` (the ``--id-column``, else the row number), ``n_tokens``, ``samples`` (the
+samples that text drew: fewer than ``--samples`` where ``--tolerance`` or ``--decide`` stopped it
+early) and per
 label ``<label>_mean``, ``<label>_std``, ``<label>_epistemic`` (float32) and
 ``<label>_predicted`` (bool), and ``error``: null, or why that one text could not be scored
 (e.g. a NUL character, or too long without ``--truncate``); its statistics are then NaN.
@@ -113,8 +116,9 @@ def fingerprint(table) -> str:
 
 
 def score_table(model, part, samples: int, seed: int, tolerance: Optional[float],
-                truncate: bool):
-    """Scores the rows of ``part`` (columns id, text) with ``model``: the output table."""
+                truncate: bool, decision_error: Optional[float] = None):
+    """Scores the rows of ``part`` (columns id, text) with ``model``: the output table.
+    ``tolerance`` / ``decision_error``: the stopping rule (``Model.predict``'s), or None."""
     import numpy as np
     import pyarrow as pa
 
@@ -122,7 +126,8 @@ def score_table(model, part, samples: int, seed: int, tolerance: Optional[float]
 
     texts = part.column("text").to_pylist()
     n, labels = len(texts), model.labels
-    opts = dict(samples=samples, seed=seed, tolerance=tolerance, truncate=truncate)
+    opts = dict(samples=samples, seed=seed, tolerance=tolerance, truncate=truncate,
+                decision_error=decision_error)
     errors: List[Optional[str]] = [None] * n
     try:
         preds = list(model.predict(texts, **opts))
@@ -196,7 +201,7 @@ class Scorer:
             if not path.exists():  # a retried task may find its partition already written
                 out = score_table(self.model, self.table.slice(int(start), int(stop) - int(start)),
                                   self.s["samples"], self.s["seed"], self.s["tolerance"],
-                                  self.s["truncate"])
+                                  self.s["truncate"], self.s["decision_error"])
                 write_atomically(out, path)
             done.append(int(part))
         return {"part": np.array(done, dtype=np.int64),
@@ -219,6 +224,7 @@ def job_settings(args, table) -> dict:
         "samples": args.samples,
         "seed": args.seed,
         "tolerance": args.tolerance,
+        "decision_error": args.decide,
         "truncate": args.truncate,
         "precision": args.precision,
         "partition_rows": args.partition_rows,
@@ -227,9 +233,10 @@ def job_settings(args, table) -> dict:
 
 
 # Settings that change the numbers: a rerun must match them to resume. (threads and the
-# number of workers do not change results.)
-_RESULT_KEYS = ("input_sha256", "rows", "samples", "seed", "tolerance", "truncate", "precision",
-                "partition_rows", "emcoder")
+# number of workers do not change results.) A job file written before decision_error existed
+# lacks the key, which reads as None: such jobs resume without --decide.
+_RESULT_KEYS = ("input_sha256", "rows", "samples", "seed", "tolerance", "decision_error",
+                "truncate", "precision", "partition_rows", "emcoder")
 
 
 def prepare_output(output: Path, settings: dict) -> None:
@@ -360,9 +367,15 @@ def parser() -> argparse.ArgumentParser:
                    "EmCoder-mini, or $EMCODER_MODEL]")
     p.add_argument("--samples", "-n", type=int, default=50, help="MC-dropout samples [50]")
     p.add_argument("--seed", type=int, default=42, help="seed of the dropout masks [42]")
-    p.add_argument("--tolerance", type=float, default=None,
-                   help="adaptive sampling: stop a text once every mean's standard error is "
-                        "below this")
+    stopping = p.add_mutually_exclusive_group()
+    stopping.add_argument("--tolerance", type=float, default=None,
+                          help="adaptive sampling: stop a text once every mean's standard "
+                               "error is below this")
+    stopping.add_argument("--decide", type=float, default=None, metavar="A",
+                          help="sampling that stops on decisions: stop a text once every "
+                               "label's thresholded decision is settled at error rate A, in "
+                               "(0, 1), e.g. 0.01 (a z-test per label against its threshold, "
+                               "Bonferroni over the blocks of 10; at most --samples)")
     p.add_argument("--truncate", action="store_true", help="truncate over-long texts instead "
                    "of recording an error")
     p.add_argument("--precision", choices=("f32", "bf16"), default="f32")
@@ -389,6 +402,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             return 2
     if args.workers < 0:
         print("emcoder.bulk: --workers must be 0 (automatic) or more", file=sys.stderr)
+        return 2
+    if args.decide is not None and not 0 < args.decide < 1:
+        print(f"emcoder.bulk: --decide {args.decide}: use an error rate strictly between 0 and "
+              "1 (e.g. 0.01)", file=sys.stderr)
         return 2
     try:
         summary = run(args)

@@ -1,6 +1,7 @@
 """emcoder.bulk on a real local Ray cluster (a head and two worker nodes on 127.0.0.1), on the
 GoEmotions test split: the output equals `emcoder predict --json` row for row, a worker killed
-mid-run still leaves complete output, and a rerun resumes instead of scoring twice.
+mid-run still leaves complete output, and a rerun resumes instead of scoring twice. Also
+--decide (stopping on decisions): parsed, recorded in the job's settings, passed to the model.
 
 Needs the bulk extras (ray, pyarrow, pandas) and EMCODER_CLI (the emcoder binary);
 scripts/test-python-package.sh provides both. EMCODER_BULK_SAMPLES (default 4) sets N: the
@@ -174,6 +175,8 @@ def test_cluster_run_equals_the_cli_survives_a_killed_worker_and_resumes(
     # A rerun with settings that change the numbers is refused, naming them.
     r = run_bulk(inp, out, "--seed", "7", address=cluster.address)
     assert r.returncode == 1 and "seed: 1234 there, 7 now" in r.stderr, r.stderr
+    r = run_bulk(inp, out, "--decide", "0.01", address=cluster.address)
+    assert r.returncode == 1 and "decision_error: None there, 0.01 now" in r.stderr, r.stderr
 
 
 def test_a_bad_text_is_one_error_row_not_a_failed_job(tmp_path):
@@ -224,5 +227,80 @@ def test_jsonl_input_locally(tmp_path):
     assert table.column("id").to_pylist() == list(range(5))
     with emcoder.Model.load(threads=1) as model:
         want = model.predict(texts, samples=5, seed=42)
+    for j, label in enumerate(want.labels):
+        assert (table.column(f"{label}_mean").to_numpy() == want.mean[:, j]).all()
+
+
+# Texts the shipped model reads with confidence: at decision_error 0.01 some settle before 50.
+DECIDE_TEXTS = ["I am so happy you are here!", "This is the worst day ever.", "ok",
+                "Thank you so much, that was really kind of you."]
+
+
+def test_decide_option_and_job_settings(tmp_path):
+    """--decide without Ray: parsed and validated, exclusive with --tolerance, recorded in the
+    job settings (a rerun with another value, or without it, is refused; a job file written
+    before the option existed resumes without it), and passed to the model by score_table."""
+    p = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"text": DECIDE_TEXTS}), str(p))
+    out = tmp_path / "o"
+    argv = ["--input", str(p), "--output", str(out), "--samples", "50"]
+    args = bulk.parser().parse_args(argv + ["--decide", "0.01"])
+    assert args.decide == 0.01 and args.tolerance is None
+    table = bulk.read_input(args.input, args.text_column, args.id_column)
+    settings = bulk.job_settings(args, table)
+    assert settings["decision_error"] == 0.01 and settings["tolerance"] is None
+    bulk.prepare_output(out, settings)
+    assert json.loads((out / bulk.JOB_FILE).read_text())["decision_error"] == 0.01
+    bulk.prepare_output(out, settings)  # the same settings resume
+    other = bulk.job_settings(bulk.parser().parse_args(argv + ["--decide", "0.05"]), table)
+    with pytest.raises(bulk.BulkError, match="decision_error: 0.01 there, 0.05 now"):
+        bulk.prepare_output(out, other)
+    off = bulk.job_settings(bulk.parser().parse_args(argv), table)
+    assert off["decision_error"] is None
+    with pytest.raises(bulk.BulkError, match="decision_error: 0.01 there, None now"):
+        bulk.prepare_output(out, off)
+    # A job written before --decide existed has no such key: it resumes without the option.
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / bulk.JOB_FILE).write_text(
+        json.dumps({k: v for k, v in off.items() if k != "decision_error"}))
+    bulk.prepare_output(old, off)
+    with pytest.raises(bulk.BulkError, match="decision_error: None there, 0.01 now"):
+        bulk.prepare_output(old, settings)
+
+    for bad in ("0", "1", "-0.5", "nan"):
+        assert bulk.main(argv + ["--decide", bad]) == 2
+    with pytest.raises(SystemExit) as e:
+        bulk.parser().parse_args(argv + ["--decide", "0.01", "--tolerance", "0.1"])
+    assert e.value.code == 2
+
+    part = pa.table({"id": pa.array(range(len(DECIDE_TEXTS)), pa.int64()), "text": DECIDE_TEXTS})
+    with emcoder.Model.load(threads=1) as model:
+        scored = bulk.score_table(model, part, samples=50, seed=42, tolerance=None,
+                                  truncate=False, decision_error=0.01)
+        want = model.predict(DECIDE_TEXTS, samples=50, seed=42, decision_error=0.01)
+    assert scored.column("samples").to_pylist() == want.samples.tolist()
+    assert min(want.samples) < 50  # so a dropped option would show
+    for j, label in enumerate(want.labels):
+        assert (scored.column(f"{label}_mean").to_numpy() == want.mean[:, j]).all()
+
+
+def test_decide_end_to_end_locally(tmp_path):
+    """--decide through the Ray actors (local Ray): the samples and numbers of
+    Model.predict(decision_error=...)."""
+    p = tmp_path / "in.jsonl"
+    p.write_text("".join(json.dumps({"text": t}) + "\n" for t in DECIDE_TEXTS))
+    out = tmp_path / "o"
+    r = subprocess.run([sys.executable, "-m", "emcoder.bulk", "--input", str(p), "--output",
+                        str(out), "--samples", "50", "--decide", "0.01", "--partition-rows",
+                        "2", "--workers", "1", "--address", "local", "--quiet"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert json.loads((out / bulk.JOB_FILE).read_text())["decision_error"] == 0.01
+    table = read_output(out)
+    with emcoder.Model.load(threads=1) as model:
+        want = model.predict(DECIDE_TEXTS, samples=50, seed=42, decision_error=0.01)
+    assert table.column("samples").to_pylist() == want.samples.tolist()
+    assert min(want.samples) < 50
     for j, label in enumerate(want.labels):
         assert (table.column(f"{label}_mean").to_numpy() == want.mean[:, j]).all()
