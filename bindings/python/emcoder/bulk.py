@@ -39,7 +39,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 JOB_FILE = "_emcoder_job.json"
 DONE_FILE = "_SUCCESS"
@@ -129,30 +129,28 @@ def score_table(model, part, samples: int, seed: int, tolerance: Optional[float]
     opts = dict(samples=samples, seed=seed, tolerance=tolerance, truncate=truncate,
                 decision_error=decision_error)
     errors: List[Optional[str]] = [None] * n
+    # (rows of the output, their Predictions): one call for the whole part, or one per text
+    # when a bad text fails the call (the results do not depend on the batch).
+    scored: List[Tuple[object, "emcoder.Predictions"]] = []
     try:
-        preds = list(model.predict(texts, **opts))
+        scored.append((slice(None), model.predict(texts, **opts)))
     except (emcoder.InvalidArgumentError, emcoder.InvalidUtf8Error):
-        # One bad text fails the whole call: score one by one to keep every good row (the
-        # results do not depend on the batch).
-        preds = []
         for i, t in enumerate(texts):
             try:
-                preds.append(model.predict([t], **opts)[0])
+                scored.append((slice(i, i + 1), model.predict([t], **opts)))
             except (emcoder.InvalidArgumentError, emcoder.InvalidUtf8Error) as e:
                 errors[i] = str(e)
-                preds.append(None)
     nl = len(labels)
+    # Rows that failed keep NaN statistics, False decisions and 0 tokens and samples.
     stats = {k: np.full((n, nl), np.nan, dtype=np.float32) for k in ("mean", "std", "epistemic")}
     predicted = np.zeros((n, nl), dtype=bool)
     n_tokens = np.zeros(n, dtype=np.int32)
     n_samples = np.zeros(n, dtype=np.int32)
-    for i, p in enumerate(preds):
-        if p is None:
-            continue
-        n_tokens[i], n_samples[i] = p.n_tokens, p.samples
-        for j, s in enumerate(p.labels):
-            stats["mean"][i, j], stats["std"][i, j], stats["epistemic"][i, j] = s.mean, s.std, s.epistemic
-            predicted[i, j] = s.predicted
+    for rows, preds in scored:
+        for k, a in stats.items():
+            a[rows] = getattr(preds, k)
+        predicted[rows] = preds.predicted
+        n_tokens[rows], n_samples[rows] = preds.n_tokens, preds.samples
     cols: Dict[str, object] = {"id": part.column("id"), "n_tokens": n_tokens, "samples": n_samples}
     for j, label in enumerate(labels):
         cols[f"{label}_mean"] = stats["mean"][:, j]
