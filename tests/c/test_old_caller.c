@@ -104,6 +104,25 @@ static int same_stats(const OldLabelStats *a, const OldLabelStats *b, size_t n) 
     return 1;
 }
 
+/* Predicts `text` with `options` and with NULL options: 1 when the first drew 50 samples and
+ * both gave the same numbers (the options were read as the defaults). */
+static int same_as_defaults(const EmcoderModel *m, const char *text, const void *options) {
+    const char *texts[] = {text};
+    EmcoderPrediction *a = NULL, *b = NULL;
+    EmcoderError *err = NULL;
+    int ok = emcoder_predict(m, texts, 1, options, &a, &err) == 0 &&
+             emcoder_predict(m, texts, 1, NULL, &b, &err) == 0 &&
+             emcoder_prediction_n_samples(a, 0) == 50 &&
+             emcoder_prediction_num_labels(a) > 0 &&
+             same_stats(emcoder_prediction_labels(a, 0), emcoder_prediction_labels(b, 0),
+                        emcoder_prediction_num_labels(a));
+    if (err) fprintf(stderr, "predict: %s\n", emcoder_error_message(err));
+    emcoder_error_free(err);
+    emcoder_prediction_free(a);
+    emcoder_prediction_free(b);
+    return ok;
+}
+
 /* `size` bytes ending exactly where an inaccessible page begins, filled with 0xAB. */
 static void *before_guard_page(size_t size) {
     long page = sysconf(_SC_PAGESIZE);
@@ -146,14 +165,8 @@ int main(int argc, char **argv) {
     CHECK(emcoder_model_n_threads(m) == 2);
 
     const char *texts[] = {"I am so happy you are here!"};
-    EmcoderPrediction *a = NULL, *b = NULL;
-    CHECK(emcoder_predict(m, texts, 1, opts, &a, &err) == 0);
-    CHECK(emcoder_predict(m, texts, 1, NULL, &b, &err) == 0);
-    size_t nl = emcoder_prediction_num_labels(a);
-    CHECK(nl > 0 && emcoder_prediction_n_samples(a, 0) == 50);
-    CHECK(same_stats(emcoder_prediction_labels(a, 0), emcoder_prediction_labels(b, 0), nl));
-    emcoder_prediction_free(a);
-    emcoder_prediction_free(b);
+    EmcoderPrediction *a = NULL;
+    CHECK(same_as_defaults(m, texts[0], opts));
 
     opts->n_samples = 7;
     CHECK(emcoder_predict(m, texts, 1, opts, &a, &err) == 0);
@@ -171,12 +184,7 @@ int main(int argc, char **argv) {
     int garbage = 1;
     for (size_t i = 0; i < 7; i++) garbage &= tail[i] == 0xAB;
     CHECK(garbage); /* init wrote nothing into the padding either */
-    CHECK(emcoder_predict(m, texts, 1, o2, &a, &err) == 0);
-    CHECK(emcoder_predict(m, texts, 1, NULL, &b, &err) == 0);
-    CHECK(emcoder_prediction_n_samples(a, 0) == 50);
-    CHECK(same_stats(emcoder_prediction_labels(a, 0), emcoder_prediction_labels(b, 0), nl));
-    emcoder_prediction_free(a);
-    emcoder_prediction_free(b);
+    CHECK(same_as_defaults(m, texts[0], o2));
     /* Its fields are read: tolerance 1 stops after the first block of 10. */
     o2->tolerance = 1.0f;
     CHECK(emcoder_predict(m, texts, 1, o2, &a, &err) == 0);
