@@ -21,11 +21,15 @@ best=$(echo "$levels" | tail -n 1)
 runtime_tests=$(cargo test --workspace --locked --no-run --message-format=json 2>/dev/null |
   grep '"manifest_path":"[^"]*/runtime/Cargo.toml"' | grep -o '"executable":"[^"]*"' | cut -d'"' -f4)
 [ -n "$runtime_tests" ] || { echo "no test binaries of the runtime found" >&2; exit 1; }
+# Skipped at the lower levels: the decision-stopping rule's test (statistics over samples
+# whose kernels the other tests check level by level; 53 of the generic level's 55 s of
+# invariance tests, where every FMA is a libm call).
+level_free=(--skip stopping_on_decisions_settles_every_label_and_reuses_the_fixed_n_samples)
 for isa in $levels; do
   [ "$isa" = "$best" ] && continue
   echo "==> runtime tests at EMCODER_ISA=$isa (this CPU runs: $(echo $levels))"
   for t in $runtime_tests; do
-    (cd runtime && EMCODER_ISA=$isa "$t" -q)
+    (cd runtime && EMCODER_ISA=$isa "$t" -q "${level_free[@]}")
   done
 done
 
