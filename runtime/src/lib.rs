@@ -128,7 +128,8 @@ pub struct PredictOptions {
     /// label, a two-sided z-test of the mean against the threshold, and of the std against
     /// the `u` bound where the model has one, Bonferroni-corrected over the blocks that could
     /// be drawn), never drawing more than `samples`. The statistics are those of the samples
-    /// drawn. In (0, 1); `None`: off. Exclusive with `tolerance`.
+    /// drawn. In (0, 1); `None`: off. Exclusive with `tolerance`. Both rules are checked even
+    /// for a `deterministic` pass, which ignores them.
     pub decision_error: Option<f32>,
     /// Cancellation flag and deadline, checked before every layer: a stopped call returns
     /// [`Error::Cancelled`] within about one layer's work. Default: never.
@@ -330,16 +331,9 @@ impl Model {
             stop: &opts.stop,
             wait: opts.wait_for_memory,
         };
-        let rule = match (opts.tolerance, opts.decision_error, opts.deterministic) {
-            (_, _, true) | (None, None, _) => None,
-            (Some(tol), None, _) => Some(StopRule::Tolerance(tol)),
-            (None, Some(alpha), _) => Some(StopRule::Decisions(alpha)),
-            (Some(_), Some(_), _) => {
-                return Err(Error::Input(
-                    "tolerance and decision_error are two stopping rules: set one of them".into(),
-                ))
-            }
-        };
+        // Checked whatever the mode, so a bad value is reported even where a deterministic
+        // pass would not use it.
+        let rule = StopRule::from_options(opts)?.filter(|_| !opts.deterministic);
         if let Some(rule) = rule {
             let per_text = self.adaptive(ids, opts.samples, opts.seed, rule, &call)?;
             return Ok(ids
@@ -383,7 +377,7 @@ impl Model {
         seed: u64,
         tolerance: f32,
     ) -> Result<Vec<Vec<f32>>> {
-        let rule = StopRule::Tolerance(tolerance);
+        let rule = StopRule::tolerance(tolerance)?;
         self.adaptive(ids, max_samples, seed, rule, &Call::default())
     }
 
@@ -400,11 +394,6 @@ impl Model {
         let blocks = max_samples.div_ceil(ADAPTIVE_BLOCK);
         let settled: Settled = match rule {
             StopRule::Tolerance(tolerance) => {
-                if !(tolerance > 0.0 && tolerance.is_finite()) {
-                    return Err(Error::Input(format!(
-                        "tolerance {tolerance} must be a positive number"
-                    )));
-                }
                 // NaN logits (a model with non-finite weights) stop at once, as before.
                 Box::new(move |z| {
                     let se = engine::stats::max_standard_error(z, nl);
@@ -412,11 +401,6 @@ impl Model {
                 })
             }
             StopRule::Decisions(alpha) => {
-                if !(alpha > 0.0 && alpha < 1.0) {
-                    return Err(Error::Input(format!(
-                        "decision_error {alpha} must lie strictly between 0 and 1 (e.g. 0.01)"
-                    )));
-                }
                 let z = engine::stats::normal_quantile(1.0 - alpha as f64 / (2.0 * blocks as f64));
                 let th = &self.files.thresholds;
                 Box::new(move |s| engine::stats::decisions_settled(s, nl, th, z))
@@ -617,6 +601,39 @@ enum StopRule {
     Tolerance(f32),
     /// Every thresholded decision is settled at this error rate.
     Decisions(f32),
+}
+
+impl StopRule {
+    /// The rule `opts` asks for, its value checked: None when neither is set, an error when
+    /// both are or a value is out of range.
+    fn from_options(opts: &PredictOptions) -> Result<Option<StopRule>> {
+        let tolerance = opts.tolerance.map(StopRule::tolerance).transpose()?;
+        let decisions = opts.decision_error.map(StopRule::decisions).transpose()?;
+        match (tolerance, decisions) {
+            (Some(_), Some(_)) => Err(Error::Input(
+                "tolerance and decision_error are two stopping rules: set one of them".into(),
+            )),
+            (rule, None) | (None, rule) => Ok(rule),
+        }
+    }
+
+    fn tolerance(tolerance: f32) -> Result<StopRule> {
+        if !(tolerance > 0.0 && tolerance.is_finite()) {
+            return Err(Error::Input(format!(
+                "tolerance {tolerance} must be a positive number"
+            )));
+        }
+        Ok(StopRule::Tolerance(tolerance))
+    }
+
+    fn decisions(alpha: f32) -> Result<StopRule> {
+        if !(alpha > 0.0 && alpha < 1.0) {
+            return Err(Error::Input(format!(
+                "decision_error {alpha} must lie strictly between 0 and 1 (e.g. 0.01)"
+            )));
+        }
+        Ok(StopRule::Decisions(alpha))
+    }
 }
 
 /// MC sampling needs at least one sample.

@@ -249,6 +249,30 @@ fn bad_predict_inputs() {
         .predict_ids(&[vec![]], &PredictOptions::default())
         .unwrap_err();
     assert_has(&e.to_string(), &["empty token sequence"]);
+    // Stopping rules: values out of range and both at once are refused in every mode, also
+    // by a deterministic pass (which draws no samples to stop on).
+    for deterministic in [false, true] {
+        let with = |tolerance: Option<f32>, decision_error: Option<f32>| PredictOptions {
+            deterministic,
+            tolerance,
+            decision_error,
+            ..Default::default()
+        };
+        for (opts, want) in [
+            (with(Some(0.0), None), "tolerance 0 must be a positive"),
+            (with(Some(f32::NAN), None), "tolerance NaN"),
+            (with(Some(f32::INFINITY), None), "tolerance inf"),
+            (with(None, Some(1.0)), "decision_error 1 must lie strictly"),
+            (with(None, Some(-0.5)), "decision_error -0.5"),
+            (with(Some(0.01), Some(0.01)), "set one of them"),
+        ] {
+            let e = model.predict(&["hi"], &opts).unwrap_err().to_string();
+            assert_has(&e, &[want]);
+        }
+        // Valid values: a deterministic pass ignores them and returns its logits.
+        let p = model.predict(&["hi"], &with(Some(0.01), None)).unwrap();
+        assert_eq!(p[0].logits.is_some(), deterministic);
+    }
     // A model loaded without tokenizer cannot take text.
     let ids_only = load("tiny-f32", 1);
     assert_has(
