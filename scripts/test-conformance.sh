@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The tests of reference/conformance.py (docs/conformance.md) on local hub-style snapshots:
 # a virtual environment with torch and transformers (target/conformance-venv, made once from
-# reference/requirements-conformance.txt), the release emcoder, then pytest.
+# reference/requirements-conformance.txt), the release emcoder (or $EMCODER_BIN), then pytest.
 #
 #   bash scripts/test-conformance.sh             set up if needed, build, test
 #   bash scripts/test-conformance.sh --prepare   only set up the environment (CI starts this
@@ -29,8 +29,15 @@ if ! ready; then
 fi
 [[ ${1:-} == --prepare ]] && exit 0
 
-echo "==> build the release emcoder"
-cargo build --release --locked -p emcoder-cli
+# EMCODER_BIN set: that binary (.ci/run passes the one scripts/test.sh built).
+if [[ -n ${EMCODER_BIN:-} ]]; then
+    echo "==> emcoder: $EMCODER_BIN"
+else
+    echo "==> build the release emcoder"
+    cargo build --release --locked -p emcoder-cli
+    EMCODER_BIN=$PWD/target/release/emcoder
+fi
+[[ -x $EMCODER_BIN ]] || { echo "EMCODER_BIN=$EMCODER_BIN is not an executable" >&2; exit 1; }
 echo "==> pytest reference/tests/test_conformance.py"
-HF_HUB_OFFLINE=1 EMCODER_BIN=$PWD/target/release/emcoder \
+HF_HUB_OFFLINE=1 EMCODER_BIN=$EMCODER_BIN \
     "$VENV/bin/python" -m pytest -q -p no:cacheprovider reference/tests/test_conformance.py
