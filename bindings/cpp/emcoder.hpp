@@ -133,6 +133,11 @@ struct PredictOptions {
     const CancelToken *cancel = nullptr;           ///< stops the call when cancelled
     std::chrono::milliseconds timeout{0};          ///< stops the call after this; 0: no limit
     bool fail_fast_on_memory = false;  ///< fail at once while the memory budget is taken
+    /// Adaptive sampling: stop a text once every label's mean has a standard error below this
+    /// (blocks of 10, at most n_samples; Prediction::n_samples() tells how many were drawn);
+    /// 0: off. See EmcoderPredictOptions::tolerance. Negative or non-finite values, or both
+    /// tolerance and decision_error set, throw EMCODER_ERR_INVALID_ARGUMENT.
+    float tolerance = 0.0f;
     /// Sampling that stops on decisions (ABI 3): stop a text once every label's thresholded
     /// decision is settled at this error rate (in (0, 1), e.g. 0.01; at most n_samples, and
     /// Prediction::n_samples() tells how many were drawn); 0: off. See
@@ -282,6 +287,7 @@ public:
         const auto ms = options.timeout.count();
         o.timeout_ms = ms == 0 ? 0 : ms < 0 ? 1 : static_cast<uint64_t>(ms);
         o.fail_fast_on_memory = options.fail_fast_on_memory ? 1 : 0;
+        o.tolerance = options.tolerance;
         o.decision_error = options.decision_error;
         EmcoderPrediction *p = nullptr;
         EmcoderError *err = nullptr;

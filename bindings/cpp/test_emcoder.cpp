@@ -202,6 +202,27 @@ int main(int argc, char **argv) {
         CHECK(model.predict({"ok"}, {.decision_error = 0.0}).n_samples(0) == 50);
     }
 
+    // Adaptive sampling by tolerance: a loose one stops every text after its first block, with
+    // the statistics of a fixed run of 10 (N is a prefix); one nobody meets draws all 50, as
+    // the fixed run; a bad value, or both rules at once, throw.
+    {
+        const std::vector<std::string_view> two = {"ok", "I am so happy you are here!"};
+        const emcoder::Prediction loose = model.predict(two, {.n_samples = 50, .tolerance = 1.0f});
+        const emcoder::Prediction ten = model.predict(two, {.n_samples = 10});
+        const emcoder::Prediction tight = model.predict(two, {.n_samples = 50, .tolerance = 1e-9f});
+        const emcoder::Prediction fifty = model.predict(two, {.n_samples = 50});
+        for (size_t i = 0; i < two.size(); i++) {
+            CHECK(loose.n_samples(i) == 10);
+            CHECK(same(loose.labels(i), {ten.labels(i).begin(), ten.labels(i).end()}));
+            CHECK(tight.n_samples(i) == 50);
+            CHECK(same(tight.labels(i), {fifty.labels(i).begin(), fifty.labels(i).end()}));
+        }
+        for (float bad : {-0.01f, std::nanf(""), HUGE_VALF})
+            EXPECT_ERROR(EMCODER_ERR_INVALID_ARGUMENT, model.predict({"ok"}, {.tolerance = bad}));
+        EXPECT_ERROR(EMCODER_ERR_INVALID_ARGUMENT,
+                     model.predict({"ok"}, {.tolerance = 0.01f, .decision_error = 0.01}));
+    }
+
     // Input errors.
     EXPECT_ERROR(EMCODER_ERR_INVALID_UTF8, model.predict({"fine", "bad \x80 byte"}));
     EXPECT_ERROR(EMCODER_ERR_INVALID_ARGUMENT, model.predict({std::string_view("a\0b", 3)}));

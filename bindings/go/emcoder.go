@@ -157,6 +157,12 @@ type PredictOptions struct {
 	// FailFastOnMemory fails with ErrOutOfMemory at once when the model's memory budget is
 	// taken by running calls, instead of waiting for them (until the context ends).
 	FailFastOnMemory bool
+	// Tolerance turns on adaptive sampling: samples are drawn in blocks of 10 and a text
+	// stops once every label's mean probability has a standard error (std / sqrt(n)) below
+	// it, at most Samples; Prediction.Samples tells how many were drawn. 0: off. Negative or
+	// non-finite values, or Tolerance and DecisionError both set, fail with
+	// ErrInvalidArgument. EmcoderPredictOptions's tolerance in emcoder.h.
+	Tolerance float32
 	// DecisionError turns on sampling that stops on decisions (ABI 3): samples are drawn in
 	// blocks of 10 and a text stops once every label's thresholded decision is settled at
 	// this error rate (per label, a z-test of the mean against the threshold, and of the std
@@ -188,7 +194,7 @@ type LabelStats struct {
 // Prediction is the result for one text.
 type Prediction struct {
 	Tokens  int          `json:"n_tokens"`         // tokens, [CLS] and [SEP] included
-	Samples int          `json:"samples"`          // MC samples drawn (DecisionError: this text's); 0: deterministic pass
+	Samples int          `json:"samples"`          // MC samples drawn (Tolerance, DecisionError: this text's); 0: deterministic pass
 	Labels  []LabelStats `json:"labels"`           // one per label, in label-id order
 	Logits  []float32    `json:"logits,omitempty"` // deterministic predictions only
 }
@@ -327,6 +333,7 @@ func (m *Model) Predict(ctx context.Context, texts []string, opts *PredictOption
 	copts.seed = C.uint64_t(o.Seed)
 	copts.truncate = boolByte(o.Truncate)
 	copts.fail_fast_on_memory = boolByte(o.FailFastOnMemory)
+	copts.tolerance = C.float(o.Tolerance)
 	copts.decision_error = C.double(o.DecisionError)
 	if len(texts) == 0 {
 		return []Prediction{}, nil

@@ -354,6 +354,41 @@ func TestDecisionError(t *testing.T) {
 	}
 }
 
+// Adaptive sampling by tolerance: a loose one stops every text after its first block with the
+// numbers of a fixed run of 10 (N is a prefix); one nobody meets draws all, as the fixed run;
+// invalid values, and both rules at once, are ErrInvalidArgument.
+func TestTolerance(t *testing.T) {
+	m := load(t)
+	run := func(o PredictOptions) []Prediction {
+		t.Helper()
+		o.Seed = 42
+		got, err := m.Predict(bg, texts, &o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	loose, ten := run(PredictOptions{Samples: 50, Tolerance: 1}), run(PredictOptions{Samples: 10})
+	tight, fifty := run(PredictOptions{Samples: 50, Tolerance: 1e-9}), run(PredictOptions{Samples: 50})
+	for i := range texts {
+		if loose[i].Samples != 10 || !reflect.DeepEqual(loose[i], ten[i]) {
+			t.Fatalf("text %d, loose tolerance: %d samples, want the fixed run of 10", i, loose[i].Samples)
+		}
+		if tight[i].Samples != 50 || !reflect.DeepEqual(tight[i], fifty[i]) {
+			t.Fatalf("text %d, tight tolerance: %d samples, want the fixed run of 50", i, tight[i].Samples)
+		}
+	}
+	for _, bad := range []PredictOptions{
+		{Tolerance: -0.01}, {Tolerance: float32(math.NaN())}, {Tolerance: float32(math.Inf(1))},
+		{Tolerance: 0.01, DecisionError: 0.01},
+	} {
+		_, err := m.Predict(bg, []string{"ok"}, &bad)
+		if !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), "tolerance") {
+			t.Fatalf("%+v: got %v, want ErrInvalidArgument naming tolerance", bad, err)
+		}
+	}
+}
+
 type expectedCase struct {
 	samples       int
 	seed          uint64
