@@ -1,10 +1,10 @@
 /*
  * Soak test of libemcoder as a long-running service uses it: many threads share one model and
- * predict (random texts, sizes, sample counts, seeds, adaptive sampling, deadlines and
+ * predict (random texts, sizes, sample counts, seeds, both stopping rules, deadlines and
  * cancellation, invalid input), and now and then load, use and free a model of their own,
  * for a fixed time. Checks:
  *   - every successful result equals, bit for bit, the serial result of the same (text,
- *     samples, seed, tolerance) computed alone before the threads start;
+ *     samples, seed, tolerance or decision error) computed alone before the threads start;
  *   - every failure is the expected code (CANCELLED for a stopped call, INVALID_UTF8 for
  *     invalid UTF-8) with a message;
  *   - no thread hangs: a watchdog fails the run when a thread finishes no call for 120 s;
@@ -28,7 +28,7 @@ CHECK_COUNTERS;
 static pthread_mutex_t fail_lock = PTHREAD_MUTEX_INITIALIZER;
 
 #define N_TEXTS 12
-#define N_CONFIGS 5
+#define N_CONFIGS 6
 #define NL 28
 
 static const char *TEXTS[N_TEXTS] = {
@@ -50,9 +50,11 @@ typedef struct {
     uint32_t samples;
     uint64_t seed;
     float tolerance;
+    double decision_error;
 } Config;
 static const Config CONFIGS[N_CONFIGS] = {
-    {0, 1, 0.0f}, {1, 9, 0.0f}, {5, 7, 0.0f}, {20, 42, 0.0f}, {50, 3, 0.05f},
+    {0, 1, 0.0f, 0.0},   {1, 9, 0.0f, 0.0},    {5, 7, 0.0f, 0.0},
+    {20, 42, 0.0f, 0.0}, {50, 3, 0.05f, 0.0}, {40, 11, 0.0f, 0.01},
 };
 
 /* Serial reference: labels (mean, std, ...) and samples drawn per (config, text). */
@@ -107,6 +109,7 @@ static EmcoderPredictOptions options_of(int c) {
     o.n_samples = CONFIGS[c].samples;
     o.seed = CONFIGS[c].seed;
     o.tolerance = CONFIGS[c].tolerance;
+    o.decision_error = CONFIGS[c].decision_error;
     return o;
 }
 
