@@ -5,7 +5,8 @@
 //
 // Endpoints:
 //
-//	POST /predict  {"texts": [...], "samples": N, "seed": S, "deterministic": bool, "truncate": bool}
+//	POST /predict  {"texts": [...], "samples": N, "seed": S, "deterministic": bool, "truncate": bool,
+//	                "tolerance": E, "decision_error": A}   (stop early: one of them, at most N)
 //	               -> {"results": [{"text", "n_tokens", "samples", "labels": [...], "predicted": [...]}]}
 //	GET  /labels   -> {"labels": [...]}
 //	GET  /healthz  -> ok

@@ -47,6 +47,10 @@ type predictRequest struct {
 	Seed          *uint64  `json:"seed"`    // null: the default (42)
 	Deterministic bool     `json:"deterministic"`
 	Truncate      bool     `json:"truncate"`
+	// Stopping early (at most samples; each result's "samples" says how many were drawn):
+	// on standard errors below tolerance, or on decisions settled at decision_error. 0: off.
+	Tolerance     float32 `json:"tolerance"`
+	DecisionError float64 `json:"decision_error"`
 }
 
 type result struct {
@@ -158,6 +162,9 @@ func (s *server) predict(w http.ResponseWriter, r *http.Request) {
 		opts.Seed = *req.Seed
 	}
 	opts.Deterministic, opts.Truncate = req.Deterministic, req.Truncate
+	// Checked by the library (400 with EMCODER_ERR_INVALID_ARGUMENT); the work estimate below
+	// counts every sample either may draw.
+	opts.Tolerance, opts.DecisionError = req.Tolerance, req.DecisionError
 	samples := int64(opts.Samples)
 	if opts.Deterministic {
 		samples = 1

@@ -109,10 +109,28 @@ func TestServer(t *testing.T) {
 		}
 	}
 
+	// Stopping early: a loose tolerance stops after the first block of 10, a decision error
+	// draws blocks of 10 up to the samples asked for.
+	status, v = post(`{"texts": ["ok", "wow"], "samples": 50, "tolerance": 1}`)
+	for _, r := range v["results"].([]any) {
+		if n := r.(map[string]any)["samples"].(float64); status != 200 || n != 10 {
+			t.Fatalf("tolerance 1: %d, %v samples, want 200 and 10", status, n)
+		}
+	}
+	status, v = post(`{"texts": ["ok", "wow"], "samples": 30, "decision_error": 0.01}`)
+	for _, r := range v["results"].([]any) {
+		if n := int(r.(map[string]any)["samples"].(float64)); status != 200 || n < 10 || n > 30 || n%10 != 0 {
+			t.Fatalf("decision_error 0.01: %d, %v samples, want 200 and 10..30 in blocks of 10", status, n)
+		}
+	}
+
 	for _, c := range []struct {
 		body string
 		code string
 	}{
+		{`{"texts": ["x"], "tolerance": -1}`, "EMCODER_ERR_INVALID_ARGUMENT"},
+		{`{"texts": ["x"], "decision_error": 1.5}`, "EMCODER_ERR_INVALID_ARGUMENT"},
+		{`{"texts": ["x"], "tolerance": 0.01, "decision_error": 0.01}`, "EMCODER_ERR_INVALID_ARGUMENT"},
 		{`{"texts": []}`, ""},
 		{`not json`, ""},
 		{`{"texts": ["x"], "samples": -1}`, ""},
