@@ -229,7 +229,7 @@ fn stopping_on_decisions_settles_every_label_and_reuses_the_fixed_n_samples() {
     // N = 30: three blocks of 10 (these texts settle within two at the rates below); the
     // fixed run is the costliest part of this test on the portable and emulated levels.
     let (max, seed) = (30u32, 5u64);
-    let blocks = max as f64 / 10.0;
+    let blocks = max.div_ceil(emcoder::ADAPTIVE_BLOCK) as f64;
     let fixed = model.sample_logits(&ids, max, seed).unwrap();
     let opts = |alpha: f32| PredictOptions {
         samples: max,

@@ -78,7 +78,8 @@ impl TextTokenizer {
     }
 
     fn from_json(json: Cow<'static, [u8]>, source: TokenizerSource) -> Result<Self> {
-        // Held while parsing, so that loads of the same bytes at the same time share it (a
+        // Held while parsing, so that loads of the same bytes at the same time share it
+        // (loads of other bytes wait for it too: loads are rare, a parse takes ~0.1 s; a
         // poisoned lock still holds a consistent list: entries are pushed after a parse).
         let mut cache = PARSED.lock().unwrap_or_else(|e| e.into_inner());
         cache.retain(|w| w.strong_count() > 0);
