@@ -4,7 +4,10 @@
 # instruction-set level this CPU runs, then the C, C++, Go and Python bindings.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo test --workspace --locked
+# With the CUDA backend's code (the `cuda` feature needs no CUDA toolkit to build; without a
+# GPU its tests check the error paths and, where NVRTC is installed, the kernels' compile).
+features=(--features emcoder/cuda)
+cargo test --workspace --locked "${features[@]}"
 
 # The kernels' own tests already run every level this CPU has (each against the scalar
 # references). The runtime's golden, invariance and bad-input tests ran above at the best
@@ -18,7 +21,7 @@ target_dir=$(cargo metadata --locked --no-deps --format-version 1 |
   sed 's/.*"target_directory":"\([^"]*\)".*/\1/')
 levels=$("$target_dir/debug/emcoder" cpu --levels)
 best=$(echo "$levels" | tail -n 1)
-runtime_tests=$(cargo test --workspace --locked --no-run --message-format=json 2>/dev/null |
+runtime_tests=$(cargo test --workspace --locked "${features[@]}" --no-run --message-format=json 2>/dev/null |
   grep '"manifest_path":"[^"]*/runtime/Cargo.toml"' | grep -o '"executable":"[^"]*"' | cut -d'"' -f4)
 [ -n "$runtime_tests" ] || { echo "no test binaries of the runtime found" >&2; exit 1; }
 # Skipped at the lower levels: the decision-stopping rule's test (statistics over samples

@@ -132,6 +132,9 @@ impl From<emcoder_rt::Error> for EmcoderError {
             E::Input(_) => EMCODER_ERR_INVALID_ARGUMENT,
             E::OutOfMemory(_) => EMCODER_ERR_OUT_OF_MEMORY,
             E::Cancelled(_) => EMCODER_ERR_CANCELLED,
+            // Not reachable through the C ABI yet: EmcoderModelParams has no device until the
+            // CUDA backend runs (#17), which brings its own code with the ABI bump.
+            E::Device(_) => EMCODER_ERR_INVALID_ARGUMENT,
         };
         EmcoderError::new(code, e.to_string())
     }
@@ -308,6 +311,7 @@ mod tests {
         assert_eq!(code(E::Input("i".into())), EMCODER_ERR_INVALID_ARGUMENT);
         assert_eq!(code(E::OutOfMemory("o".into())), EMCODER_ERR_OUT_OF_MEMORY);
         assert_eq!(code(E::Cancelled("c".into())), EMCODER_ERR_CANCELLED);
+        assert_eq!(code(E::Device("d".into())), EMCODER_ERR_INVALID_ARGUMENT);
         let name = |c| {
             // SAFETY: the name is a static C string.
             unsafe { CStr::from_ptr(emcoder_error_code_name(c)) }

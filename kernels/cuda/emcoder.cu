@@ -190,6 +190,7 @@ extern "C" __global__ void rope(float* x, const unsigned int* row_pos, const flo
 // Attention over packed sequences (bidirectional, no padding, so no mask).
 // ---------------------------------------------------------------------------------------
 
+#define NEG_INF __int_as_float(0xff800000)  // NVRTC has no INFINITY macro
 #define ATT_QUERIES 64  // query rows per block (one thread each)
 #define ATT_KEYS 32     // keys per shared-memory tile
 
@@ -215,7 +216,7 @@ extern "C" __global__ void attention(float* out, const float* qkv, const int* of
         q[c] = active ? qkv[(long long)(start + qi) * ld + q_col + h * HEAD_DIM + c] * scale : 0.0f;
         acc[c] = 0.0f;
     }
-    float m = -INFINITY, l = 0.0f;
+    float m = NEG_INF, l = 0.0f;
     for (int j0 = 0; j0 < len; j0 += ATT_KEYS) {
         int nk = len - j0 < ATT_KEYS ? len - j0 : ATT_KEYS;
         __syncthreads();  // the previous tile is no longer read
@@ -227,8 +228,10 @@ extern "C" __global__ void attention(float* out, const float* qkv, const int* of
         }
         __syncthreads();
         if (!active) continue;
+        // sc is indexed by a loop of variable length: it lives in local memory (128 B per
+        // thread, cached); unrolling the tile made NVRTC take minutes (measured).
         float sc[ATT_KEYS];
-        float tile_max = -INFINITY;
+        float tile_max = NEG_INF;
         for (int j = 0; j < nk; ++j) {
             float dot = 0.0f;
             for (int c = 0; c < HEAD_DIM; ++c) dot = fmaf(q[c], ks[j][c], dot);

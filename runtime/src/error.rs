@@ -101,6 +101,10 @@ pub enum Error {
     /// used is freed and the model stays usable.
     #[error("cancelled: {0}")]
     Cancelled(String),
+    /// A compute device (GPU) is missing, not supported or failed (the message names the
+    /// device and what to install or change); the CPU keeps working.
+    #[error("device: {0}")]
+    Device(String),
 }
 
 /// Result with the runtime's error.

@@ -15,11 +15,15 @@
 //! # Ok::<(), emcoder::Error>(())
 //! ```
 
+#[cfg(feature = "cuda")]
+pub mod cuda;
+pub mod device;
 pub mod engine;
 pub mod error;
 pub mod log;
 pub mod model;
 
+pub use device::Device;
 pub use engine::forward::Trace;
 pub use engine::stats::LabelStats;
 pub use error::{Error, Result};
