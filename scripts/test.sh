@@ -26,8 +26,9 @@ runtime_tests=$(cargo test --workspace --locked "${features[@]}" --no-run --mess
 [ -n "$runtime_tests" ] || { echo "no test binaries of the runtime found" >&2; exit 1; }
 # Skipped at the lower levels: the decision-stopping rule's test (statistics over samples
 # whose kernels the other tests check level by level; 53 of the generic level's 55 s of
-# invariance tests, where every FMA is a libm call).
-level_free=(--skip stopping_on_decisions_settles_every_label_and_reuses_the_fixed_n_samples)
+# invariance tests, where every FMA is a libm call), and the GPU forward on the CUDA
+# kernels' CPU emulation (tests/runtime/gpu_emulated.rs: no CPU kernel of its own).
+level_free=(--skip stopping_on_decisions_settles_every_label_and_reuses_the_fixed_n_samples --skip gpu_)
 for isa in $levels; do
   [ "$isa" = "$best" ] && continue
   echo "==> runtime tests at EMCODER_ISA=$isa (this CPU runs: $(echo $levels))"

@@ -140,28 +140,31 @@ extern "C" __global__ void f32_to_bf16(unsigned short* out, const float* x, long
 }
 
 // ---------------------------------------------------------------------------------------
-// RMSNorm: one block per row; the sum of squares in a fixed-order tree over the block.
+// RMSNorm: one block per row; the sum of squares in a fixed-order tree over the block (the
+// order depends on the block size, fixed per backend).
 // ---------------------------------------------------------------------------------------
 
-#define NORM_THREADS 256
+#define NORM_MAX_THREADS 1024
 
-// out[r] = x[r] / sqrt(mean(x[r]^2) + eps) * w, rows of width d. blockDim = NORM_THREADS.
+// out[r] = x[r] / sqrt(mean(x[r]^2) + eps) * w, rows of width d (out may be x). One block
+// per row; blockDim.x a power of two up to NORM_MAX_THREADS (256 on a GPU; the CPU
+// emulation uses fewer).
 extern "C" __global__ void rmsnorm(float* out, const float* x, const float* w, int rows, int d, float eps) {
-    __shared__ float part[NORM_THREADS];
-    int r = blockIdx.x, t = threadIdx.x;
+    __shared__ float part[NORM_MAX_THREADS];
+    int r = blockIdx.x, t = threadIdx.x, nt = blockDim.x;
     if (r >= rows) return;  // whole block: no thread of it reaches the barrier
     const float* xr = x + (long long)r * d;
     float s = 0.0f;
-    for (int c = t; c < d; c += NORM_THREADS) s = fmaf(xr[c], xr[c], s);
+    for (int c = t; c < d; c += nt) s = fmaf(xr[c], xr[c], s);
     part[t] = s;
     __syncthreads();
-    for (int half = NORM_THREADS / 2; half > 0; half /= 2) {
+    for (int half = nt / 2; half > 0; half /= 2) {
         if (t < half) part[t] += part[t + half];
         __syncthreads();
     }
     float inv = 1.0f / sqrtf(part[0] / (float)(d > 0 ? d : 1) + eps);
     float* orow = out + (long long)r * d;
-    for (int c = t; c < d; c += NORM_THREADS) orow[c] = xr[c] * inv * w[c];
+    for (int c = t; c < d; c += nt) orow[c] = xr[c] * inv * w[c];
 }
 
 // ---------------------------------------------------------------------------------------
@@ -290,16 +293,17 @@ extern "C" __global__ void bias_act(float* x, const float* b, int rows, int n, i
 // Pooling and the statistics.
 // ---------------------------------------------------------------------------------------
 
-// out[s][c] = mean of h over the rows of sequence s (in row order), rows of width d.
+// out[s][c] = mean of h over the rows of sequence s (summed in f64 in row order, like the
+// CPU engine: the same bits), rows of width d.
 // Grid: (ceil(d / blockDim), n_seqs).
 extern "C" __global__ void mean_pool(float* out, const float* h, const int* offsets, int n_seqs, int d) {
     int s = blockIdx.y, c = blockIdx.x * blockDim.x + threadIdx.x;
     if (s >= n_seqs || c >= d) return;
     int a = offsets[s], b = offsets[s + 1];
-    float sum = 0.0f;
-    for (int r = a; r < b; ++r) sum += h[(long long)r * d + c];
-    float count = (float)(b - a);
-    out[(long long)s * d + c] = sum / (count > 1e-9f ? count : 1e-9f);
+    double sum = 0.0;  // f64 in row order, as the CPU engine sums
+    for (int r = a; r < b; ++r) sum += (double)h[(long long)r * d + c];
+    double count = (double)(b - a);
+    out[(long long)s * d + c] = (float)(sum / (count > 1e-9 ? count : 1e-9));
 }
 
 // sigmoid in f32, in the two-branch form of kernels/src/activation.rs (no overflow of e^-x).

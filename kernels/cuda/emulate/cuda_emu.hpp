@@ -10,7 +10,10 @@
 #include <barrier>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -28,7 +31,13 @@ inline std::barrier<>* emu_barrier = nullptr;
 #define __forceinline__ inline
 #define __shared__ static
 
-inline void __syncthreads() { emu_barrier->arrive_and_wait(); }
+inline void __syncthreads() {
+    if (!emu_barrier) {
+        std::fprintf(stderr, "__syncthreads in a kernel launched without barriers (harness.cpp's list)\n");
+        std::abort();
+    }
+    emu_barrier->arrive_and_wait();
+}
 inline unsigned int __umulhi(unsigned int a, unsigned int b) {
     return (unsigned int)(((uint64_t)a * b) >> 32);
 }
@@ -52,27 +61,53 @@ inline unsigned int __float_as_uint(float f) {
 }
 
 // Runs `kernel` over `grid` x `block` (kernel: a callable with no arguments that calls the
-// __global__ function with its arguments bound).
+// __global__ function with its arguments bound). Kernels that use __syncthreads need
+// `barriers`: then a team of blockDim OS threads runs the blocks one after another, meeting
+// at a team barrier between blocks, with a fresh block barrier per block (a thread that
+// returns early drops out of it, as an exited thread no longer counts on a GPU). Without
+// barriers, one thread runs every thread of every block in turn (much faster; a
+// __syncthreads there fails loudly).
 template <class F>
-void emu_launch(dim3 grid, dim3 block, F kernel) {
+void emu_launch(dim3 grid, dim3 block, F kernel, bool barriers) {
     gridDim = grid;
     blockDim = block;
     const unsigned int n = block.x * block.y * block.z;
-    for (unsigned int bz = 0; bz < grid.z; ++bz)
-        for (unsigned int by = 0; by < grid.y; ++by)
-            for (unsigned int bx = 0; bx < grid.x; ++bx) {
-                blockIdx = dim3(bx, by, bz);
-                std::barrier<> bar(n);
-                emu_barrier = &bar;
-                std::vector<std::thread> threads;
-                threads.reserve(n);
-                for (unsigned int t = 0; t < n; ++t)
-                    threads.emplace_back([&, t] {
-                        threadIdx = dim3(t % block.x, (t / block.x) % block.y, t / (block.x * block.y));
-                        kernel();
-                        // A thread that has exited no longer takes part in __syncthreads.
-                        emu_barrier->arrive_and_drop();
-                    });
-                for (auto& th : threads) th.join();
+    auto set_thread = [&](unsigned int t) {
+        threadIdx = dim3(t % block.x, (t / block.x) % block.y, t / (block.x * block.y));
+    };
+    auto set_block = [&](unsigned long long b) {
+        blockIdx = dim3(b % grid.x, (b / grid.x) % grid.y, b / ((unsigned long long)grid.x * grid.y));
+    };
+    const unsigned long long n_blocks = (unsigned long long)grid.x * grid.y * grid.z;
+    if (!barriers) {
+        emu_barrier = nullptr;
+        for (unsigned long long b = 0; b < n_blocks; ++b) {
+            set_block(b);
+            for (unsigned int t = 0; t < n; ++t) {
+                set_thread(t);
+                kernel();
             }
+        }
+        return;
+    }
+    std::barrier<> team(n);
+    std::optional<std::barrier<>> block_barrier;
+    std::vector<std::thread> threads;
+    threads.reserve(n);
+    for (unsigned int t = 0; t < n; ++t)
+        threads.emplace_back([&, t] {
+            set_thread(t);
+            for (unsigned long long b = 0; b < n_blocks; ++b) {
+                if (t == 0) {
+                    set_block(b);
+                    block_barrier.emplace(n);
+                    emu_barrier = &*block_barrier;
+                }
+                team.arrive_and_wait();  // the block's index and barrier are set
+                kernel();
+                emu_barrier->arrive_and_drop();
+                team.arrive_and_wait();  // every thread is done with the block
+            }
+        });
+    for (auto& th : threads) th.join();
 }

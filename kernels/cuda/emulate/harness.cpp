@@ -2,9 +2,10 @@
 // kernels' tests (tests/kernels/cuda_emulated.rs). Input on stdin, one token stream:
 //   <kernel name> <grid x y z> <block x y z> <argument count> <arguments...>
 // where an argument is `b32 N w1..wN` (a buffer of 32-bit words: f32 bits, u32, i32),
-// `b16 N w1..wN` (a buffer of 16-bit words: bf16), `null` (a null pointer) or `s V` (a
-// scalar: V is the bits, read as the parameter's type: int, unsigned, float, long long),
-// every number in hexadecimal. Output: one line per argument, `b32 N w1..wN` / `b16 ...`
+// `b16 N w1..wN` (a buffer of 16-bit words: bf16), `ref J OFF` (a pointer OFF elements
+// into the buffer of argument J < this one: the same memory, as when a kernel runs in place),
+// `null` (a null pointer) or `s V` (a scalar: V is the bits, read as the parameter's type:
+// int, unsigned, float, long long), every number in hexadecimal. Output: one line per argument, `b32 N w1..wN` / `b16 ...`
 // with the buffer's contents after the kernel, `-` for the others.
 #include "cuda_emu.hpp"
 #include "../emcoder.cu"
@@ -18,6 +19,7 @@ struct Arg {
     std::vector<uint32_t> w32;
     std::vector<uint16_t> w16;
     uint64_t bits = 0;
+    size_t ref = 0, off = 0;
 };
 static std::vector<Arg> args;
 
@@ -25,6 +27,7 @@ template <class T>
 static T* P(size_t i) {
     Arg& a = args.at(i);
     if (a.kind == "null") return nullptr;
+    if (a.kind == "ref") return P<T>(a.ref) + a.off;
     if (a.kind == "b16") return reinterpret_cast<T*>(a.w16.data());
     return reinterpret_cast<T*>(a.w32.data());
 }
@@ -53,6 +56,12 @@ int main() {
             for (auto& w : a.w16) std::cin >> w;
         } else if (a.kind == "s") {
             std::cin >> a.bits;
+        } else if (a.kind == "ref") {
+            std::cin >> a.ref >> a.off;
+            if (a.ref >= i || args[a.ref].kind == "ref") {
+                std::fprintf(stderr, "argument %zu refers to argument %zu\n", i, a.ref);
+                return 2;
+            }
         } else if (a.kind != "null") {
             std::fprintf(stderr, "unknown argument kind %s\n", a.kind.c_str());
             return 2;
@@ -63,8 +72,10 @@ int main() {
         std::fprintf(stderr, "malformed input\n");
         return 2;
     }
+    // The kernels that use __syncthreads.
+    const bool barriers = name == "rmsnorm" || name == "attention";
 #define K(kernel, ...) \
-    if (name == #kernel) return emu_launch(grid, block, [&] { kernel(__VA_ARGS__); }), print(), 0;
+    if (name == #kernel) return emu_launch(grid, block, [&] { kernel(__VA_ARGS__); }, barriers), print(), 0;
     auto print = [] {
         for (auto& a : args) {
             if (a.kind == "b32") {

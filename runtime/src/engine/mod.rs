@@ -3,6 +3,7 @@
 pub mod arena;
 pub mod batch;
 pub mod forward;
+pub mod gpu;
 pub mod stats;
 pub mod stop;
 pub mod workers;
