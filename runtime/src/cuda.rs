@@ -10,8 +10,12 @@
 //! installation is an [`Error::Device`] that says what to install, and the process goes on
 //! with the CPU.
 
+use crate::engine::gpu::{Arg, Backend, Elem, Mat};
 use crate::error::{Error, Result};
-use cudarc::driver::{CudaContext, CudaFunction};
+use cudarc::cublas::CudaBlas;
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg,
+};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
@@ -282,6 +286,11 @@ impl CudaDevice {
         };
         let (ctx, name, cc, total) = guarded(&format!("opening cuda:{ordinal}"), || {
             let ctx = CudaContext::new(ordinal).map_err(|e| at(&e, "creating a context"))?;
+            // No event tracking: every call runs on a stream of its own (CudaBackend) over
+            // buffers it alone uses, and the weights are only read, after an upload that
+            // ends with a synchronization.
+            // SAFETY: before any buffer or stream exists.
+            unsafe { ctx.disable_event_tracking() };
             let name = ctx.name().map_err(|e| at(&e, "reading the name"))?;
             let cc = ctx
                 .compute_capability()
@@ -344,6 +353,14 @@ impl CudaDevice {
         Ok(())
     }
 
+    /// An error of `what` on this device.
+    fn err(&self, what: &str, e: impl std::fmt::Debug) -> Error {
+        Error::Device(format!(
+            "cuda:{} ({}): {what} failed: {e:?}",
+            self.ordinal, self.name
+        ))
+    }
+
     /// A kernel by name (one of [`KERNELS`]).
     pub fn function(&self, name: &str) -> Option<&CudaFunction> {
         self.functions
@@ -355,6 +372,315 @@ impl CudaDevice {
     /// The context (for streams and memory).
     pub fn context(&self) -> &Arc<CudaContext> {
         &self.ctx
+    }
+}
+
+/// A device buffer: 32-bit elements (f32, u32, i32) or 16-bit ones (bf16).
+pub enum DevBuf {
+    /// f32, u32 or i32 elements.
+    W32(CudaSlice<u32>),
+    /// bf16 elements.
+    W16(CudaSlice<u16>),
+}
+
+const NO_CUBLAS: &str = "the cuBLAS library (libcublas.so), which runs the matrix products on the GPU, was not found: install it (`pip install nvidia-cublas` of the driver's CUDA version, or the CUDA toolkit) and put its lib folder on LD_LIBRARY_PATH";
+
+/// The arguments of one `cublasGemmEx` call (column-major, as cuBLAS sees it) for the
+/// row-major product `y (m, n) = x (m, k) · w^T` with `w` (n, k) row-major, `x` rows of
+/// stride `ldx`, `y` rows of stride `ldy`. A row-major matrix is its transpose in column
+/// major, so cuBLAS computes `y^T (n, m) = w (n, k) · x^T (k, m)`: `w` is read transposed
+/// from its column-major view (k, n) with leading dimension k, `x^T` as it is with leading
+/// dimension `ldx`, and `y^T` written with leading dimension `ldy`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GemmArgs {
+    /// Whether cuBLAS transposes A (the weight): always.
+    pub trans_a: bool,
+    /// Whether cuBLAS transposes B (the activations): never.
+    pub trans_b: bool,
+    /// cuBLAS m, n, k.
+    pub m: usize,
+    /// cuBLAS n.
+    pub n: usize,
+    /// cuBLAS k.
+    pub k: usize,
+    /// Leading dimensions of A, B, C.
+    pub lda: usize,
+    /// B's.
+    pub ldb: usize,
+    /// C's.
+    pub ldc: usize,
+}
+
+/// See [`GemmArgs`].
+pub fn gemm_args(m: usize, n: usize, k: usize, ldx: usize, ldy: usize) -> GemmArgs {
+    GemmArgs {
+        trans_a: true,
+        trans_b: false,
+        m: n,
+        n: m,
+        k,
+        lda: k,
+        ldb: ldx,
+        ldc: ldy,
+    }
+}
+
+/// A [`Backend`] on one GPU: one stream and one cuBLAS handle, so one call at a time; a
+/// model keeps one per concurrent call.
+pub struct CudaBackend {
+    dev: Arc<CudaDevice>,
+    stream: Arc<CudaStream>,
+    blas: CudaBlas,
+}
+
+impl CudaBackend {
+    /// A new stream and cuBLAS handle on `dev`.
+    pub fn new(dev: Arc<CudaDevice>) -> Result<Self> {
+        // SAFETY: only tries to dlopen the library.
+        let present =
+            catch_unwind(|| unsafe { cudarc::cublas::sys::is_culib_present() }).unwrap_or(false);
+        if !present {
+            return Err(Error::Device(format!("cuda:{}: {NO_CUBLAS}", dev.ordinal)));
+        }
+        guarded(
+            &format!(
+                "creating a stream and a cuBLAS handle on cuda:{}",
+                dev.ordinal
+            ),
+            || {
+                let stream = dev
+                    .ctx
+                    .new_stream()
+                    .map_err(|e| dev.err("creating a stream", e))?;
+                let blas = CudaBlas::new(stream.clone())
+                    .map_err(|e| dev.err("creating a cuBLAS handle", e))?;
+                Ok(CudaBackend { dev, stream, blas })
+            },
+        )
+    }
+
+    /// The device.
+    pub fn device(&self) -> &Arc<CudaDevice> {
+        &self.dev
+    }
+
+    /// The device address of element `off` of `b`.
+    fn ptr(&self, b: &DevBuf, off: usize) -> u64 {
+        // The context tracks no events (CudaDevice::open): the guard does nothing.
+        match b {
+            DevBuf::W32(s) => s.device_ptr(&self.stream).0 + 4 * off as u64,
+            DevBuf::W16(s) => s.device_ptr(&self.stream).0 + 2 * off as u64,
+        }
+    }
+
+    fn upload<T: cudarc::driver::DeviceRepr>(&self, v: &[T]) -> Result<CudaSlice<T>> {
+        guarded("copying to the GPU", || {
+            self.stream.clone_htod(v).map_err(|e| {
+                self.dev.err(
+                    &format!("copying {} bytes to the GPU", std::mem::size_of_val(v)),
+                    e,
+                )
+            })
+        })
+    }
+}
+
+impl Backend for CudaBackend {
+    type Buf = DevBuf;
+    fn upload_f32(&self, v: &[f32]) -> Result<DevBuf> {
+        let bits: Vec<u32> = v.iter().map(|x| x.to_bits()).collect();
+        self.upload(&bits).map(DevBuf::W32)
+    }
+    fn upload_u32(&self, v: &[u32]) -> Result<DevBuf> {
+        self.upload(v).map(DevBuf::W32)
+    }
+    fn upload_u16(&self, v: &[u16]) -> Result<DevBuf> {
+        self.upload(v).map(DevBuf::W16)
+    }
+    fn zeros_f32(&self, n: usize) -> Result<DevBuf> {
+        guarded("allocating GPU memory", || {
+            self.stream
+                .alloc_zeros::<u32>(n.max(1))
+                .map(DevBuf::W32)
+                .map_err(|e| {
+                    self.dev
+                        .err(&format!("allocating {:.1} MB", (4 * n) as f64 / 1e6), e)
+                })
+        })
+    }
+    fn zeros_u16(&self, n: usize) -> Result<DevBuf> {
+        guarded("allocating GPU memory", || {
+            self.stream
+                .alloc_zeros::<u16>(n.max(1))
+                .map(DevBuf::W16)
+                .map_err(|e| {
+                    self.dev
+                        .err(&format!("allocating {:.1} MB", (2 * n) as f64 / 1e6), e)
+                })
+        })
+    }
+    fn download_f32(&self, b: &DevBuf, n: usize) -> Result<Vec<f32>> {
+        let DevBuf::W32(s) = b else {
+            return Err(Error::Device(
+                "download_f32 of a 16-bit buffer (a bug)".into(),
+            ));
+        };
+        guarded("copying from the GPU", || {
+            let mut host = vec![0u32; n];
+            self.stream
+                .memcpy_dtoh(&s.slice(..n), &mut host)
+                .map_err(|e| self.dev.err("copying results from the GPU", e))?;
+            self.stream
+                .synchronize()
+                .map_err(|e| self.dev.err("waiting for the GPU", e))?;
+            Ok(host.into_iter().map(f32::from_bits).collect())
+        })
+    }
+    fn synchronize(&self) -> Result<()> {
+        guarded("waiting for the GPU", || {
+            self.stream
+                .synchronize()
+                .map_err(|e| self.dev.err("waiting for the GPU", e))
+        })
+    }
+    fn launch(
+        &self,
+        name: &'static str,
+        grid: [u32; 3],
+        block: [u32; 3],
+        args: &[Arg<'_, DevBuf>],
+    ) -> Result<()> {
+        let f = self
+            .dev
+            .function(name)
+            .ok_or_else(|| Error::Device(format!("kernel {name} is not loaded (a bug)")))?;
+        /// A kernel parameter's value, kept alive until the launch.
+        enum Val {
+            P(u64),
+            I(i32),
+            U(u32),
+            F(f32),
+            L(i64),
+        }
+        let vals: Vec<Val> = args
+            .iter()
+            .map(|a| match a {
+                Arg::Buf(b, off) => Val::P(self.ptr(b, *off)),
+                Arg::Null => Val::P(0),
+                Arg::I32(v) => Val::I(*v),
+                Arg::U32(v) => Val::U(*v),
+                Arg::F32(v) => Val::F(*v),
+                Arg::I64(v) => Val::L(*v),
+            })
+            .collect();
+        guarded(&format!("launching {name}"), || {
+            let mut b = self.stream.launch_builder(f);
+            for v in &vals {
+                match v {
+                    Val::P(p) => b.arg(p),
+                    Val::I(i) => b.arg(i),
+                    Val::U(u) => b.arg(u),
+                    Val::F(x) => b.arg(x),
+                    Val::L(l) => b.arg(l),
+                };
+            }
+            let cfg = LaunchConfig {
+                grid_dim: (grid[0], grid[1], grid[2]),
+                block_dim: (block[0], block[1], block[2]),
+                shared_mem_bytes: 0,
+            };
+            // SAFETY: the arguments match the kernel's parameters (engine/gpu.rs, checked on
+            // the CPU emulation of the same source); the pointers are live device buffers.
+            unsafe { b.launch(cfg) }
+                .map(|_| ())
+                .map_err(|e| self.dev.err(&format!("launching kernel {name}"), e))
+        })
+    }
+    fn gemm(
+        &self,
+        elem: Elem,
+        y: Mat<'_, DevBuf>,
+        x: Mat<'_, DevBuf>,
+        w: &DevBuf,
+        m: usize,
+        n: usize,
+        k: usize,
+    ) -> Result<()> {
+        use cudarc::cublas::sys;
+        let g = gemm_args(m, n, k, x.ld, y.ld);
+        let int = |v: usize| {
+            i32::try_from(v).map_err(|_| {
+                Error::Input(format!(
+                    "a product dimension {v} exceeds cuBLAS's 32-bit sizes: lower max_rows"
+                ))
+            })
+        };
+        let (dtype, compute) = match elem {
+            // PEDANTIC: f32 products never use TF32 (whatever NVIDIA_TF32_OVERRIDE says).
+            Elem::F32 => (
+                sys::cudaDataType_t::CUDA_R_32F,
+                sys::cublasComputeType_t::CUBLAS_COMPUTE_32F_PEDANTIC,
+            ),
+            Elem::Bf16 => (
+                sys::cudaDataType_t::CUDA_R_16BF,
+                sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+            ),
+        };
+        let op = |t: bool| {
+            if t {
+                sys::cublasOperation_t::CUBLAS_OP_T
+            } else {
+                sys::cublasOperation_t::CUBLAS_OP_N
+            }
+        };
+        let (alpha, beta) = (1.0f32, 0.0f32);
+        let (pa, pb, pc) = (
+            self.ptr(w, 0),
+            self.ptr(x.buf, x.offset),
+            self.ptr(y.buf, y.offset),
+        );
+        let dims = [
+            int(g.m)?,
+            int(g.n)?,
+            int(g.k)?,
+            int(g.lda)?,
+            int(g.ldb)?,
+            int(g.ldc)?,
+        ];
+        guarded("a cuBLAS product", || {
+            // SAFETY: live device buffers of the sizes the dimensions describe (engine/gpu.rs),
+            // host scalars alive during the call, a handle bound to this stream.
+            let status = unsafe {
+                sys::cublasGemmEx(
+                    *self.blas.handle(),
+                    op(g.trans_a),
+                    op(g.trans_b),
+                    dims[0],
+                    dims[1],
+                    dims[2],
+                    (&alpha as *const f32).cast(),
+                    pa as *const std::ffi::c_void,
+                    dtype,
+                    dims[3],
+                    pb as *const std::ffi::c_void,
+                    dtype,
+                    dims[4],
+                    (&beta as *const f32).cast(),
+                    pc as *mut std::ffi::c_void,
+                    sys::cudaDataType_t::CUDA_R_32F,
+                    dims[5],
+                    compute,
+                    sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+                )
+            };
+            if status != sys::cublasStatus_t::CUBLAS_STATUS_SUCCESS {
+                return Err(Error::Device(format!(
+                    "cuda:{}: cuBLAS product ({m} x {n} x {k}, {elem:?}) failed: {status:?}",
+                    self.dev.ordinal
+                )));
+            }
+            Ok(())
+        })
     }
 }
 
@@ -398,6 +724,55 @@ mod tests {
         for hd in [0, MAX_HEAD_DIM + 1] {
             let e = compile(hd, (9, 0), Code::Cubin).unwrap_err().to_string();
             assert!(e.contains("head widths 1..=128"), "{e}");
+        }
+    }
+
+    /// cuBLAS's column-major GEMM from its definition: C = op(A) op(B), C (m, n) with
+    /// leading dimension ldc, A (m, k) after op, B (k, n) after op.
+    #[allow(clippy::too_many_arguments)]
+    fn blas_reference(g: &GemmArgs, a: &[f32], b: &[f32], c: &mut [f32]) {
+        for j in 0..g.n {
+            for i in 0..g.m {
+                let mut s = 0.0f64;
+                for p in 0..g.k {
+                    let av = if g.trans_a {
+                        a[p + i * g.lda]
+                    } else {
+                        a[i + p * g.lda]
+                    };
+                    let bv = if g.trans_b {
+                        b[j + p * g.ldb]
+                    } else {
+                        b[p + j * g.ldb]
+                    };
+                    s += av as f64 * bv as f64;
+                }
+                c[i + j * g.ldc] = s as f32;
+            }
+        }
+    }
+
+    /// The row-major product the forward asks for, through the arguments given to cuBLAS,
+    /// on strided rows (q|k|v-like strides) and odd sizes.
+    #[test]
+    fn gemm_arguments_give_the_row_major_product() {
+        for (m, n, k, ldx, ldy) in [
+            (1, 1, 1, 1, 1),
+            (3, 5, 7, 7, 5),
+            (4, 6, 3, 9, 11),
+            (17, 2, 33, 40, 2),
+        ] {
+            let x: Vec<f32> = (0..m * ldx).map(|i| (i % 13) as f32 - 6.0).collect();
+            let w: Vec<f32> = (0..n * k).map(|i| (i % 7) as f32 * 0.5 - 1.0).collect();
+            let g = gemm_args(m, n, k, ldx, ldy);
+            let mut y = vec![f32::NAN; m * ldy];
+            blas_reference(&g, &w, &x, &mut y);
+            for i in 0..m {
+                for j in 0..n {
+                    let want: f32 = (0..k).map(|p| x[i * ldx + p] * w[j * k + p]).sum();
+                    assert_eq!(y[i * ldy + j], want, "m={m} n={n} k={k}: y[{i}][{j}]");
+                }
+            }
         }
     }
 

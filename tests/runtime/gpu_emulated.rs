@@ -192,6 +192,9 @@ impl Backend for Emu {
         }
         Ok(())
     }
+    fn synchronize(&self) -> emcoder::Result<()> {
+        Ok(())
+    }
     /// Fewer threads per RMSNorm block than a GPU's 256: every block's threads are OS threads
     /// meeting at barriers here.
     fn reduce_threads(&self) -> u32 {

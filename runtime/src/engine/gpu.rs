@@ -86,6 +86,8 @@ pub trait Backend {
         n: usize,
         k: usize,
     ) -> Result<()>;
+    /// Waits until the queued work is done.
+    fn synchronize(&self) -> Result<()>;
     /// Threads per block of the reduction kernels (RMSNorm): a power of two up to 1024. It
     /// fixes the order of the sums, so it is a constant of the backend.
     fn reduce_threads(&self) -> u32 {
@@ -209,7 +211,7 @@ pub fn upload<G: Backend>(g: &G, w: &Weights, elem: Elem) -> Result<DevWeights<G
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok(DevWeights {
+    let weights = DevWeights {
         embedding: g.upload_f32(w.embedding.data())?,
         embed_norm: g.upload_f32(w.embed_norm.data())?,
         layers,
@@ -217,7 +219,10 @@ pub fn upload<G: Backend>(g: &G, w: &Weights, elem: Elem) -> Result<DevWeights<G
         head1: upload_linear(g, &[&w.head1], elem)?,
         head2: upload_linear(g, &[&w.head2], elem)?,
         elem,
-    })
+    };
+    // Other streams read the weights from now on.
+    g.synchronize()?;
+    Ok(weights)
 }
 
 /// Threads per block of the element-wise kernels.
