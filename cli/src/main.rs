@@ -115,6 +115,10 @@ struct ModelArgs {
     /// Precision of weights and matrix products: f32, or bf16 (f32 accumulation).
     #[arg(long, default_value = "f32")]
     precision: String,
+    /// Where the forward runs: cpu, cuda (GPU 0) or cuda:N (needs a build with
+    /// `--features cuda`, the NVIDIA driver, NVRTC and cuBLAS).
+    #[arg(long, default_value = "cpu")]
+    device: String,
 }
 
 /// How predictions sample (shared by `predict` and `eval`).
@@ -320,6 +324,7 @@ fn load(m: &ModelArgs) -> Result<Model, Box<dyn std::error::Error>> {
         n_threads: m.threads,
         max_tokens: m.max_tokens,
         precision: m.precision.parse()?,
+        device: m.device.parse()?,
         ..Default::default()
     };
     Ok(Model::load(&dir, &opts)?)
@@ -435,7 +440,11 @@ fn bench_cmd(a: BenchArgs) -> CliResult {
     let t = std::time::Instant::now();
     let model = load(&a.model)?;
     let load_ms = t.elapsed().as_secs_f64() * 1e3;
-    let peak = bench::peak_gflops(&model, 2048, 5);
+    // The GEMM peak of the CPU, for context; on a GPU it says nothing (null in the JSON).
+    let peak = match model.device() {
+        emcoder::Device::Cpu => bench::peak_gflops(&model, 2048, 5),
+        emcoder::Device::Cuda(_) => f64::NAN,
+    };
     let ids = bench::inputs(model.config().vocab_size, a.tokens, a.batch, a.mixed);
     let mut v = bench::run(&model, &ids, a.samples, a.iters, peak)?;
     v["load_ms"] = serde_json::json!(load_ms);
@@ -446,6 +455,8 @@ fn bench_cmd(a: BenchArgs) -> CliResult {
     v["cpu"] = k["cpu"].clone();
     v["isa"] = k["isa"].clone();
     v["kernels"] = k["kernels"].clone();
+    v["device"] = serde_json::json!(model.device().to_string());
+    v["gpu"] = serde_json::json!(model.device_description());
     if a.json {
         println!("{v}");
     } else {
@@ -457,11 +468,14 @@ fn bench_cmd(a: BenchArgs) -> CliResult {
             100.0 * v["fraction_of_peak"].as_f64().unwrap_or(0.0), peak, load_ms, v["max_rss_mb"].as_f64().unwrap_or(0.0),
             v["scratch_mb"].as_f64().unwrap_or(0.0)
         );
-        println!(
-            "cpu: {}; kernels at level {}",
-            emcoder::caps().model,
-            model.isa()
-        );
+        match model.device_description() {
+            Some(gpu) => println!("device: {gpu}"),
+            None => println!(
+                "cpu: {}; kernels at level {}",
+                emcoder::caps().model,
+                model.isa()
+            ),
+        }
     }
     Ok(())
 }

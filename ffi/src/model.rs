@@ -165,6 +165,9 @@ impl EmcoderModelParams {
             memory_budget: usize::try_from(self.memory_budget).unwrap_or(usize::MAX),
             copy_weights: self.copy_weights != 0,
             refuse_non_finite: self.refuse_non_finite != 0,
+            // Only EMCODER_DEVICE_CPU passes the check above (the C ABI gains the GPU with
+            // the ABI bump that #17 brings once the CUDA backend has run on a GPU).
+            device: emcoder_rt::Device::Cpu,
         })
     }
 }

@@ -10,8 +10,11 @@
 //! installation is an [`Error::Device`] that says what to install, and the process goes on
 //! with the CPU.
 
-use crate::engine::gpu::{Arg, Backend, Elem, Mat};
+use crate::engine::forward::Dropout;
+use crate::engine::gpu::{upload, upload_bytes, Arg, Backend, DevWeights, Elem, GpuForward, Mat};
+use crate::engine::stop::Stop;
 use crate::error::{Error, Result};
+use crate::model::{Config, ModelFiles};
 use cudarc::cublas::CudaBlas;
 use cudarc::driver::{
     CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg,
@@ -681,6 +684,86 @@ impl Backend for CudaBackend {
             }
             Ok(())
         })
+    }
+}
+
+/// A model's weights on a GPU, with the streams of its calls.
+pub struct GpuModel {
+    dev: Arc<CudaDevice>,
+    weights: DevWeights<DevBuf>,
+    /// Idle backends (a stream and a cuBLAS handle each), one per concurrent call at most.
+    lanes: std::sync::Mutex<Vec<CudaBackend>>,
+}
+
+impl GpuModel {
+    /// Opens GPU `ordinal`, compiles the kernels for the model and uploads its weights in
+    /// `elem`, after checking that the weights and one chunk of `max_rows` rows fit in the
+    /// GPU's free memory.
+    pub fn load(
+        files: &ModelFiles,
+        ordinal: usize,
+        elem: Elem,
+        max_rows: usize,
+    ) -> Result<GpuModel> {
+        let cfg = &files.config;
+        let dev = Arc::new(CudaDevice::open(ordinal, cfg.head_dim())?);
+        let weights = upload_bytes(&files.weights, elem);
+        let (d, f) = (cfg.d_model, cfg.d_ffn);
+        // One chunk's buffers: the residual streams and stage A's copies, attention's q|k|v
+        // and outputs, the feed-forward's gate|up and products (f32), bf16 operand copies.
+        let chunk = max_rows.saturating_mul(4 * (12 * d + 5 * f));
+        dev.check_free_memory(
+            weights.saturating_add(chunk),
+            "the model's weights and one chunk of max_rows rows",
+        )?;
+        let lane = CudaBackend::new(dev.clone())?;
+        let weights = upload(&lane, &files.weights, elem)?;
+        Ok(GpuModel {
+            dev,
+            weights,
+            lanes: std::sync::Mutex::new(vec![lane]),
+        })
+    }
+
+    /// The GPU.
+    pub fn device(&self) -> &CudaDevice {
+        &self.dev
+    }
+
+    /// Logits of `ids` under the MC samples `samples` (see [`GpuForward::run`]), on an idle
+    /// stream of this model (a new one when every stream is busy).
+    pub fn run(
+        &self,
+        cfg: &Config,
+        ids: &[Vec<u32>],
+        samples: std::ops::Range<u32>,
+        dropout: Option<Dropout>,
+        max_rows: usize,
+        stop: &Stop,
+    ) -> Result<Vec<f32>> {
+        let idle = self.lanes.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let lane = match idle {
+            Some(l) => l,
+            None => CudaBackend::new(self.dev.clone())?,
+        };
+        let fw = GpuForward {
+            g: &lane,
+            cfg,
+            w: &self.weights,
+            max_rows,
+        };
+        let r = fw.run(ids, samples, dropout, stop);
+        // A stream that failed may hold an error state: it is not reused.
+        if r.is_ok() || matches!(r, Err(Error::Cancelled(_))) {
+            // A cancelled call may leave work queued: wait for it before reuse.
+            if lane.synchronize().is_ok() {
+                self.lanes
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(lane);
+            }
+        }
+        r
     }
 }
 

@@ -23,7 +23,7 @@ pub mod error;
 pub mod log;
 pub mod model;
 
-pub use device::Device;
+pub use device::{Device, CUDA_BUILT};
 pub use engine::forward::Trace;
 pub use engine::stats::LabelStats;
 pub use error::{Error, Result};
@@ -94,6 +94,9 @@ pub struct LoadOptions {
     /// Refuse weights holding NaN or infinite values (a pass over the weights at load;
     /// `emcoder inspect` reports them either way).
     pub refuse_non_finite: bool,
+    /// Where the forward runs: the CPU (default), or a GPU with the `cuda` feature (the
+    /// weights are uploaded at load; tokenizing and the statistics stay on the CPU).
+    pub device: Device,
 }
 
 impl Default for LoadOptions {
@@ -108,6 +111,7 @@ impl Default for LoadOptions {
             memory_budget: 0,
             copy_weights: false,
             refuse_non_finite: false,
+            device: Device::Cpu,
         }
     }
 }
@@ -182,6 +186,9 @@ pub struct Model {
     isa: Isa,
     /// Scratch arenas under the memory budget (one per running call; one kept idle).
     arenas: Arenas,
+    /// The weights on the GPU when the model runs there.
+    #[cfg(feature = "cuda")]
+    gpu: Option<cuda::GpuModel>,
 }
 
 impl Model {
@@ -219,6 +226,35 @@ impl Model {
         } else {
             opts.n_threads
         };
+        #[cfg(feature = "cuda")]
+        let gpu = match opts.device {
+            Device::Cpu => None,
+            Device::Cuda(n) => {
+                let elem = match opts.precision {
+                    Precision::F32 => engine::gpu::Elem::F32,
+                    Precision::Bf16 => engine::gpu::Elem::Bf16,
+                };
+                let rows = opts.max_rows.max(opts.max_tokens);
+                let g = cuda::GpuModel::load(&files, n, elem, rows)?;
+                log::log(log::Level::Info, || {
+                    format!(
+                        "model {}: forward on {:?}, {:?} products",
+                        files.dir.display(),
+                        g.device(),
+                        elem
+                    )
+                });
+                Some(g)
+            }
+        };
+        #[cfg(not(feature = "cuda"))]
+        if let Device::Cuda(_) = opts.device {
+            return Err(Error::Device(format!(
+                "{}: this build of emcoder has no CUDA backend; build it with `--features cuda` (cargo) to use NVIDIA GPUs, or use the CPU device",
+                opts.device
+            )));
+        }
+        let on_gpu = opts.device != Device::Cpu;
         let pool = Workers::start(threads)?;
         let mut isa = choose_isa(opts.isa)?;
         let rows = opts.max_rows.max(opts.max_tokens);
@@ -226,7 +262,8 @@ impl Model {
             0 => engine::forward::scratch_bound(&files.config, rows).saturating_mul(2),
             b => b,
         };
-        if opts.precision == Precision::Bf16 {
+        // (On a GPU the weights were converted for it; the CPU copy stays as loaded.)
+        if opts.precision == Precision::Bf16 && !on_gpu {
             // AMX needs the OS's permission for the tile state, asked for only now; without
             // it the bf16 products run on AVX512_BF16.
             if isa == Isa::Amx && !emcoder_kernels::cpu::request_amx() {
@@ -263,6 +300,8 @@ impl Model {
             opts: opts.clone(),
             isa,
             arenas: Arenas::new(budget),
+            #[cfg(feature = "cuda")]
+            gpu,
         })
     }
 
@@ -289,6 +328,20 @@ impl Model {
     /// Worker threads.
     pub fn threads(&self) -> usize {
         self.pool.threads()
+    }
+
+    /// Where the forward runs.
+    pub fn device(&self) -> Device {
+        self.opts.device
+    }
+
+    /// The GPU's name, compute capability and memory, when the model runs on one.
+    pub fn device_description(&self) -> Option<String> {
+        #[cfg(feature = "cuda")]
+        if let Some(g) = &self.gpu {
+            return Some(format!("{:?}", g.device()));
+        }
+        None
     }
 
     /// The instruction-set level every kernel of this model runs at
@@ -516,6 +569,22 @@ impl Model {
         } else {
             self.opts.max_rows
         };
+        #[cfg(feature = "cuda")]
+        if let Some(g) = &self.gpu {
+            if trace.is_some() {
+                return Err(Error::Input(
+                    "hidden-state traces come from the CPU engine: load the model on the cpu device".into(),
+                ));
+            }
+            return g.run(
+                &self.files.config,
+                ids,
+                samples,
+                dropout,
+                max_rows,
+                call.stop,
+            );
+        }
         let fw = Forward {
             cfg: &self.files.config,
             w: &self.files.weights,

@@ -400,3 +400,56 @@ fn predict_under_a_memory_limit_fails_cleanly() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `--device`: a malformed name says which are valid; a GPU without a driver (or in a build
+/// without the cuda feature) is a clear error, never a crash, and the CPU stays the default.
+#[test]
+fn devices_are_parsed_and_a_missing_gpu_is_a_clear_error() {
+    let m = model();
+    let out = emcoder(
+        &["predict", "--model", &m, "--device", "gpu0", "I am happy"],
+        None,
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unknown device `gpu0`: use cpu, cuda"),
+        "{err}"
+    );
+
+    let out = emcoder(
+        &[
+            "predict",
+            "--model",
+            &m,
+            "--device",
+            "cpu",
+            "--json",
+            "I am happy",
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = emcoder(
+        &["predict", "--model", &m, "--device", "cuda:0", "I am happy"],
+        None,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() {
+        eprintln!("cuda:0 ran here: a GPU is present");
+        return;
+    }
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("no NVIDIA driver library")
+            || err.contains("no CUDA backend")
+            || err.contains("cuda:0"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}

@@ -193,6 +193,30 @@ fn upload_linear<G: Backend>(g: &G, parts: &[&Linear], elem: Elem) -> Result<Dev
     Ok(DevLinear { w, b, n, k })
 }
 
+/// Bytes [`upload`] puts on the device for `w` in `elem`.
+pub fn upload_bytes(w: &Weights, elem: Elem) -> usize {
+    let per = match elem {
+        Elem::F32 => 4,
+        Elem::Bf16 => 2,
+    };
+    let lin = |l: &Linear| l.w.data().len() * per + 4 * l.out_dim;
+    let layers: usize = w
+        .layers
+        .iter()
+        .map(|l| {
+            [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down]
+                .iter()
+                .map(|x| lin(x))
+                .sum::<usize>()
+                + 4 * (l.ln1.data().len() + l.ln2.data().len() + l.freqs.data().len())
+        })
+        .sum();
+    4 * (w.embedding.data().len() + w.embed_norm.data().len() + w.final_norm.data().len())
+        + layers
+        + lin(&w.head1)
+        + lin(&w.head2)
+}
+
 /// Uploads the weights for products in `elem`.
 pub fn upload<G: Backend>(g: &G, w: &Weights, elem: Elem) -> Result<DevWeights<G::Buf>> {
     let layers = w
