@@ -31,7 +31,7 @@ ptxas=$(find "$site/nvidia" -name ptxas -type f | head -n 1)
 
 echo "==> NVRTC ($lib) compiles the kernels through the runtime's loader code"
 # The runtime's unit-test binary of the workspace test build (same features as scripts/test.sh).
-bin=$(cargo test --workspace --locked --features emcoder/cuda --no-run --message-format=json 2>/dev/null |
+bin=$(cargo test --workspace --locked --features emcoder-cli/cuda --no-run --message-format=json 2>/dev/null |
     grep '"manifest_path":"[^"]*/runtime/Cargo.toml"' | grep '"kind":\["lib"\]' |
     grep -o '"executable":"[^"]*"' | cut -d'"' -f4 | head -n 1)
 [[ -n $bin ]] || { echo "the runtime's unit-test binary was not built" >&2; exit 1; }

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # With the CUDA backend's code (the `cuda` feature needs no CUDA toolkit to build; without a
 # GPU its tests check the error paths and, where NVRTC is installed, the kernels' compile).
-features=(--features emcoder/cuda)
+features=(--features emcoder-cli/cuda)
 cargo test --workspace --locked "${features[@]}"
 
 # The kernels' own tests already run every level this CPU has (each against the scalar

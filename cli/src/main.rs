@@ -456,6 +456,17 @@ fn bench_cmd(a: BenchArgs) -> CliResult {
     v["isa"] = k["isa"].clone();
     v["kernels"] = k["kernels"].clone();
     v["device"] = serde_json::json!(model.device().to_string());
+    #[cfg(feature = "cuda")]
+    if model.device() != emcoder::Device::Cpu {
+        // Kernel launches and cuBLAS products of one call (launch overhead bounds short calls).
+        let before = emcoder::cuda::launches();
+        if a.samples == 0 {
+            model.logits(&ids)?;
+        } else {
+            model.sample_logits(&ids, a.samples, emcoder::DEFAULT_SEED)?;
+        }
+        v["gpu_launches_per_call"] = serde_json::json!(emcoder::cuda::launches() - before);
+    }
     v["gpu"] = serde_json::json!(model.device_description());
     if a.json {
         println!("{v}");

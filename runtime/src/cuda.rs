@@ -43,6 +43,15 @@ pub const KERNELS: [&str; 13] = [
     "label_stats",
 ];
 
+/// Kernel launches and cuBLAS calls queued by this process (`emcoder bench` reports the
+/// count per call: launch overhead is what a short call pays).
+static LAUNCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Kernel launches and cuBLAS products queued so far by this process.
+pub fn launches() -> u64 {
+    LAUNCHES.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// The attention kernel keeps a query row and its accumulator in registers and a key tile in
 /// 48 KB of static shared memory: head widths up to this.
 pub const MAX_HEAD_DIM: usize = 128;
@@ -476,6 +485,42 @@ impl CudaBackend {
         }
     }
 
+    /// The 32-bit words of `b` (f32 bits, u32, i32), waiting for queued work.
+    pub fn download_u32(&self, b: &DevBuf) -> Result<Vec<u32>> {
+        match b {
+            DevBuf::W32(s) => self.download(s),
+            DevBuf::W16(_) => Err(Error::Device(
+                "download_u32 of a 16-bit buffer (a bug)".into(),
+            )),
+        }
+    }
+
+    /// The 16-bit words of `b`, waiting for queued work.
+    pub fn download_u16(&self, b: &DevBuf) -> Result<Vec<u16>> {
+        match b {
+            DevBuf::W16(s) => self.download(s),
+            DevBuf::W32(_) => Err(Error::Device(
+                "download_u16 of a 32-bit buffer (a bug)".into(),
+            )),
+        }
+    }
+
+    fn download<T: cudarc::driver::DeviceRepr + Default + Clone>(
+        &self,
+        s: &CudaSlice<T>,
+    ) -> Result<Vec<T>> {
+        guarded("copying from the GPU", || {
+            let mut host = vec![T::default(); s.len()];
+            self.stream
+                .memcpy_dtoh(s, &mut host)
+                .map_err(|e| self.dev.err("copying from the GPU", e))?;
+            self.stream
+                .synchronize()
+                .map_err(|e| self.dev.err("waiting for the GPU", e))?;
+            Ok(host)
+        })
+    }
+
     fn upload<T: cudarc::driver::DeviceRepr>(&self, v: &[T]) -> Result<CudaSlice<T>> {
         guarded("copying to the GPU", || {
             self.stream.clone_htod(v).map_err(|e| {
@@ -553,6 +598,7 @@ impl Backend for CudaBackend {
         block: [u32; 3],
         args: &[Arg<'_, DevBuf>],
     ) -> Result<()> {
+        LAUNCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let f = self
             .dev
             .function(name)
@@ -610,6 +656,7 @@ impl Backend for CudaBackend {
         k: usize,
     ) -> Result<()> {
         use cudarc::cublas::sys;
+        LAUNCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let g = gemm_args(m, n, k, x.ld, y.ld);
         let int = |v: usize| {
             i32::try_from(v).map_err(|_| {
