@@ -132,6 +132,9 @@ step "kernels: levels under qemu"
 # Bernoulli masks (a statistical check of the mask distribution; the seeded golden test
 # already matches the reference's masks bit for bit on this architecture).
 SKIP=(--skip matmul::invariance --skip mc_means_agree_with_torch_bernoulli_masks)
+# The CUDA kernels' CPU emulation (tests/kernels/cuda_emulated.rs, tests/runtime/
+# gpu_emulated.rs) tests no CPU code and runs on x86-64 in every CI run: off here.
+export EMCODER_CUDA_EMULATION=off
 step "kernels (every level), runtime and C ABI tests at the best level"
 "$CARGO" test "${ARGS[@]}" "${PKGS[@]}" --lib --tests -- "${SKIP[@]}"
 step "runtime golden and invariance tests at EMCODER_ISA=neon"

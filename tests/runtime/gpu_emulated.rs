@@ -6,15 +6,18 @@
 //!
 //! Needs a C++20 compiler (`$CXX`, else `c++`); without one the tests say so and pass,
 //! except under CI (`CI` set). Test names start with `gpu_` (scripts/test.sh skips them at the
-//! lower CPU levels: they do not depend on the CPU's kernels).
+//! lower CPU levels: they do not depend on the CPU's kernels); `EMCODER_CUDA_EMULATION=off`
+//! skips them (the AArch64 suite, under qemu).
+
+#[path = "../kernels/emu_harness.rs"]
+mod emu_harness;
 
 use emcoder::engine::forward::Dropout;
 use emcoder::engine::gpu::{upload, Arg, Backend, Elem, GpuForward, Mat};
 use emcoder::{LoadOptions, Model, Precision, Stop, TokenizerChoice};
+use emu_harness::HArg;
 use std::cell::RefCell;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 /// A device buffer of the emulation: host memory.
 enum Buf {
@@ -28,46 +31,20 @@ impl Buf {
     }
 }
 
-/// The emulated device: the harness binary built for the model's head width.
+/// The emulated device (the harness is built for the model's head width on first use).
 struct Emu {
-    bin: PathBuf,
+    head_dim: usize,
     launches: RefCell<usize>,
 }
 
 impl Emu {
+    /// None when the emulation cannot run here (emulation off, no compiler).
     fn new(head_dim: usize) -> Option<Emu> {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../kernels/cuda/emulate");
-        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
-            "gpu-emu-hd{head_dim}-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
-        let result = Command::new(&cxx)
-            .args(["-std=c++20", "-O1", "-pthread", "-ffp-contract=off"])
-            .arg(format!("-DHEAD_DIM={head_dim}"))
-            .arg("-o")
-            .arg(&out)
-            .arg(root.join("harness.cpp"))
-            .output();
-        match result {
-            Ok(o) if o.status.success() => Some(Emu {
-                bin: out,
-                launches: RefCell::new(0),
-            }),
-            Ok(o) => panic!(
-                "the CUDA emulation harness does not compile:\n{}",
-                String::from_utf8_lossy(&o.stderr)
-            ),
-            Err(e) => {
-                assert!(
-                    std::env::var_os("CI").is_none(),
-                    "no C++ compiler ({cxx}: {e}): CI must run these tests"
-                );
-                eprintln!("SKIPPED: no C++ compiler ({cxx}: {e})");
-                None
-            }
-        }
+        emu_harness::harness(head_dim)?;
+        Some(Emu {
+            head_dim,
+            launches: RefCell::new(0),
+        })
     }
 }
 
@@ -105,23 +82,16 @@ impl Backend for Emu {
         args: &[Arg<'_, Buf>],
     ) -> emcoder::Result<()> {
         *self.launches.borrow_mut() += 1;
-        let mut input = format!(
-            "{name} {} {} {} {} {} {} {}\n",
-            grid[0],
-            grid[1],
-            grid[2],
-            block[0],
-            block[1],
-            block[2],
-            args.len()
-        );
-        for (i, a) in args.iter().enumerate() {
-            match a {
+        let hargs: Vec<HArg> = args
+            .iter()
+            .enumerate()
+            .map(|(i, a)| match a {
                 Arg::Buf(b, off) => {
-                    let earlier = args[..i]
+                    // The same buffer again (a kernel in place): a pointer into the first.
+                    let first = args[..i]
                         .iter()
                         .position(|x| matches!(x, Arg::Buf(e, _) if e.same(b)));
-                    if let Some(j) = earlier {
+                    if let Some(j) = first {
                         let Arg::Buf(_, off_j) = args[j] else {
                             unreachable!()
                         };
@@ -129,61 +99,28 @@ impl Backend for Emu {
                             *off >= off_j,
                             "{name}: aliased argument before its first use"
                         );
-                        input.push_str(&format!("ref {j:x} {:x}\n", off - off_j));
-                        continue;
+                        return HArg::Ref(j, off - off_j);
                     }
-                    let (tag, words): (&str, Vec<u32>) = match b {
-                        Buf::W32(v) => ("b32", v.borrow()[*off..].to_vec()),
-                        Buf::W16(v) => (
-                            "b16",
-                            v.borrow()[*off..].iter().map(|x| *x as u32).collect(),
-                        ),
-                    };
-                    input.push_str(&format!("{tag} {:x}", words.len()));
-                    for w in words {
-                        input.push_str(&format!(" {w:x}"));
+                    match b {
+                        Buf::W32(v) => HArg::B32(v.borrow()[*off..].to_vec()),
+                        Buf::W16(v) => HArg::B16(v.borrow()[*off..].to_vec()),
                     }
-                    input.push('\n');
                 }
-                Arg::Null => input.push_str("null\n"),
-                Arg::I32(x) => input.push_str(&format!("s {:x}\n", *x as u32)),
-                Arg::U32(x) => input.push_str(&format!("s {x:x}\n")),
-                Arg::F32(x) => input.push_str(&format!("s {:x}\n", x.to_bits())),
-                Arg::I64(x) => input.push_str(&format!("s {:x}\n", *x as u64)),
-            }
-        }
-        let mut child = Command::new(&self.bin)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run the emulation harness");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "{name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = String::from_utf8(out.stdout).unwrap();
-        for (a, line) in args.iter().zip(text.lines()) {
-            let Arg::Buf(b, off) = a else { continue };
-            let mut it = line.split(' ');
-            if it.next() == Some("-") {
-                continue; // an alias: written back through its first use
-            }
-            let _n = it.next();
-            let w = it.map(|x| u32::from_str_radix(x, 16).unwrap());
+                Arg::Null => HArg::Null,
+                Arg::I32(x) => HArg::Scalar(*x as u32 as u64),
+                Arg::U32(x) => HArg::Scalar(*x as u64),
+                Arg::F32(x) => HArg::Scalar(x.to_bits() as u64),
+                Arg::I64(x) => HArg::Scalar(*x as u64),
+            })
+            .collect();
+        let out = emu_harness::run(self.head_dim, name, grid, block, &hargs)
+            .expect("the harness was built in Emu::new");
+        for (a, w) in args.iter().zip(out) {
+            let (Arg::Buf(b, off), Some(w)) = (a, w) else {
+                continue; // not a buffer, or an alias: written back through its first use
+            };
             match b {
-                Buf::W32(v) => v.borrow_mut()[*off..]
-                    .iter_mut()
-                    .zip(w)
-                    .for_each(|(d, s)| *d = s),
+                Buf::W32(v) => v.borrow_mut()[*off..].copy_from_slice(&w),
                 Buf::W16(v) => v.borrow_mut()[*off..]
                     .iter_mut()
                     .zip(w)
