@@ -249,6 +249,23 @@ pub fn compile(head_dim: usize, cc: (i32, i32), code: Code) -> Result<Vec<u8>> {
     })
 }
 
+/// The kernels' machine code for (head width, compute capability), compiled once per process
+/// (a compile takes about a second; a process keeps one per pair it has used, a few hundred
+/// KB each).
+fn compiled(head_dim: usize, cc: (i32, i32)) -> Result<Vec<u8>> {
+    type Cache = std::sync::Mutex<Vec<((usize, (i32, i32)), Vec<u8>)>>;
+    static CACHE: std::sync::OnceLock<Cache> = std::sync::OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    // Held while compiling: concurrent loads of the same model wait for one compile.
+    let mut c = cache.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, code)) = c.iter().find(|(k, _)| *k == (head_dim, cc)) {
+        return Ok(code.clone());
+    }
+    let code = compile(head_dim, cc, Code::Cubin)?;
+    c.push(((head_dim, cc), code.clone()));
+    Ok(code)
+}
+
 /// An opened GPU with the kernels compiled for it.
 pub struct CudaDevice {
     /// Device ordinal.
@@ -312,7 +329,7 @@ impl CudaDevice {
                 .map_err(|e| at(&e, "reading the memory size"))?;
             Ok((ctx, name, cc, total))
         })?;
-        let cubin = compile(head_dim, cc, Code::Cubin)
+        let cubin = compiled(head_dim, cc)
             .map_err(|e| Error::Device(format!("cuda:{ordinal} ({name}): {e}")))?;
         let functions = guarded(&format!("loading the kernels on cuda:{ordinal}"), || {
             let module = ctx
@@ -698,6 +715,11 @@ impl Backend for CudaBackend {
             int(g.ldc)?,
         ];
         guarded("a cuBLAS product", || {
+            // cuBLAS works in the calling thread's current context (calls come from any thread).
+            self.dev
+                .ctx
+                .bind_to_thread()
+                .map_err(|e| self.dev.err("binding the context", e))?;
             // SAFETY: live device buffers of the sizes the dimensions describe (engine/gpu.rs),
             // host scalars alive during the call, a handle bound to this stream.
             let status = unsafe {
