@@ -89,14 +89,23 @@ typedef volatile int32_t EmcoderCancelFlag;
  * version 2..=N. An incompatible change would change the SONAME instead. Check
  * `emcoder_abi_version() >= EMCODER_ABI_VERSION` at start-up. (ABI 1 had no `struct_size`:
  * programs built against it must be rebuilt.) History: 2, `struct_size` and the ABI 2 fields;
- * 3, `EmcoderPredictOptions.decision_error` (sampling that stops on decisions).
+ * 3, `EmcoderPredictOptions.decision_error` (sampling that stops on decisions); 4,
+ * `EMCODER_DEVICE_CUDA`, `EmcoderModelParams.device_index` and `EMCODER_ERR_DEVICE` (NVIDIA
+ * GPUs, in a libemcoder built with the `cuda` feature).
  */
-#define EMCODER_ABI_VERSION 3
+#define EMCODER_ABI_VERSION 4
 
 /**
- * The CPU, the only device of this build.
+ * `EmcoderModelParams::device`: the CPU.
  */
 #define EMCODER_DEVICE_CPU 0
+
+/**
+ * `EmcoderModelParams::device`: NVIDIA GPU number `device_index` (ABI 4). Needs a libemcoder
+ * built with the `cuda` feature, the NVIDIA driver, NVRTC and cuBLAS; otherwise loading fails
+ * with `EMCODER_ERR_DEVICE` saying what is missing.
+ */
+#define EMCODER_DEVICE_CUDA 1
 
 /**
  * `EmcoderModelParams::precision`: f32 weights and products.
@@ -148,7 +157,7 @@ enum EmcoderStatus
     EMCODER_OK = 0,
     /**
      * An argument is not acceptable: a required pointer is NULL, `n_texts` is 0, an option is
-     * out of range (e.g. `max_tokens` below 2, a `device` this build lacks), or a text has more
+     * out of range (e.g. `max_tokens` below 2, an unknown `device`), or a text has more
      * tokens than the model's limit while `truncate` is off.
      */
     EMCODER_ERR_INVALID_ARGUMENT = -1,
@@ -188,6 +197,13 @@ enum EmcoderStatus
      * usable.
      */
     EMCODER_ERR_CANCELLED = -7,
+    /**
+     * The compute device cannot be used: this build has no CUDA backend, or the NVIDIA
+     * driver, NVRTC or cuBLAS is missing, or the GPU does not exist, is not supported or
+     * failed (the message names the device and what to install or change). The process and
+     * its CPU models are unaffected. (ABI 4.)
+     */
+    EMCODER_ERR_DEVICE = -8,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -249,8 +265,9 @@ typedef struct EmcoderModelParams {
      */
     uint32_t max_tokens;
     /**
-     * Compute device: `EMCODER_DEVICE_CPU` (0). This build has no CUDA: any other value fails
-     * with `EMCODER_ERR_INVALID_ARGUMENT`. Default 0.
+     * Compute device: `EMCODER_DEVICE_CPU` (0, the default) or `EMCODER_DEVICE_CUDA` (1: the
+     * GPU `device_index`; the weights are uploaded at load and the forward runs there, see
+     * `EMCODER_ERR_DEVICE`). Other values fail with `EMCODER_ERR_INVALID_ARGUMENT`.
      */
     uint32_t device;
     /**
@@ -296,6 +313,12 @@ typedef struct EmcoderModelParams {
      * over the weights at load). Default 0.
      */
     uint8_t refuse_non_finite;
+    /**
+     * With `EMCODER_DEVICE_CUDA`: the GPU's number (CUDA device ordinal, as `nvidia-smi`
+     * lists them). Must be 0 with `EMCODER_DEVICE_CPU`. Default 0. (ABI 4; 64 bits so that it
+     * starts past the ABI 2 struct's 64 bytes, not in their tail padding.)
+     */
+    uint64_t device_index;
 } EmcoderModelParams;
 
 /**

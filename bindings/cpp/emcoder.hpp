@@ -92,12 +92,13 @@ struct ModelParams {
     uint32_t n_threads = 0;      ///< worker threads; 0: all cores
     uint32_t max_tokens = 0;     ///< longest text in tokens; 0: 4096
     uint32_t max_rows = 0;       ///< rows computed at once (bounds scratch); 0: default
-    uint32_t device = EMCODER_DEVICE_CPU;  ///< only the CPU in this build
+    uint32_t device = EMCODER_DEVICE_CPU;  ///< or EMCODER_DEVICE_CUDA (GPU device_index)
     uint32_t precision = EMCODER_PRECISION_F32;  ///< or EMCODER_PRECISION_BF16
     uint64_t memory_budget = 0;  ///< bytes of scratch for all running calls; 0: 2 x scratch_bound
     std::string isa;             ///< kernel level ("generic", "avx2", ...); empty: best / $EMCODER_ISA
     bool copy_weights = false;   ///< read the weights into memory instead of mapping the file
     bool refuse_non_finite = false;  ///< fail to load weights holding NaN or infinity
+    uint64_t device_index = 0;       ///< with EMCODER_DEVICE_CUDA: the GPU's number (ABI 4)
 };
 
 /// A cancellation flag: pass its address in PredictOptions::cancel, call cancel() from any
@@ -235,6 +236,7 @@ public:
         if (!params.isa.empty()) p.isa = params.isa.c_str();
         p.copy_weights = params.copy_weights ? 1 : 0;
         p.refuse_non_finite = params.refuse_non_finite ? 1 : 0;
+        p.device_index = params.device_index;
         const std::string d(dir);
         EmcoderModel *m = nullptr;
         EmcoderError *err = nullptr;

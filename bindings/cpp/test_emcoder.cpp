@@ -147,7 +147,16 @@ int main(int argc, char **argv) {
 
     // Errors, each with its code.
     EXPECT_ERROR(EMCODER_ERR_IO, emcoder::Model("/nonexistent/emcoder-model"));
-    EXPECT_ERROR(EMCODER_ERR_INVALID_ARGUMENT, emcoder::Model(dir, {.device = 1}));
+    EXPECT_ERROR(EMCODER_ERR_INVALID_ARGUMENT, emcoder::Model(dir, {.device = 7}));
+    EXPECT_ERROR(EMCODER_ERR_INVALID_ARGUMENT, emcoder::Model(dir, {.device_index = 1}));
+    // A GPU this library cannot use (built without CUDA, or no driver here): a device error.
+    try {
+        emcoder::Model gpu(dir, {.device = EMCODER_DEVICE_CUDA, .device_index = 0});
+        std::cerr << "a GPU is usable here\n";
+    } catch (const emcoder::Error &e) {
+        CHECK(e.code() == EMCODER_ERR_DEVICE);
+        CHECK(std::string(e.what()).find("CUDA") != std::string::npos);
+    }
     EXPECT_ERROR(EMCODER_ERR_IO, emcoder::Model(dir, {.tokenizer_path = "/nonexistent.json"}));
 
     emcoder::Model model(dir, {.n_threads = 2});

@@ -34,6 +34,7 @@ import (
 	"fmt"
 	"math"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -53,6 +54,7 @@ const (
 	CodeOutOfMemory     Code = C.EMCODER_ERR_OUT_OF_MEMORY    // over the memory budget, or the system's memory
 	CodeInternal        Code = C.EMCODER_ERR_INTERNAL         // a bug: a panic caught in the library
 	CodeCancelled       Code = C.EMCODER_ERR_CANCELLED        // the context was cancelled or expired
+	CodeDevice          Code = C.EMCODER_ERR_DEVICE           // the GPU cannot be used (no CUDA build, driver, NVRTC, cuBLAS or GPU)
 )
 
 // String returns the C name of the code, e.g. "EMCODER_ERR_IO".
@@ -92,6 +94,7 @@ var (
 	ErrOutOfMemory     = &Error{Code: CodeOutOfMemory}
 	ErrInternal        = &Error{Code: CodeInternal}
 	ErrCancelled       = &Error{Code: CodeCancelled}
+	ErrDevice          = &Error{Code: CodeDevice}
 	// ErrClosed is returned by calls on a closed Model.
 	ErrClosed = errors.New("emcoder: model is closed")
 )
@@ -141,6 +144,28 @@ type Options struct {
 	CopyWeights bool
 	// RefuseNonFinite fails the load (ErrBadModel) when a weight is NaN or infinite.
 	RefuseNonFinite bool
+	// Device is where the forward runs: "" or "cpu", "cuda" (GPU 0) or "cuda:N". A GPU needs
+	// a libemcoder built with CUDA, the NVIDIA driver, NVRTC and cuBLAS; without them Load
+	// fails with ErrDevice saying what is missing. Other names fail with ErrInvalidArgument.
+	Device string
+}
+
+// parseDevice maps Options.Device to EmcoderModelParams's device and device_index.
+func parseDevice(name string) (C.uint32_t, C.uint64_t, error) {
+	switch {
+	case name == "" || name == "cpu":
+		return C.EMCODER_DEVICE_CPU, 0, nil
+	case name == "cuda":
+		return C.EMCODER_DEVICE_CUDA, 0, nil
+	case strings.HasPrefix(name, "cuda:"):
+		digits := name[len("cuda:"):]
+		n, err := strconv.ParseUint(digits, 10, 64)
+		if err == nil && digits != "" && strings.Trim(digits, "0123456789") == "" {
+			return C.EMCODER_DEVICE_CUDA, C.uint64_t(n), nil
+		}
+	}
+	return 0, 0, &Error{Code: CodeInvalidArgument, Message: fmt.Sprintf(
+		"Options.Device %q: use \"cpu\", \"cuda\" (GPU 0) or \"cuda:N\"", name)}
 }
 
 // PredictOptions say how to predict; nil means DefaultPredictOptions().
@@ -225,7 +250,13 @@ func Load(dir string, opts *Options) (*Model, error) {
 		strings.IndexByte(opts.ISA, 0) >= 0 {
 		return nil, &Error{Code: CodeInvalidArgument, Message: "a path or name contains a NUL byte"}
 	}
+	device, deviceIndex, err := parseDevice(opts.Device)
+	if err != nil {
+		return nil, err
+	}
 	params := C.emcoder_model_default_params()
+	params.device = device
+	params.device_index = deviceIndex
 	params.n_threads = C.uint32_t(opts.Threads)
 	if opts.MaxTokens != 0 {
 		params.max_tokens = C.uint32_t(opts.MaxTokens)

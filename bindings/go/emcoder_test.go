@@ -62,6 +62,36 @@ func TestLoadErrors(t *testing.T) {
 	}
 }
 
+// Devices: malformed names are invalid arguments; a GPU this library cannot use (built
+// without CUDA, or no driver here) is ErrDevice with a message saying so; "cpu" loads.
+func TestDevices(t *testing.T) {
+	for _, bad := range []string{"gpu", "cuda:", "cuda:-1", "cuda:x", "CPU"} {
+		if _, err := Load(fixture, &Options{Device: bad}); !errors.Is(err, ErrInvalidArgument) {
+			t.Fatalf("Device %q: got %v, want ErrInvalidArgument", bad, err)
+		}
+	}
+	m, err := Load(fixture, &Options{Device: "cpu"})
+	if err != nil {
+		t.Fatalf("Device cpu: %v", err)
+	}
+	m.Close()
+	for _, gpu := range []string{"cuda", "cuda:0"} {
+		m, err := Load(fixture, &Options{Device: gpu})
+		if err == nil {
+			t.Logf("%s is usable here", gpu)
+			m.Close()
+			continue
+		}
+		if !errors.Is(err, ErrDevice) || !strings.Contains(err.Error(), "CUDA") {
+			t.Fatalf("Device %q: got %v, want ErrDevice saying what is missing", gpu, err)
+		}
+		var e *Error
+		if !errors.As(err, &e) || e.Code.String() != "EMCODER_ERR_DEVICE" {
+			t.Fatalf("Device %q: code %#v", gpu, err)
+		}
+	}
+}
+
 func TestLabelsAndVersion(t *testing.T) {
 	m := load(t)
 	labels := m.Labels()

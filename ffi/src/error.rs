@@ -15,7 +15,7 @@ pub enum EmcoderStatus {
     /// Success.
     EMCODER_OK = 0,
     /// An argument is not acceptable: a required pointer is NULL, `n_texts` is 0, an option is
-    /// out of range (e.g. `max_tokens` below 2, a `device` this build lacks), or a text has more
+    /// out of range (e.g. `max_tokens` below 2, an unknown `device`), or a text has more
     /// tokens than the model's limit while `truncate` is off.
     EMCODER_ERR_INVALID_ARGUMENT = -1,
     /// A text is not valid UTF-8 (the message names the text index and the byte offset).
@@ -42,6 +42,11 @@ pub enum EmcoderStatus {
     /// call returns within about one layer's work; what it used is freed and the model stays
     /// usable.
     EMCODER_ERR_CANCELLED = -7,
+    /// The compute device cannot be used: this build has no CUDA backend, or the NVIDIA
+    /// driver, NVRTC or cuBLAS is missing, or the GPU does not exist, is not supported or
+    /// failed (the message names the device and what to install or change). The process and
+    /// its CPU models are unaffected. (ABI 4.)
+    EMCODER_ERR_DEVICE = -8,
 }
 
 pub(crate) const EMCODER_OK: i32 = EmcoderStatus::EMCODER_OK as i32;
@@ -53,6 +58,7 @@ pub(crate) const EMCODER_ERR_BAD_MODEL: i32 = EmcoderStatus::EMCODER_ERR_BAD_MOD
 pub(crate) const EMCODER_ERR_OUT_OF_MEMORY: i32 = EmcoderStatus::EMCODER_ERR_OUT_OF_MEMORY as i32;
 pub(crate) const EMCODER_ERR_INTERNAL: i32 = EmcoderStatus::EMCODER_ERR_INTERNAL as i32;
 pub(crate) const EMCODER_ERR_CANCELLED: i32 = EmcoderStatus::EMCODER_ERR_CANCELLED as i32;
+pub(crate) const EMCODER_ERR_DEVICE: i32 = EmcoderStatus::EMCODER_ERR_DEVICE as i32;
 
 /// An error: a negative code and a human-readable message. Created by the library, owned by the
 /// caller, released with `emcoder_error_free`.
@@ -132,9 +138,7 @@ impl From<emcoder_rt::Error> for EmcoderError {
             E::Input(_) => EMCODER_ERR_INVALID_ARGUMENT,
             E::OutOfMemory(_) => EMCODER_ERR_OUT_OF_MEMORY,
             E::Cancelled(_) => EMCODER_ERR_CANCELLED,
-            // Not reachable through the C ABI yet: EmcoderModelParams has no device until the
-            // CUDA backend runs (#17), which brings its own code with the ABI bump.
-            E::Device(_) => EMCODER_ERR_INVALID_ARGUMENT,
+            E::Device(_) => EMCODER_ERR_DEVICE,
         };
         EmcoderError::new(code, e.to_string())
     }
@@ -241,6 +245,7 @@ pub extern "C" fn emcoder_error_code_name(code: i32) -> *const c_char {
             EMCODER_ERR_OUT_OF_MEMORY => c"EMCODER_ERR_OUT_OF_MEMORY",
             EMCODER_ERR_INTERNAL => c"EMCODER_ERR_INTERNAL",
             EMCODER_ERR_CANCELLED => c"EMCODER_ERR_CANCELLED",
+            EMCODER_ERR_DEVICE => c"EMCODER_ERR_DEVICE",
             _ => c"EMCODER_ERR_UNKNOWN",
         }
         .as_ptr()
@@ -311,7 +316,7 @@ mod tests {
         assert_eq!(code(E::Input("i".into())), EMCODER_ERR_INVALID_ARGUMENT);
         assert_eq!(code(E::OutOfMemory("o".into())), EMCODER_ERR_OUT_OF_MEMORY);
         assert_eq!(code(E::Cancelled("c".into())), EMCODER_ERR_CANCELLED);
-        assert_eq!(code(E::Device("d".into())), EMCODER_ERR_INVALID_ARGUMENT);
+        assert_eq!(code(E::Device("d".into())), EMCODER_ERR_DEVICE);
         let name = |c| {
             // SAFETY: the name is a static C string.
             unsafe { CStr::from_ptr(emcoder_error_code_name(c)) }
@@ -320,10 +325,11 @@ mod tests {
         };
         assert_eq!(name(-7), "EMCODER_ERR_CANCELLED");
         assert_eq!(name(-5), "EMCODER_ERR_OUT_OF_MEMORY");
-        for c in [0, -1, -2, -3, -4, -5, -6, -7] {
+        assert_eq!(name(-8), "EMCODER_ERR_DEVICE");
+        for c in [0, -1, -2, -3, -4, -5, -6, -7, -8] {
             assert_ne!(name(c), "EMCODER_ERR_UNKNOWN", "code {c}");
         }
-        assert_eq!(name(-8), "EMCODER_ERR_UNKNOWN");
+        assert_eq!(name(-9), "EMCODER_ERR_UNKNOWN");
         assert_eq!(name(1), "EMCODER_ERR_UNKNOWN");
     }
 }

@@ -47,8 +47,10 @@ use std::ffi::c_char;
 /// version 2..=N. An incompatible change would change the SONAME instead. Check
 /// `emcoder_abi_version() >= EMCODER_ABI_VERSION` at start-up. (ABI 1 had no `struct_size`:
 /// programs built against it must be rebuilt.) History: 2, `struct_size` and the ABI 2 fields;
-/// 3, `EmcoderPredictOptions.decision_error` (sampling that stops on decisions).
-pub const EMCODER_ABI_VERSION: u32 = 3;
+/// 3, `EmcoderPredictOptions.decision_error` (sampling that stops on decisions); 4,
+/// `EMCODER_DEVICE_CUDA`, `EmcoderModelParams.device_index` and `EMCODER_ERR_DEVICE` (NVIDIA
+/// GPUs, in a libemcoder built with the `cuda` feature).
+pub const EMCODER_ABI_VERSION: u32 = 4;
 
 /// Returns the version of libemcoder, e.g. `"0.1.0"`.
 ///
@@ -102,7 +104,7 @@ mod tests {
                 size_of::<EmcoderModelParams>(),
                 align_of::<EmcoderModelParams>()
             ),
-            (64, 8)
+            (72, 8)
         );
         assert_eq!(
             (

@@ -8,8 +8,12 @@ use std::path::PathBuf;
 use std::ptr;
 use std::sync::OnceLock;
 
-/// The CPU, the only device of this build.
+/// `EmcoderModelParams::device`: the CPU.
 pub const EMCODER_DEVICE_CPU: u32 = 0;
+/// `EmcoderModelParams::device`: NVIDIA GPU number `device_index` (ABI 4). Needs a libemcoder
+/// built with the `cuda` feature, the NVIDIA driver, NVRTC and cuBLAS; otherwise loading fails
+/// with `EMCODER_ERR_DEVICE` saying what is missing.
+pub const EMCODER_DEVICE_CUDA: u32 = 1;
 
 /// A loaded model: weights, thresholds, tokenizer, label names and its own pool of worker
 /// threads. Immutable after load: one model can serve any number of threads at once.
@@ -43,8 +47,9 @@ pub struct EmcoderModelParams {
     /// `EMCODER_ERR_INVALID_ARGUMENT` unless the prediction truncates. Must be 0 or >= 2;
     /// 0: the default (4096).
     pub max_tokens: u32,
-    /// Compute device: `EMCODER_DEVICE_CPU` (0). This build has no CUDA: any other value fails
-    /// with `EMCODER_ERR_INVALID_ARGUMENT`. Default 0.
+    /// Compute device: `EMCODER_DEVICE_CPU` (0, the default) or `EMCODER_DEVICE_CUDA` (1: the
+    /// GPU `device_index`; the weights are uploaded at load and the forward runs there, see
+    /// `EMCODER_ERR_DEVICE`). Other values fail with `EMCODER_ERR_INVALID_ARGUMENT`.
     pub device: u32,
     /// Rows (tokens x samples) computed at once, never changes results. One call's scratch
     /// memory is at most `emcoder_model_scratch_bound()`, a linear function of
@@ -77,6 +82,10 @@ pub struct EmcoderModelParams {
     /// Nonzero: fail with `EMCODER_ERR_BAD_MODEL` when a weight is NaN or infinite (one pass
     /// over the weights at load). Default 0.
     pub refuse_non_finite: u8,
+    /// With `EMCODER_DEVICE_CUDA`: the GPU's number (CUDA device ordinal, as `nvidia-smi`
+    /// lists them). Must be 0 with `EMCODER_DEVICE_CPU`. Default 0. (ABI 4; 64 bits so that it
+    /// starts past the ABI 2 struct's 64 bytes, not in their tail padding.)
+    pub device_index: u64,
 }
 
 // SAFETY: repr(C), `struct_size` (u32) first, plain-data fields, ends listed in order.
@@ -93,6 +102,7 @@ unsafe impl Extensible for EmcoderModelParams {
         isa: *const c_char,
         copy_weights: u8,
         refuse_non_finite: u8,
+        device_index: u64,
     });
     const SIZE_ABI2: usize = 64;
     fn defaults() -> Self {
@@ -109,6 +119,7 @@ unsafe impl Extensible for EmcoderModelParams {
             isa: ptr::null(),
             copy_weights: 0,
             refuse_non_finite: 0,
+            device_index: 0,
         }
     }
 }
@@ -120,12 +131,22 @@ pub const EMCODER_PRECISION_BF16: u32 = 1;
 
 impl EmcoderModelParams {
     fn to_options(self) -> FfiResult<emcoder_rt::LoadOptions> {
-        if self.device != EMCODER_DEVICE_CPU {
-            return Err(EmcoderError::invalid(format!(
-                "device {} is not available: libemcoder was not built with CUDA (use {} for the CPU)",
-                self.device, EMCODER_DEVICE_CPU
-            )));
-        }
+        let device = match (self.device, self.device_index) {
+            (EMCODER_DEVICE_CPU, 0) => emcoder_rt::Device::Cpu,
+            (EMCODER_DEVICE_CPU, i) => {
+                return Err(EmcoderError::invalid(format!(
+                    "device_index {i} is for EMCODER_DEVICE_CUDA ({EMCODER_DEVICE_CUDA}); with EMCODER_DEVICE_CPU it must be 0"
+                )))
+            }
+            (EMCODER_DEVICE_CUDA, i) => emcoder_rt::Device::Cuda(usize::try_from(i).map_err(|_| {
+                EmcoderError::invalid(format!("device_index {i} is not a GPU number"))
+            })?),
+            (other, _) => {
+                return Err(EmcoderError::invalid(format!(
+                    "device {other} is unknown: use EMCODER_DEVICE_CPU ({EMCODER_DEVICE_CPU}) or EMCODER_DEVICE_CUDA ({EMCODER_DEVICE_CUDA})"
+                )))
+            }
+        };
         let defaults = emcoder_rt::LoadOptions::default();
         let tokenizer = if self.tokenizer_path.is_null() {
             emcoder_rt::TokenizerChoice::Auto
@@ -165,9 +186,7 @@ impl EmcoderModelParams {
             memory_budget: usize::try_from(self.memory_budget).unwrap_or(usize::MAX),
             copy_weights: self.copy_weights != 0,
             refuse_non_finite: self.refuse_non_finite != 0,
-            // Only EMCODER_DEVICE_CPU passes the check above (the C ABI gains the GPU with
-            // the ABI bump that #17 brings once the CUDA backend has run on a GPU).
-            device: emcoder_rt::Device::Cpu,
+            device,
         })
     }
 }
@@ -474,7 +493,10 @@ mod tests {
     #[test]
     fn abi2_layout() {
         type P = EmcoderModelParams;
-        assert_eq!(P::SIZE_ABI2, size_of::<P>());
+        assert_eq!(P::SIZE_ABI2, 64);
+        // ABI 4's device_index starts past the ABI 2 bytes.
+        assert_eq!(offset_of!(P, device_index), 64);
+        assert_eq!(size_of::<P>(), 72);
         assert_eq!(offset_of!(P, tokenizer_path), 8);
         assert_eq!(offset_of!(P, precision), 32);
         // The first field added after the ABI 1 set starts past its sizeof (40), not in
@@ -535,18 +557,67 @@ mod tests {
     }
 
     #[test]
-    fn bad_params_are_invalid_arguments() {
+    fn devices_and_bad_device_params() {
+        let with = |device, device_index| {
+            EmcoderModelParams {
+                device,
+                device_index,
+                ..default_params()
+            }
+            .to_options()
+        };
+        assert_eq!(
+            with(EMCODER_DEVICE_CPU, 0).unwrap().device,
+            emcoder_rt::Device::Cpu
+        );
+        assert_eq!(
+            with(EMCODER_DEVICE_CUDA, 3).unwrap().device,
+            emcoder_rt::Device::Cuda(3)
+        );
+        for (device, index, says) in [
+            (2, 0, "device 2 is unknown"),
+            (
+                EMCODER_DEVICE_CPU,
+                1,
+                "device_index 1 is for EMCODER_DEVICE_CUDA",
+            ),
+        ] {
+            let e = with(device, index).unwrap_err();
+            assert_eq!(e.code(), EMCODER_ERR_INVALID_ARGUMENT);
+            assert!(e.message().contains(says), "{}", e.message());
+        }
+    }
+
+    /// A GPU that cannot be used (no driver here, or a build without the cuda feature) is
+    /// EMCODER_ERR_DEVICE with what to do, and the library stays usable.
+    #[test]
+    fn an_unusable_gpu_is_a_device_error() {
+        let dir = std::ffi::CString::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/fixtures/tiny-f32"
+        ))
+        .unwrap();
         let p = EmcoderModelParams {
-            device: 1,
+            device: EMCODER_DEVICE_CUDA,
+            device_index: 0,
+            tokenizer_path: ptr::null(),
             ..default_params()
         };
-        let e = p.to_options().unwrap_err();
-        assert_eq!(e.code(), EMCODER_ERR_INVALID_ARGUMENT);
-        assert!(
-            e.message().contains("not built with CUDA"),
-            "{}",
-            e.message()
-        );
+        let (mut m, mut err) = (ptr::null_mut(), ptr::null_mut());
+        // SAFETY: valid pointers; the error is freed.
+        unsafe {
+            let code = emcoder_model_load(dir.as_ptr(), &p, &mut m, &mut err);
+            if code == 0 {
+                eprintln!("a GPU is usable here");
+                emcoder_model_free(m);
+                return;
+            }
+            assert_eq!(code, crate::error::EMCODER_ERR_DEVICE);
+            assert!(m.is_null());
+            let msg = CStr::from_ptr(crate::error::emcoder_error_message(err)).to_string_lossy();
+            assert!(msg.contains("cuda:0") || msg.contains("CUDA"), "{msg}");
+            crate::error::emcoder_error_free(err);
+        }
     }
 
     #[test]

@@ -32,7 +32,8 @@
 #include <unistd.h>
 
 /* The layouts the bindings hard-code (ffi/src/lib.rs tests the same on the Rust side). */
-_Static_assert(sizeof(EmcoderModelParams) == 64, "EmcoderModelParams layout");
+_Static_assert(sizeof(EmcoderModelParams) == 72, "EmcoderModelParams layout");
+_Static_assert(offsetof(EmcoderModelParams, device_index) == 64, "ABI 4 field past the ABI 2 bytes");
 _Static_assert(sizeof(EmcoderPredictOptions) == 56, "EmcoderPredictOptions layout");
 /* ABI 3's field starts after the whole ABI 2 struct (48 bytes), not in its tail padding. */
 _Static_assert(offsetof(EmcoderPredictOptions, decision_error) == 48, "decision_error offset");
@@ -250,14 +251,14 @@ static int run_case(const EmcoderModel *m, const Case *c, size_t nl) {
 /* ---- Tests ---- */
 
 static void test_version_and_defaults(void) {
-    CHECK(emcoder_abi_version() >= EMCODER_ABI_VERSION && EMCODER_ABI_VERSION == 3);
+    CHECK(emcoder_abi_version() >= EMCODER_ABI_VERSION && EMCODER_ABI_VERSION == 4);
     CHECK(emcoder_version() != NULL && strlen(emcoder_version()) > 0);
     EmcoderModelParams mp = emcoder_model_default_params();
     CHECK(mp.struct_size == sizeof mp);
     CHECK(mp.tokenizer_path == NULL && mp.n_threads == 0 && mp.device == EMCODER_DEVICE_CPU);
     CHECK(mp.max_tokens == 4096 && mp.max_rows > 0);
     CHECK(mp.memory_budget == 0 && mp.isa == NULL && mp.copy_weights == 0 &&
-          mp.refuse_non_finite == 0);
+          mp.refuse_non_finite == 0 && mp.device_index == 0);
     EmcoderPredictOptions po = emcoder_predict_default_options();
     CHECK(po.struct_size == sizeof po);
     CHECK(po.n_samples == EMCODER_DEFAULT_SAMPLES && po.n_samples == 50);
@@ -279,6 +280,8 @@ static void test_version_and_defaults(void) {
     CHECK(strcmp(emcoder_error_code_name(EMCODER_ERR_IO), "EMCODER_ERR_IO") == 0);
     CHECK(strcmp(emcoder_error_code_name(EMCODER_ERR_CANCELLED), "EMCODER_ERR_CANCELLED") == 0);
     CHECK(EMCODER_ERR_CANCELLED == -7 && EMCODER_ERR_OUT_OF_MEMORY == -5);
+    CHECK(EMCODER_ERR_DEVICE == -8 &&
+          strcmp(emcoder_error_code_name(EMCODER_ERR_DEVICE), "EMCODER_ERR_DEVICE") == 0);
     CHECK(strcmp(emcoder_error_code_name(EMCODER_OK), "EMCODER_OK") == 0);
     CHECK(strcmp(emcoder_error_code_name(-1000), "EMCODER_ERR_UNKNOWN") == 0);
 }
@@ -364,12 +367,26 @@ static void test_load_errors(const char *model_dir) {
     CHECK(m == NULL);
     remove_bad_model_dir(bad);
 
+    /* A GPU this library cannot use (no CUDA backend in this build, or no driver): a device
+     * error that says so; an unknown device or a GPU index for the CPU: invalid arguments. */
     EmcoderModelParams p = emcoder_model_default_params();
-    p.device = 1;
+    p.device = EMCODER_DEVICE_CUDA;
     err = NULL;
     code = emcoder_model_load(model_dir, &p, &m, &err);
-    CHECK(err && strstr(emcoder_error_message(err), "CUDA") != NULL);
-    CHECK_ERR(code, EMCODER_ERR_INVALID_ARGUMENT, err);
+    if (code == EMCODER_OK) {
+        emcoder_model_free(m); /* a GPU is usable here */
+        m = NULL;
+    } else {
+        CHECK(err && strstr(emcoder_error_message(err), "CUDA") != NULL);
+        CHECK_ERR(code, EMCODER_ERR_DEVICE, err);
+        CHECK(m == NULL);
+    }
+    p = emcoder_model_default_params();
+    p.device = 7;
+    CHECK_ERR(emcoder_model_load(model_dir, &p, &m, &err), EMCODER_ERR_INVALID_ARGUMENT, err);
+    p = emcoder_model_default_params();
+    p.device_index = 1;
+    CHECK_ERR(emcoder_model_load(model_dir, &p, &m, &err), EMCODER_ERR_INVALID_ARGUMENT, err);
 
     p = emcoder_model_default_params();
     CHECK(p.precision == EMCODER_PRECISION_F32);

@@ -43,7 +43,7 @@ from typing import Iterable, List, Optional
 __all__ = [
     "ABI_VERSION", "DEFAULT_SAMPLES", "DEFAULT_SEED", "EmcoderError", "InvalidArgumentError",
     "InvalidUtf8Error", "EmcoderIOError", "BadModelError", "EmcoderMemoryError", "InternalError",
-    "CancelledError", "CancelFlag", "LabelStats", "Prediction", "Model", "version",
+    "CancelledError", "DeviceError", "CancelFlag", "LabelStats", "Prediction", "Model", "version",
     "library_path", "set_log_callback", "LOG_DEBUG", "LOG_INFO", "LOG_WARN", "Predictions",
     "default_model_path", "__version__",
 ]
@@ -53,7 +53,7 @@ __version__ = "0.1.0"
 
 #: The C ABI version this module was written for (EMCODER_ABI_VERSION in emcoder.h): the
 #: library must be at least this version (newer ones serve it: the structs only grow).
-ABI_VERSION = 3
+ABI_VERSION = 4
 #: Log levels of set_log_callback (EMCODER_LOG_* in emcoder.h).
 LOG_DEBUG, LOG_INFO, LOG_WARN = 0, 1, 2
 #: Defaults of the C API (EMCODER_DEFAULT_SAMPLES, EMCODER_DEFAULT_SEED).
@@ -114,16 +114,23 @@ class CancelledError(EmcoderError):
     code = -7
 
 
+class DeviceError(EmcoderError):
+    """EMCODER_ERR_DEVICE: the GPU cannot be used (a libemcoder without CUDA, or no NVIDIA
+    driver, NVRTC, cuBLAS or such GPU); the message says what is missing."""
+    code = -8
+
+
 _ERRORS = {c.code: c for c in (InvalidArgumentError, InvalidUtf8Error, EmcoderIOError,
-                                BadModelError, EmcoderMemoryError, InternalError, CancelledError)}
+                                BadModelError, EmcoderMemoryError, InternalError, CancelledError,
+                                DeviceError)}
 _CODE_NAMES = {0: "EMCODER_OK", -1: "EMCODER_ERR_INVALID_ARGUMENT", -2: "EMCODER_ERR_INVALID_UTF8",
                -3: "EMCODER_ERR_IO", -4: "EMCODER_ERR_BAD_MODEL", -5: "EMCODER_ERR_OUT_OF_MEMORY",
-               -6: "EMCODER_ERR_INTERNAL", -7: "EMCODER_ERR_CANCELLED"}
+               -6: "EMCODER_ERR_INTERNAL", -7: "EMCODER_ERR_CANCELLED", -8: "EMCODER_ERR_DEVICE"}
 
 # ---- The C API ----------------------------------------------------------------------------
 
 
-# The structs as this module knows them (ABI 3); each starts with struct_size, so a newer
+# The structs as this module knows them (ABI 4); each starts with struct_size, so a newer
 # library reads only these fields.
 class _ModelParams(ctypes.Structure):
     _fields_ = [("struct_size", ctypes.c_uint32), ("tokenizer_path", ctypes.c_char_p),
@@ -131,7 +138,7 @@ class _ModelParams(ctypes.Structure):
                 ("device", ctypes.c_uint32), ("max_rows", ctypes.c_uint32),
                 ("precision", ctypes.c_uint32), ("memory_budget", ctypes.c_uint64),
                 ("isa", ctypes.c_char_p), ("copy_weights", ctypes.c_uint8),
-                ("refuse_non_finite", ctypes.c_uint8)]
+                ("refuse_non_finite", ctypes.c_uint8), ("device_index", ctypes.c_uint64)]
 
 
 class _PredictOptions(ctypes.Structure):
@@ -448,7 +455,19 @@ class Predictions(list):
 
 #: Names of Model.load's precision and device arguments and their C ABI values.
 _PRECISIONS = {"f32": 0, "bf16": 1}
-_DEVICES = {"cpu": 0}
+_DEVICE_CPU, _DEVICE_CUDA = 0, 1
+
+
+def _device(name: str):
+    """'cpu', 'cuda' or 'cuda:N' -> (EmcoderModelParams.device, device_index)."""
+    if name == "cpu":
+        return _DEVICE_CPU, 0
+    if name == "cuda":
+        return _DEVICE_CUDA, 0
+    n = name[len("cuda:"):] if isinstance(name, str) and name.startswith("cuda:") else ""
+    if n.isdigit() and n.isascii():
+        return _DEVICE_CUDA, int(n)
+    raise InvalidArgumentError(f"device {name!r}: use 'cpu', 'cuda' (GPU 0) or 'cuda:N'")
 
 
 
@@ -476,10 +495,7 @@ class Model:
             if precision not in _PRECISIONS:
                 raise InvalidArgumentError(f"precision {precision!r}: use 'f32' or 'bf16'")
             bf16 = precision == "bf16"
-        if device not in _DEVICES:
-            raise InvalidArgumentError(
-                f"device {device!r}: this libemcoder runs on 'cpu' only (no CUDA support is "
-                "built in); use device='cpu'")
+        device_code, device_index = _device(device)
         params = _model_params()
         for name, v in (("threads", threads), ("max_tokens", max_tokens), ("max_rows", max_rows)):
             if not 0 <= v < 2**32:
@@ -492,7 +508,8 @@ class Model:
         if max_rows:
             params.max_rows = max_rows
         params.precision = 1 if bf16 else 0
-        params.device = _DEVICES[device]
+        params.device = device_code
+        params.device_index = device_index
         params.memory_budget = memory_budget
         params.copy_weights = 1 if copy_weights else 0
         params.refuse_non_finite = 1 if refuse_non_finite else 0
@@ -517,7 +534,8 @@ class Model:
              device: str = "cpu", **options) -> "Model":
         """Loads the model folder ``path`` (None: ``default_model_path()``, the bundled
         EmCoder-mini). ``threads``: worker threads (0: all cores); ``precision``: "f32" or
-        "bf16" (bf16 products with f32 accumulation); ``device``: "cpu". ``options`` are the
+        "bf16" (bf16 products with f32 accumulation); ``device``: "cpu", "cuda" or "cuda:N" (a
+        GPU needs a libemcoder built with CUDA; DeviceError says what is missing). ``options`` are the
         constructor's other keywords (max_tokens, tokenizer, max_rows, memory_budget, isa,
         copy_weights, refuse_non_finite)."""
         if "bf16" in options:

@@ -26,25 +26,28 @@ def model():
 
 def test_version_and_abi():
     assert emcoder.version()
-    assert emcoder._lib.emcoder_abi_version() >= emcoder.ABI_VERSION == 3
+    assert emcoder._lib.emcoder_abi_version() >= emcoder.ABI_VERSION == 4
     # libemcoder.so (checkout, system) or the copy inside an installed wheel
     assert Path(emcoder.library_path()).name.startswith(("libemcoder.so", "_libemcoder"))
 
 
 def test_struct_layouts_match_the_header():
     # The sizes ffi/src/lib.rs and tests/c/test_emcoder.c assert for the C structs.
-    assert ctypes.sizeof(emcoder._ModelParams) == 64
+    assert ctypes.sizeof(emcoder._ModelParams) == 72
     assert ctypes.sizeof(emcoder._PredictOptions) == 56
     assert ctypes.sizeof(emcoder._LabelStats) == 24
     assert ctypes.sizeof(emcoder._Text) == 16
     assert emcoder._ModelParams.device.offset == 24 and emcoder._ModelParams.max_rows.offset == 28
     assert emcoder._ModelParams.memory_budget.offset == 40
+    # ABI 4's device_index starts after the whole ABI 2 struct (64 bytes).
+    assert emcoder._ModelParams.device_index.offset == 64
     assert emcoder._PredictOptions.cancel.offset == 24
     # ABI 3's field starts after the whole ABI 2 struct (48 bytes), not in its tail padding.
     assert emcoder._PredictOptions.decision_error.offset == 48
     # The init functions fill what this module knows, struct_size included.
     p, o = emcoder._model_params(), emcoder._predict_options()
-    assert p.struct_size == 64 and p.max_tokens == 4096 and p.memory_budget == 0
+    assert p.struct_size == 72 and p.max_tokens == 4096 and p.memory_budget == 0
+    assert p.device == 0 and p.device_index == 0
     assert o.struct_size == 56 and o.n_samples == 50 and o.seed == 42 and not o.cancel
     assert o.tolerance == 0 and o.decision_error == 0
     # Initialized as an ABI 2 caller's 48 bytes: nothing written past them.

@@ -84,8 +84,15 @@ def test_load_options_and_their_errors():
         for x, y in zip(a, b):
             for s, t in zip(x.labels, y.labels):
                 assert abs(s.mean - t.mean) < 0.01  # the documented bf16 bound
-    with pytest.raises(emcoder.InvalidArgumentError, match="device 'cuda'.*cpu"):
-        emcoder.Model.load(device="cuda")
+    # A GPU this libemcoder cannot use (the wheel is built without CUDA; or no driver): a
+    # DeviceError saying so. Malformed device names are invalid arguments.
+    try:
+        emcoder.Model.load(device="cuda").close()
+    except emcoder.DeviceError as e:
+        assert "CUDA" in str(e) and e.code == -8
+    for bad in ("gpu", "cuda:", "cuda:x", "cuda:-1", "cuda:\u0663"):
+        with pytest.raises(emcoder.InvalidArgumentError, match="use 'cpu', 'cuda'"):
+            emcoder.Model.load(device=bad)
     with pytest.raises(emcoder.InvalidArgumentError, match="precision 'f16'"):
         emcoder.Model.load(precision="f16")
     with pytest.raises(TypeError, match="precision='bf16'"):
