@@ -36,7 +36,8 @@ struct Params {
     struct_size: u8,
     n_threads: u8,
     max_tokens: u16,
-    device: u8,
+    /// device (mod 3: CPU, CUDA, unknown) and device_index (mod 3).
+    device: (u8, u8),
     max_rows: u16,
     precision: u8,
     memory_budget: u32,
@@ -95,8 +96,8 @@ fn small_tokenizer() -> &'static CString {
 const EMCODER_OK: i32 = EmcoderStatus::EMCODER_OK as i32;
 const EMCODER_ERR_INVALID_ARGUMENT: i32 = EmcoderStatus::EMCODER_ERR_INVALID_ARGUMENT as i32;
 const EMCODER_ERR_INTERNAL: i32 = EmcoderStatus::EMCODER_ERR_INTERNAL as i32;
-/// Every documented code (0 to -7).
-const CODES: std::ops::RangeInclusive<i32> = EmcoderStatus::EMCODER_ERR_CANCELLED as i32..=0;
+/// Every documented code (0 to -8).
+const CODES: std::ops::RangeInclusive<i32> = EmcoderStatus::EMCODER_ERR_DEVICE as i32..=0;
 
 fn emcoder_model_default_params() -> EmcoderModelParams {
     let mut p = std::mem::MaybeUninit::<EmcoderModelParams>::zeroed();
@@ -279,7 +280,8 @@ fn load(st: &mut State, p: &Params) {
     let mut params = emcoder_model_default_params();
     params.n_threads = p.n_threads as u32 % 4;
     params.max_tokens = p.max_tokens as u32 % 600;
-    params.device = (p.device % 3) as u32;
+    params.device = (p.device.0 % 3) as u32;
+    params.device_index = (p.device.1 % 3) as u64;
     params.max_rows = p.max_rows as u32;
     params.precision = (p.precision % 3) as u32;
     params.memory_budget = p.memory_budget as u64 * 16;
