@@ -256,7 +256,11 @@ fn gpu_f32_forward_matches_the_cpu_engine() {
         assert!(max_diff(&mc[..cfg.num_labels], &det[..cfg.num_labels]) > 1e-4);
 
         // Chunks of 10 rows (the 70-token text alone) and a later block of samples: the
-        // same bits as one chunk (the block continues the sample indices).
+        // same bits as one chunk (the block continues the sample indices). On the first
+        // fixture only (the packing does not depend on the weights; CI time).
+        if name != "tiny-f32" {
+            continue;
+        }
         let small = fw(10).run(&ids, 0..n, dropout, &never).unwrap();
         assert!(small == mc, "{name}: chunking changed the result");
         let later = fw(16384).run(&ids, 1..n, dropout, &never).unwrap();
