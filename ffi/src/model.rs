@@ -589,12 +589,13 @@ mod tests {
     }
 
     /// A GPU that cannot be used (no driver here, or a build without the cuda feature) is
-    /// EMCODER_ERR_DEVICE with what to do, and the library stays usable.
+    /// EMCODER_ERR_DEVICE with what to do, and the library stays usable. (A fixture with the
+    /// full vocabulary: the built-in tokenizer is checked before the device is opened.)
     #[test]
     fn an_unusable_gpu_is_a_device_error() {
         let dir = std::ffi::CString::new(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../tests/fixtures/tiny-f32"
+            "/../tests/fixtures/tiny-vocab-bf16"
         ))
         .unwrap();
         let p = EmcoderModelParams {

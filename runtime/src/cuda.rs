@@ -775,7 +775,14 @@ impl GpuModel {
         max_rows: usize,
     ) -> Result<GpuModel> {
         let cfg = &files.config;
-        let dev = Arc::new(CudaDevice::open(ordinal, cfg.head_dim())?);
+        // Every message names the device asked for.
+        let named = |e: Error| match e {
+            Error::Device(m) if !m.starts_with(&format!("cuda:{ordinal}")) => {
+                Error::Device(format!("cuda:{ordinal}: {m}"))
+            }
+            other => other,
+        };
+        let dev = Arc::new(CudaDevice::open(ordinal, cfg.head_dim()).map_err(named)?);
         let weights = upload_bytes(&files.weights, elem);
         let (d, f) = (cfg.d_model, cfg.d_ffn);
         // One chunk's buffers: the residual streams and stage A's copies, attention's q|k|v
