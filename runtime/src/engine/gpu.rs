@@ -126,33 +126,6 @@ pub struct DevWeights<B> {
     elem: Elem,
 }
 
-impl<B> DevWeights<B> {
-    /// Bytes the weights take on the device.
-    pub fn bytes(&self, cfg: &Config) -> usize {
-        let per = match self.elem {
-            Elem::F32 => 4,
-            Elem::Bf16 => 2,
-        };
-        let lin = |l: &DevLinear<B>| l.n * l.k * per + l.b.as_ref().map_or(0, |_| 4 * l.n);
-        let layers: usize = self
-            .layers
-            .iter()
-            .map(|l| {
-                lin(&l.qkv)
-                    + lin(&l.o)
-                    + lin(&l.gate_up)
-                    + lin(&l.down)
-                    + 4 * (2 * cfg.d_model + l.half)
-            })
-            .sum();
-        4 * cfg.vocab_size * cfg.d_model
-            + 8 * cfg.d_model
-            + layers
-            + lin(&self.head1)
-            + lin(&self.head2)
-    }
-}
-
 /// Uploads the linears `parts` as one (their weights' rows stacked, their biases too, a
 /// missing bias as zeros when another part has one), in `elem`.
 fn upload_linear<G: Backend>(g: &G, parts: &[&Linear], elem: Elem) -> Result<DevLinear<G::Buf>> {
@@ -260,10 +233,10 @@ pub fn blocks(n: usize, per: u32) -> Result<u32> {
         .map_err(|_| Error::Input(format!("{n} elements exceed one kernel launch's grid")))
 }
 
-/// A grid dimension that must hold `n` (rows, sequences, heads).
+/// A grid's y or z dimension that must hold `n` (rows, sequences, heads): at most 65,535.
 fn dim(n: usize, what: &str) -> Result<u32> {
     match u32::try_from(n.max(1)) {
-        Ok(v) if v <= 65_535 || what == "x" => Ok(v),
+        Ok(v) if v <= 65_535 => Ok(v),
         _ => Err(Error::Input(format!(
             "{n} {what} exceed a kernel launch's grid (65535): lower max_rows"
         ))),
@@ -455,7 +428,7 @@ impl<G: Backend> GpuForward<'_, G> {
     fn rmsnorm(&self, out: &G::Buf, x: &G::Buf, w: &G::Buf, rows: usize) -> Result<()> {
         self.g.launch(
             "rmsnorm",
-            [dim(rows, "x")?, 1, 1],
+            [blocks(rows, 1)?, 1, 1],
             [self.g.reduce_threads(), 1, 1],
             &[
                 Arg::Buf(out, 0),
