@@ -685,6 +685,29 @@ pub fn linear_bf16_packed_into(
             unsafe { amx::release() };
             return;
         }
+        if layout(isa) == Layout::Floats && rows <= widen::BLOCKED_ROWS {
+            // The widening levels with few rows: all at once, K-blocked (widen::block).
+            // Uninitialized (no 24 KB to zero per task): block() starts every row it is
+            // given from the bias.
+            let mut acc = [std::mem::MaybeUninit::<[f32; NR]>::uninit(); MC];
+            let acc = widen::block(
+                &mut acc[..rows],
+                &xp[r0 * rw..(r0 + rows) * rw],
+                panel,
+                w.kp,
+                &bias_p,
+                isa,
+            );
+            for (i, t) in acc.iter_mut().enumerate() {
+                if let Some(e) = epilogue {
+                    e(r0 + i, c0, &mut t[..cols]);
+                }
+                // SAFETY: row r0+i < m and columns c0..c0+cols < n: inside the outputs,
+                // and this (row block, panel) pair belongs to this task alone.
+                unsafe { dst.store(r0 + i, c0, &t[..cols]) };
+            }
+            return;
+        }
         let mut r = 0;
         while r < rows {
             let mr = MR.min(rows - r);

@@ -198,7 +198,9 @@ fn rows_do_not_depend_on_m_or_threads() {
         .num_threads(2)
         .build()
         .unwrap();
-    let (k, n, mmax) = (96usize, 130usize, 200usize);
+    // k = 300: 160 pairs, three K-blocks where a task of at most 32 rows runs blocked
+    // (m = 1..7, and the last 8 rows of mmax), while the rows of tasks of 96 run unblocked.
+    let (k, n, mmax) = (300usize, 130usize, 200usize);
     let x: Vec<f32> = (0..mmax * k)
         .map(|i| (i * 7919 % 1013) as f32 / 1013.0 - 0.5)
         .collect();
