@@ -10,6 +10,10 @@
 //! vectors, then per row one broadcast and `CW` multiply-adds), then the odd ones (the words
 //! loaded again): `R CW + CW + 1` registers (15 of AVX2's 16). Widening both halves at once
 //! needs two more, and LLVM then spills accumulators to the stack (measured: 2x slower).
+//!
+//! Two drivers share that pair loop ([`pairs`]): [`tile`] runs one row tile over all the
+//! pairs; [`block`], for tasks of a few rows (a plain pass), runs every row tile on 64
+//! pairs at a time (K-blocked), with the same chain per element.
 
 use super::{widx, MR, NR};
 
@@ -30,7 +34,7 @@ pub(super) fn tile(
     isa: Isa,
 ) {
     assert!(
-        mr <= MR && a.len() >= mr * 2 * kp && panel.len() >= kp * NR,
+        mr <= MR && a.len() >= mr * 2 * kp && panel.len() >= kp * NR && kp.is_multiple_of(16),
         "bf16 widening tile: operands too small"
     );
     let op = Tile {
