@@ -655,6 +655,16 @@ pub fn linear_bf16_packed_into(
         if let Some(b) = bias {
             bias_p[..cols].copy_from_slice(&b[c0..c0 + cols]);
         }
+        // A finished row of this task's columns: the epilogue, then into the outputs.
+        let finish = |row: usize, vals: &mut [f32]| {
+            assert!((r0..r0 + rows).contains(&row) && vals.len() == cols);
+            if let Some(e) = epilogue {
+                e(row, c0, vals);
+            }
+            // SAFETY: row r0..r0+rows < m and columns c0..c0+cols < n (asserted): inside the
+            // outputs, and this (row block, panel) pair belongs to this task alone.
+            unsafe { dst.store(row, c0, vals) };
+        };
         #[cfg(target_arch = "x86_64")]
         if isa == Isa::Amx {
             let mut buf = [0.0f32; 32 * NR];
@@ -672,12 +682,7 @@ pub fn linear_bf16_packed_into(
                     for (v, b) in src.iter_mut().zip(&bias_p) {
                         *v += *b;
                     }
-                    if let Some(e) = epilogue {
-                        e(r0 + r + i, c0, src);
-                    }
-                    // SAFETY: row r0+r+i < m, columns c0..c0+cols < n: inside the outputs
-                    // and owned by this task alone.
-                    unsafe { dst.store(r0 + r + i, c0, src) };
+                    finish(r0 + r + i, src);
                 }
                 r += 32;
             }
@@ -699,12 +704,7 @@ pub fn linear_bf16_packed_into(
                 isa,
             );
             for (i, t) in acc.iter_mut().enumerate() {
-                if let Some(e) = epilogue {
-                    e(r0 + i, c0, &mut t[..cols]);
-                }
-                // SAFETY: row r0+i < m and columns c0..c0+cols < n: inside the outputs,
-                // and this (row block, panel) pair belongs to this task alone.
-                unsafe { dst.store(r0 + i, c0, &t[..cols]) };
+                finish(r0 + i, &mut t[..cols]);
             }
             return;
         }
@@ -715,12 +715,7 @@ pub fn linear_bf16_packed_into(
             let mut tile = [[0.0f32; NR]; MR];
             tile_kernel(&mut tile, a, panel, w.kp, mr, &bias_p, isa);
             for (i, t) in tile.iter_mut().take(mr).enumerate() {
-                if let Some(e) = epilogue {
-                    e(r0 + r + i, c0, &mut t[..cols]);
-                }
-                // SAFETY: row r0+r+i < m and columns c0..c0+cols < n: inside the outputs,
-                // and this (row block, panel) pair belongs to this task alone.
-                unsafe { dst.store(r0 + r + i, c0, &t[..cols]) };
+                finish(r0 + r + i, &mut t[..cols]);
             }
             r += mr;
         }

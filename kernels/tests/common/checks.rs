@@ -187,14 +187,6 @@ fn assert_within_rounding(
     };
     for i in 0..m {
         for j in 0..n {
-            let flushed: f64 = if bf16_dot {
-                (0..k)
-                    .filter(|&p| subnormal(x[i * k + p]) || subnormal(w[j * k + p]))
-                    .map(|p| (x[i * k + p] as f64 * w[j * k + p] as f64).abs())
-                    .sum()
-            } else {
-                0.0
-            };
             let mag = magnitude(
                 &x[i * k..(i + 1) * k],
                 &w[j * k..(j + 1) * k],
@@ -203,6 +195,14 @@ fn assert_within_rounding(
             if mag > max_mag {
                 continue;
             }
+            let flushed: f64 = if bf16_dot {
+                (0..k)
+                    .filter(|&p| subnormal(x[i * k + p]) || subnormal(w[j * k + p]))
+                    .map(|p| (x[i * k + p] as f64 * w[j * k + p] as f64).abs())
+                    .sum()
+            } else {
+                0.0
+            };
             let bound = (k as f64 + 2.0) * 2f64.powi(-24) * mag * slack + 1e-37 + 1.01 * flushed;
             let (a, r) = (out[i * n + j] as f64, refo[i * n + j] as f64);
             assert!(
