@@ -151,6 +151,25 @@ pub struct CpuCaps {
     /// The level kernels use: `best`, or the valid override. `Err` says why the override
     /// is refused (an unknown name, or a level this CPU cannot run).
     pub selected: Result<Isa, String>,
+    /// Integer dot-product instructions, which the levels do not imply.
+    pub int8: Int8Features,
+}
+
+/// The integer dot-product instructions of this CPU that the levels do not imply. A level's
+/// int8 products use the best of them that the level allows (`gemm_i8::Kernel::for_isa`);
+/// integer sums are exact, so every variant gives the same bits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Int8Features {
+    /// AVX-VNNI (`vpdpbusd` on ymm): Alder Lake, Sapphire Rapids, Zen 5.
+    pub avx_vnni: bool,
+    /// AVX512_VNNI with AVX512BW (`vpdpbusd` on zmm): Cascade Lake, Ice Lake, Zen 4.
+    pub avx512_vnni: bool,
+    /// AMX-INT8 tiles (`tdpbssd`), with the AMX level: Sapphire Rapids and later.
+    pub amx_int8: bool,
+    /// FEAT_DotProd (`sdot`): Cortex-A76/A78, Neoverse N1, Apple M1 and later.
+    pub dotprod: bool,
+    /// FEAT_I8MM (`smmla`): Cortex-A710, Neoverse V1/N2, Apple M2 and later.
+    pub i8mm: bool,
 }
 
 impl CpuCaps {
@@ -174,9 +193,11 @@ pub fn caps() -> &'static CpuCaps {
             None => Ok(best),
             Some(r) => select(r, &available),
         };
+        let int8 = detect_int8(&available);
         CpuCaps {
             arch: std::env::consts::ARCH,
             model: model_name(),
+            int8,
             available,
             best,
             requested,
@@ -246,6 +267,35 @@ fn detect() -> Vec<Isa> {
     vec![Isa::Generic]
 }
 
+#[cfg(target_arch = "x86_64")]
+fn detect_int8(levels: &[Isa]) -> Int8Features {
+    let avx2 = levels.contains(&Isa::Avx2);
+    let avx512 = levels.contains(&Isa::Avx512);
+    Int8Features {
+        avx_vnni: avx2 && is_x86_feature_detected!("avxvnni"),
+        avx512_vnni: avx512
+            && is_x86_feature_detected!("avx512vnni")
+            && is_x86_feature_detected!("avx512bw"),
+        amx_int8: levels.contains(&Isa::Amx) && amx::int8(),
+        ..Default::default()
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+fn detect_int8(levels: &[Isa]) -> Int8Features {
+    let neon = levels.contains(&Isa::Neon);
+    Int8Features {
+        dotprod: neon && std::arch::is_aarch64_feature_detected!("dotprod"),
+        i8mm: neon && std::arch::is_aarch64_feature_detected!("i8mm"),
+        ..Default::default()
+    }
+}
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+fn detect_int8(_levels: &[Isa]) -> Int8Features {
+    Int8Features::default()
+}
+
 /// Asks the OS for the AMX tile state, once per process (Linux grants it per process with
 /// `arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`). Call it only when AMX kernels
 /// are about to run (a bf16 model at the `amx` level): the permission enlarges every
@@ -285,6 +335,12 @@ mod amx {
         let xcr0 = unsafe { xgetbv0() };
         let needed = (1u64 << 1) | (1 << 2) | (0b111 << 5) | (1 << 17) | (1 << 18);
         xcr0 & needed == needed
+    }
+
+    /// CPUID reports AMX-INT8 (leaf 7, EDX bit 25); the tile state is checked by
+    /// [`cpu_and_os`].
+    pub fn int8() -> bool {
+        __cpuid(0).eax >= 7 && __cpuid_count(7, 0).edx & (1 << 25) != 0
     }
 
     /// XCR0.

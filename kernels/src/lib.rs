@@ -9,6 +9,7 @@ pub mod attention;
 pub mod cpu;
 pub mod gemm_bf16;
 pub mod gemm_f32;
+pub mod gemm_i8;
 pub mod matmul;
 pub mod norm;
 mod out_ptr;

@@ -29,7 +29,7 @@ use rayon::prelude::*;
 mod neon;
 mod widen;
 #[cfg(target_arch = "x86_64")]
-mod x86;
+pub(crate) mod x86;
 #[cfg(target_arch = "x86_64")]
 use x86::{amx, avx512};
 
@@ -83,13 +83,13 @@ fn row_words(isa: Isa, k: usize) -> usize {
 }
 
 /// Words to skip from `p` to the next 64-byte (cache line) boundary.
-fn align_words(p: *const u32) -> usize {
+pub(crate) fn align_words(p: *const u32) -> usize {
     ((64 - (p as usize) % 64) % 64) / 4
 }
 
 /// `len` zeroed words starting on a cache line (tiles and vectors never straddle lines).
 #[derive(Debug)]
-struct LineAligned {
+pub(crate) struct LineAligned {
     buf: Vec<u32>,
     off: usize,
     len: usize,
@@ -97,17 +97,17 @@ struct LineAligned {
 
 impl LineAligned {
     /// `None` when the memory cannot be had (never an abort).
-    fn try_zeroed(len: usize) -> Option<Self> {
+    pub(crate) fn try_zeroed(len: usize) -> Option<Self> {
         let mut buf = Vec::new();
         buf.try_reserve_exact(len.checked_add(16)?).ok()?;
         buf.resize(len + 16, 0u32);
         let off = align_words(buf.as_ptr());
         Some(LineAligned { buf, off, len })
     }
-    fn words(&self) -> &[u32] {
+    pub(crate) fn words(&self) -> &[u32] {
         &self.buf[self.off..self.off + self.len]
     }
-    fn words_mut(&mut self) -> &mut [u32] {
+    pub(crate) fn words_mut(&mut self) -> &mut [u32] {
         &mut self.buf[self.off..self.off + self.len]
     }
 }
@@ -138,7 +138,7 @@ pub struct PackedBf16 {
 /// every AMX B tile is one contiguous block; the AVX-512 kernel reads the 4 column blocks
 /// of a pair row (16 columns each).
 #[inline(always)]
-const fn widx(p: usize, c: usize) -> usize {
+pub(crate) const fn widx(p: usize, c: usize) -> usize {
     ((p / 16) * (NR / 16) + c / 16) * 256 + (p % 16) * 16 + c % 16
 }
 
@@ -539,17 +539,38 @@ pub type Epilogue<'e> = &'e (dyn Fn(usize, usize, &mut [f32]) + Sync);
 
 /// Where the columns of a product go: consecutive column ranges to separate (m, n_i)
 /// row-major buffers (q, k and v of one fused product).
-struct Dests {
-    parts: Vec<(OutPtr, usize, usize)>, // (buffer, first column, width)
+pub(crate) struct Dests {
+    pub(crate) parts: Vec<(OutPtr, usize, usize)>, // (buffer, first column, width)
 }
 
 impl Dests {
+    /// The outputs of a product of `m` rows and `n` columns: one (m, n) buffer, or several
+    /// whose widths (`len / m`) sum to `n`, in column order. Panics when they do not fit.
+    pub(crate) fn new(outs: &mut [&mut [f32]], m: usize, n: usize) -> Self {
+        if outs.len() == 1 {
+            assert!(outs[0].len() >= m * n, "linear product: output too small");
+            return Dests {
+                parts: vec![(OutPtr(outs[0].as_mut_ptr()), 0, n)],
+            };
+        }
+        let mut parts = Vec::with_capacity(outs.len());
+        let mut start = 0;
+        for o in outs.iter_mut() {
+            let width = o.len() / m;
+            assert!(width > 0, "linear product: empty output part");
+            parts.push((OutPtr(o.as_mut_ptr()), start, width));
+            start += width;
+        }
+        assert_eq!(start, n, "linear product: output widths do not sum to {n}");
+        Dests { parts }
+    }
+
     /// Stores `vals`, the columns `c0..` of `row`, into the buffers that own them.
     ///
     /// # Safety
     /// Every part's buffer holds at least `m` rows of its width, `row < m`, and no other
     /// task writes these elements.
-    unsafe fn store(&self, row: usize, c0: usize, vals: &[f32]) {
+    pub(crate) unsafe fn store(&self, row: usize, c0: usize, vals: &[f32]) {
         let mut c = c0;
         let mut v = vals;
         for &(ptr, start, width) in &self.parts {
@@ -609,29 +630,7 @@ pub fn linear_bf16_packed_into(
         }
         return;
     }
-    let dst = if outs.len() == 1 {
-        assert!(
-            outs[0].len() >= m * n,
-            "linear_bf16_packed: output too small"
-        );
-        Dests {
-            parts: vec![(OutPtr(outs[0].as_mut_ptr()), 0, n)],
-        }
-    } else {
-        let mut parts = Vec::with_capacity(outs.len());
-        let mut start = 0;
-        for o in outs.iter_mut() {
-            let width = o.len() / m;
-            assert!(width > 0, "linear_bf16_packed: empty output part");
-            parts.push((OutPtr(o.as_mut_ptr()), start, width));
-            start += width;
-        }
-        assert_eq!(
-            start, n,
-            "linear_bf16_packed: output widths do not sum to {n}"
-        );
-        Dests { parts }
-    };
+    let dst = Dests::new(outs, m, n);
     let dst = &dst;
     // Task order: row blocks grouped so a group's activations stay in L2 (SB_ROWS rows),
     // and within a group panel by panel, so each weight panel is read once per group

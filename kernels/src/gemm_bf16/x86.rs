@@ -125,7 +125,7 @@ pub(super) mod avx512 {
     }
 }
 
-pub(super) mod amx {
+pub(crate) mod amx {
     use super::super::NR;
     use std::arch::asm;
 

@@ -119,4 +119,8 @@ unsafe impl Simd for Neon {
         let hi = vandq_u32(vreinterpretq_u32_f32(odd), vdupq_n_u32(0xffff_0000));
         vreinterpretq_f32_u32(vorrq_u32(lo, hi))
     }
+    #[inline(always)]
+    unsafe fn load_i32(p: *const i32) -> float32x4_t {
+        vcvtq_f32_s32(vld1q_s32(p))
+    }
 }

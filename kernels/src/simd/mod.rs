@@ -72,6 +72,9 @@ pub(crate) unsafe trait Simd: Copy + Send + Sync + 'static {
     /// Per lane, the u32 word of a bf16 pair from two [`Simd::round_bf16`] results:
     /// `bits(even) >> 16 | bits(odd) & 0xffff0000`, as a float vector's bits.
     unsafe fn bf16_pair_words(even: Self::V, odd: Self::V) -> Self::V;
+    /// `LANES` i32 values from `p` (unaligned), each converted to the nearest f32 (ties to
+    /// even, as `i32 as f32`): the int8 products' accumulators.
+    unsafe fn load_i32(p: *const i32) -> Self::V;
 }
 
 /// The portable one-lane instance.
@@ -158,6 +161,10 @@ unsafe impl Simd for Scalar {
     #[inline(always)]
     unsafe fn bf16_pair_words(even: f32, odd: f32) -> f32 {
         f32::from_bits((even.to_bits() >> 16) | (odd.to_bits() & 0xffff_0000))
+    }
+    #[inline(always)]
+    unsafe fn load_i32(p: *const i32) -> f32 {
+        *p as f32
     }
 }
 

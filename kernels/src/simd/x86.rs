@@ -144,6 +144,10 @@ unsafe impl Simd for Avx2 {
         );
         _mm256_castsi256_ps(_mm256_or_si256(lo, hi))
     }
+    #[inline(always)]
+    unsafe fn load_i32(p: *const i32) -> __m256 {
+        _mm256_cvtepi32_ps(_mm256_loadu_si256(p as *const __m256i))
+    }
 }
 
 /// Round to nearest even to bf16, NaN quiet, as `bits << 16` (8 lanes).
@@ -258,5 +262,9 @@ unsafe impl Simd for Avx512 {
             _mm512_set1_epi32(0xffff_0000u32 as i32),
         );
         _mm512_castsi512_ps(_mm512_or_si512(lo, hi))
+    }
+    #[inline(always)]
+    unsafe fn load_i32(p: *const i32) -> __m512 {
+        _mm512_cvtepi32_ps(_mm512_loadu_si512(p as *const _))
     }
 }
