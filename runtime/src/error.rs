@@ -54,7 +54,7 @@ pub enum Error {
         why: String,
     },
     /// A tensor is stored in an unsupported dtype.
-    #[error("tensor `{name}` has dtype {dtype}; supported: F32, F16, BF16")]
+    #[error("tensor `{name}` has dtype {dtype}; supported: F32, F16, BF16, and I8 (with an F32 `{name}_scale` of one scale per row, as `emcoder quantize` writes) for the token embedding and the encoder layers' linear weights only")]
     Dtype {
         /// Tensor name.
         name: String,
@@ -72,7 +72,7 @@ pub enum Error {
         shape: String,
     },
     /// Tensors the loader could not place in the model.
-    #[error("cannot place tensor(s) {names:?}: names not recognized for any role (see README: tensor layout)")]
+    #[error("cannot place tensor(s) {names:?}: names not recognized for any role (see docs/models.md: tensor layout)")]
     UnknownTensors {
         /// The unplaced names.
         names: Vec<String>,

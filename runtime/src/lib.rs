@@ -52,6 +52,22 @@ pub enum Precision {
     /// Weights packed to bf16 at load, bf16 products with f32 accumulation (AVX512_BF16
     /// where available); norms, softmax, pooling and statistics stay f32.
     Bf16,
+    /// The encoder's linear weights int8 per output channel and the token embedding int8 per
+    /// row (quantized at load, or read from an int8 model of `emcoder quantize`),
+    /// activations quantized per row, exact i32 sums (VNNI, AMX-INT8, sdot where
+    /// available); the head, norms, attention, pooling and statistics stay f32. CPU only.
+    Int8,
+}
+
+impl Precision {
+    /// The name `--precision` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+            Precision::Int8 => "int8",
+        }
+    }
 }
 
 impl std::str::FromStr for Precision {
@@ -60,8 +76,9 @@ impl std::str::FromStr for Precision {
         match s {
             "f32" => Ok(Precision::F32),
             "bf16" => Ok(Precision::Bf16),
+            "int8" => Ok(Precision::Int8),
             other => Err(Error::Input(format!(
-                "unknown precision `{other}`: use f32 or bf16"
+                "unknown precision `{other}`: use f32, bf16 or int8"
             ))),
         }
     }
@@ -184,6 +201,8 @@ pub struct Model {
     pool: Workers,
     opts: LoadOptions,
     isa: Isa,
+    /// The kernel of the int8 products at that level.
+    i8k: emcoder_kernels::gemm_i8::Kernel,
     /// Scratch arenas under the memory budget (one per running call; one kept idle).
     arenas: Arenas,
     /// The weights on the GPU when the model runs there.
@@ -233,6 +252,12 @@ impl Model {
                 let elem = match opts.precision {
                     Precision::F32 => engine::gpu::Elem::F32,
                     Precision::Bf16 => engine::gpu::Elem::Bf16,
+                    Precision::Int8 => {
+                        return Err(Error::Device(format!(
+                            "{}: int8 precision runs on the CPU only; use f32 or bf16 on the GPU",
+                            opts.device
+                        )))
+                    }
                 };
                 let rows = opts.max_rows.max(opts.max_tokens);
                 let g = cuda::GpuModel::load(&files, n, elem, rows)?;
@@ -278,6 +303,10 @@ impl Model {
                 w.head2.pack_bf16(isa)
             })??;
         }
+        let i8k = emcoder_kernels::gemm_i8::Kernel::for_isa(isa);
+        if opts.precision == Precision::Int8 && !on_gpu {
+            pool.install(|| files.weights.pack_i8())??;
+        }
         log::log(log::Level::Info, || {
             let kernels: Vec<String> = isa
                 .kernels()
@@ -285,7 +314,7 @@ impl Model {
                 .map(|(f, v)| format!("{f}: {v}"))
                 .collect();
             format!(
-                "model {}: {:?} precision, {threads} worker threads, cpu {}, kernels at level {isa} ({}); scratch memory budget {:.1} MB (one call's bound {:.1} MB)",
+                "model {}: {:?} precision, {threads} worker threads, cpu {}, kernels at level {isa} ({}; int8 products: {i8k}); scratch memory budget {:.1} MB (one call's bound {:.1} MB)",
                 files.dir.display(),
                 opts.precision,
                 caps().model,
@@ -299,6 +328,7 @@ impl Model {
             pool,
             opts: opts.clone(),
             isa,
+            i8k,
             arenas: Arenas::new(budget),
             #[cfg(feature = "cuda")]
             gpu,
@@ -323,6 +353,11 @@ impl Model {
     /// Precision of weights and products.
     pub fn precision(&self) -> Precision {
         self.opts.precision
+    }
+
+    /// The kernel the int8 products run (int8 precision), chosen from the level.
+    pub fn int8_kernel(&self) -> emcoder_kernels::gemm_i8::Kernel {
+        self.i8k
     }
 
     /// Worker threads.
@@ -590,6 +625,7 @@ impl Model {
             w: &self.files.weights,
             max_rows,
             isa: self.isa,
+            i8k: self.i8k,
         };
         let need = self.call_scratch_rows(ids, samples.len() as u32, max_rows);
         let mut lease = self.arenas.take(need, call.wait, call.stop)?;

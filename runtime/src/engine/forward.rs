@@ -8,7 +8,7 @@
 use super::batch::{chunks, text_groups, Packing};
 use super::stop::Stop;
 use crate::error::{Error, Result};
-use crate::model::{Config, FusedBf16, Layer, Linear, Weights};
+use crate::model::{Config, FusedBf16, FusedI8, Layer, Linear, Weights};
 use emcoder_kernels::activation::{gelu, gelu_tanh, swiglu};
 use emcoder_kernels::attention::{self, attention_rows};
 use emcoder_kernels::gemm_bf16::{
@@ -16,6 +16,7 @@ use emcoder_kernels::gemm_bf16::{
     Epilogue, PackedActivations,
 };
 use emcoder_kernels::gemm_f32::{self, linear_f32, linear_f32_parts, F32Epilogue, F32Part};
+use emcoder_kernels::gemm_i8::{self, linear_i8, linear_i8_packed_into, QuantActivations};
 use emcoder_kernels::norm::{rmsnorm, rmsnorm_inplace};
 use emcoder_kernels::philox::{dropout_inplace, dropout_residual_add, DropoutSite};
 use emcoder_kernels::rope::{rope_apply, rope_tables};
@@ -65,6 +66,8 @@ pub struct Forward<'a> {
     pub max_rows: usize,
     /// The instruction-set level every kernel runs at.
     pub isa: Isa,
+    /// The kernel of the int8 products (int8 precision).
+    pub i8k: gemm_i8::Kernel,
 }
 
 /// Every buffer of a forward pass, reused across calls: a call only grows what it needs
@@ -89,8 +92,10 @@ pub struct Scratch {
 /// Per-call operand buffers of the matrix products.
 #[derive(Default)]
 struct Operands {
-    /// bf16 activations of the packed products.
+    /// bf16 activations of the packed products (int8: the quantized activations).
     xp: Vec<u32>,
+    /// Row scales of the quantized activations (int8).
+    sa: Vec<f32>,
     /// Transposed f32 activation panels of the f32 products.
     fp: Vec<f32>,
 }
@@ -118,6 +123,7 @@ impl Scratch {
         ];
         f.iter().map(|v| v.capacity() * 4).sum::<usize>()
             + self.ops.xp.capacity() * 4
+            + self.ops.sa.capacity() * 4
             + self.ops.fp.capacity() * 4
     }
 }
@@ -148,18 +154,18 @@ fn reserve<T>(v: &mut Vec<T>, n: usize) -> Result<()> {
 
 /// The most bytes a [`Scratch`] arena holds when no chunk has more than `rows` rows (the
 /// engine's chunks have at most `max(max_rows, max_tokens)`: a text is never split):
-/// `4 (rows (12 d + 2 f + labels + 2 max(d, f) + 33) + 64 max(d, f) + 1040)` for model
+/// `4 (rows (12 d + 2 f + labels + 2 max(d, f) + 34) + 64 max(d, f) + 1040)` for model
 /// width `d` and feed-forward width `f`. Per row: the residual streams and stage A's copies
 /// (4 d), pooling and the head (2 d + labels), attention's input, q, k, v and RoPE tables
 /// (5 d), the feed-forward's input, gate and up (d + 2 f), and the product operands (the
 /// f32 panels and the bf16 rows of the widest product, the latter padded by up to 33
-/// words); the constant covers the padding of the last panel and row block. The attention
+/// words; int8 rows are at most half as wide, plus one scale per row); the constant covers the padding of the last panel and row block. The attention
 /// kernel's own scratch is per worker thread and does not grow with the length
 /// (`attention::scratch_len`).
 pub fn scratch_bound(cfg: &Config, rows: usize) -> usize {
     let (d, f, l) = (cfg.d_model, cfg.d_ffn, cfg.num_labels);
     let wide = d.max(f);
-    4 * (rows * (12 * d + 2 * f + l + 2 * wide + 33) + 64 * wide + 1040)
+    4 * (rows * (12 * d + 2 * f + l + 2 * wide + 34) + 64 * wide + 1040)
 }
 
 impl Forward<'_> {
@@ -230,6 +236,32 @@ impl Forward<'_> {
         Ok(())
     }
 
+    /// One fused int8 product (q|k|v, gate|up) of `x` (m rows) into `outs`, with an
+    /// optional epilogue on each finished piece of a row.
+    fn fused_i8(
+        &self,
+        ops: &mut Operands,
+        x: &[f32],
+        m: usize,
+        f: &FusedI8,
+        outs: &mut [&mut [f32]],
+        epilogue: Option<Epilogue>,
+    ) -> Result<()> {
+        let k = f.packed.k;
+        self.quantize(ops, x, m, k)?;
+        let a = QuantActivations::new(&ops.xp, &ops.sa, m, k, self.i8k);
+        linear_i8_packed_into(outs, &a, &f.packed, f.bias.as_deref(), epilogue);
+        Ok(())
+    }
+
+    /// Quantizes `x` (m rows of k) into the operands for the int8 products.
+    fn quantize(&self, ops: &mut Operands, x: &[f32], m: usize, k: usize) -> Result<()> {
+        reserve(&mut ops.xp, gemm_i8::activation_words(m, k, self.i8k))?;
+        reserve(&mut ops.sa, m)?;
+        gemm_i8::quantize_activations(&mut ops.xp, &mut ops.sa, x, m, k, self.i8k);
+        Ok(())
+    }
+
     /// One product `out = x · lin^T (+ b)` of `m` rows.
     fn linear(
         &self,
@@ -241,6 +273,12 @@ impl Forward<'_> {
     ) -> Result<()> {
         let b = lin.b.as_ref().map(|b| b.data());
         let k = lin.in_dim;
+        if let Some(p) = &lin.i8 {
+            reserve(&mut ops.xp, gemm_i8::activation_words(m, k, self.i8k))?;
+            reserve(&mut ops.sa, m)?;
+            linear_i8(out, x, p, b, m, &mut ops.xp, &mut ops.sa, self.i8k);
+            return Ok(());
+        }
         match &lin.packed {
             Some(_) => reserve(&mut ops.xp, activation_words(m, k, self.isa))?,
             None => reserve(&mut ops.fp, gemm_f32::scratch_len(m, k, self.isa))?,
@@ -409,12 +447,25 @@ impl Forward<'_> {
     /// `h = embed_norm(token_embedding[ids])` for all texts, packed.
     fn embed(&self, h: &mut [f32], texts: &[Vec<u32>]) {
         let d = self.cfg.d_model;
-        let emb = self.w.embedding.data();
         let ids: Vec<u32> = texts.iter().flatten().copied().collect();
         let (wn, eps, isa) = (self.w.embed_norm.data(), self.cfg.norm_eps, self.isa);
+        // Int8 rows (int8 precision, or an int8 file at any precision) are widened on
+        // gather: `q * scale`, the values an f32 reader of the table sees.
+        let quantized = self.w.embedding.quantized();
+        let emb = match quantized {
+            Some(_) => &[][..],
+            None => self.w.embedding.data(),
+        };
         h.par_chunks_mut(d).zip(&ids).for_each(|(hr, &id)| {
             let id = id as usize;
-            hr.copy_from_slice(&emb[id * d..(id + 1) * d]);
+            match quantized {
+                Some((q, s)) => {
+                    for (o, &v) in hr.iter_mut().zip(&q[id * d..(id + 1) * d]) {
+                        *o = v as f32 * s[id];
+                    }
+                }
+                None => hr.copy_from_slice(&emb[id * d..(id + 1) * d]),
+            }
             rmsnorm_inplace(hr, wn, 1, d, eps, isa);
         });
     }
@@ -521,14 +572,20 @@ impl Forward<'_> {
                 c = head0 + hd;
             }
         };
-        let roped = match &layer.qkv {
-            Some(f) => {
+        let roped = match (&layer.qkv, &layer.qkv_i8) {
+            (_, Some(f)) => {
+                // One int8 product for q|k|v, RoPE in its epilogue.
+                let epilogue = hd.is_multiple_of(2).then_some(&rope_piece as _);
+                self.fused_i8(ops, x, rows, f, &mut [q, k, v], epilogue)?;
+                epilogue.is_some()
+            }
+            (Some(f), None) => {
                 // One bf16 product for q|k|v, RoPE in its epilogue.
                 let epilogue = hd.is_multiple_of(2).then_some(&rope_piece as _);
                 self.fused(ops, x, rows, f, &mut [q, k, v], epilogue)?;
                 epilogue.is_some()
             }
-            None => {
+            (None, None) => {
                 // f32 (or unfused bf16): q, k and v as parts of one pass; in f32 RoPE runs
                 // in its epilogue (part 0 is q, 1 is k, 2 is v: untouched).
                 let epilogue = |part: usize, r: usize, c0: usize, vals: &mut [f32]| {
@@ -623,9 +680,10 @@ impl Forward<'_> {
         rows_par(x, h, d, |xo, xi| {
             rmsnorm(xo, xi, layer.ln2.data(), xi.len() / d, d, eps, isa)
         });
-        match &layer.gate_up {
-            Some(fu) => self.fused(ops, x, rows, fu, &mut [&mut *g, &mut *u], None)?,
-            None => {
+        match (&layer.gate_up, &layer.gate_up_i8) {
+            (_, Some(fu)) => self.fused_i8(ops, x, rows, fu, &mut [&mut *g, &mut *u], None)?,
+            (Some(fu), None) => self.fused(ops, x, rows, fu, &mut [&mut *g, &mut *u], None)?,
+            (None, None) => {
                 let parts = [(&layer.gate, &mut *g), (&layer.up, &mut *u)];
                 self.linears(ops, x, rows, parts, None)?;
             }

@@ -9,7 +9,7 @@ pub mod tokenizer;
 
 use crate::error::{Error, Result};
 pub use config::Config;
-pub use params::{FusedBf16, Layer, Linear, Param, Weights};
+pub use params::{FusedBf16, FusedI8, Layer, Linear, Param, Weights};
 pub use resolve::Placement;
 use std::path::{Path, PathBuf};
 pub use thresholds::Threshold;

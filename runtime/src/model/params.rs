@@ -1,9 +1,11 @@
 //! Typed views of the weights, resolved to the roles of the forward pass.
 
-use super::tensors::Storage;
+use super::tensors::{Quantized, Storage};
 use crate::error::{Error, Result};
 use emcoder_kernels::gemm_bf16::PackedBf16;
+use emcoder_kernels::gemm_i8::{quantize_rows, PackedI8, QuantPart};
 use emcoder_kernels::Isa;
+use std::borrow::Cow;
 use std::sync::Arc;
 
 /// A contiguous run of f32 values inside a tensor (a whole tensor, or the rows of one
@@ -51,6 +53,43 @@ impl Param {
     pub fn is_mapped(&self) -> bool {
         self.storage.is_mapped()
     }
+
+    /// A param of int8 rows (`q` (rows, cols) row-major, one scale per row).
+    pub fn quantized_owned(q: Vec<i8>, scale: Vec<f32>, cols: usize) -> Self {
+        Self::whole(Arc::new(Storage::Quantized(Quantized::owned(
+            q, scale, cols,
+        ))))
+    }
+
+    /// The int8 values and the scales of this param's rows, when it is stored as int8 rows
+    /// (an int8 model file, or quantized at load). [`Param::data`] on such a param widens
+    /// the whole tensor to f32 once (`q * scale`).
+    pub fn quantized(&self) -> Option<(&[i8], &[f32])> {
+        let q = self.storage.quantized()?;
+        let cols = q.cols().max(1);
+        if !(self.start.is_multiple_of(cols) && self.len.is_multiple_of(cols)) {
+            return None;
+        }
+        let rows = self.start / cols..(self.start + self.len) / cols;
+        Some((&q.q()[self.start..self.start + self.len], &q.scales()[rows]))
+    }
+
+    /// The rows of this param (`rows` x `cols`) as int8 with their scales: stored so, or
+    /// quantized now ([`quantize_rows`]). `what` names the tensor in the error (NaN or
+    /// infinite values cannot be quantized).
+    pub fn quant_rows(
+        &self,
+        rows: usize,
+        cols: usize,
+        what: &str,
+    ) -> Result<(Cow<'_, [i8]>, Cow<'_, [f32]>)> {
+        if let Some((q, s)) = self.quantized() {
+            return Ok((Cow::Borrowed(q), Cow::Borrowed(s)));
+        }
+        let (q, s) = quantize_rows(self.data(), rows, cols)
+            .map_err(|e| Error::Input(format!("int8 precision: {what}: {e}")))?;
+        Ok((Cow::Owned(q), Cow::Owned(s)))
+    }
 }
 
 /// A linear layer `y = x W^T + b`, `W` stored (out_dim, in_dim) like PyTorch.
@@ -66,6 +105,8 @@ pub struct Linear {
     pub in_dim: usize,
     /// The weight packed to bf16, when the model runs in bf16 precision.
     pub packed: Option<Arc<PackedBf16>>,
+    /// The weight quantized and packed to int8, when the model runs in int8 precision.
+    pub i8: Option<Arc<PackedI8>>,
 }
 
 impl Linear {
@@ -78,6 +119,16 @@ impl Linear {
         Ok(())
     }
 
+    /// Quantizes (unless stored as int8) and packs the weight for the int8 kernels; `what`
+    /// names it in errors.
+    pub fn pack_i8(&mut self, what: &str) -> Result<()> {
+        let (q, s) = self.w.quant_rows(self.out_dim, self.in_dim, what)?;
+        let p = PackedI8::pack_parts(&[(&q, &s, self.out_dim)], self.in_dim)
+            .map_err(Error::OutOfMemory)?;
+        self.i8 = Some(Arc::new(p));
+        Ok(())
+    }
+
     /// Rows `r0..r0+n` of this layer (one projection of a fused q/k/v or gate/up).
     pub fn rows(&self, r0: usize, n: usize) -> Linear {
         Linear {
@@ -86,7 +137,51 @@ impl Linear {
             out_dim: n,
             in_dim: self.in_dim,
             packed: None,
+            i8: None,
         }
+    }
+}
+
+/// The stacked biases of `parts` (zeros for parts without one), when any part has a bias.
+fn stacked_bias(parts: &[&Linear]) -> Option<Vec<f32>> {
+    parts.iter().any(|l| l.b.is_some()).then(|| {
+        parts
+            .iter()
+            .flat_map(|l| match &l.b {
+                Some(b) => b.data().to_vec(),
+                None => vec![0.0; l.out_dim],
+            })
+            .collect()
+    })
+}
+
+/// Several linear layers of one input quantized and packed as a single int8 product (q|k|v,
+/// gate|up).
+#[derive(Clone, Debug)]
+pub struct FusedI8 {
+    /// The stacked weights.
+    pub packed: Arc<PackedI8>,
+    /// The stacked biases (zeros for parts without one), when any part has a bias.
+    pub bias: Option<Vec<f32>>,
+}
+
+impl FusedI8 {
+    fn new(parts: &[&Linear], what: &str) -> Result<Self> {
+        let k = parts[0].in_dim;
+        let rows = parts
+            .iter()
+            .map(|l| l.w.quant_rows(l.out_dim, k, what))
+            .collect::<Result<Vec<_>>>()?;
+        let qp: Vec<QuantPart> = rows
+            .iter()
+            .zip(parts)
+            .map(|((q, s), l)| (&q[..], &s[..], l.out_dim))
+            .collect();
+        let packed = PackedI8::pack_parts(&qp, k).map_err(Error::OutOfMemory)?;
+        Ok(FusedI8 {
+            packed: Arc::new(packed),
+            bias: stacked_bias(parts),
+        })
     }
 }
 
@@ -103,15 +198,7 @@ impl FusedBf16 {
     fn new(parts: &[&Linear], isa: Isa) -> Result<Self> {
         let k = parts[0].in_dim;
         let ws: Vec<(&[f32], usize)> = parts.iter().map(|l| (l.w.data(), l.out_dim)).collect();
-        let bias = parts.iter().any(|l| l.b.is_some()).then(|| {
-            parts
-                .iter()
-                .flat_map(|l| match &l.b {
-                    Some(b) => b.data().to_vec(),
-                    None => vec![0.0; l.out_dim],
-                })
-                .collect()
-        });
+        let bias = stacked_bias(parts);
         let packed = PackedBf16::try_pack_parts(&ws, k, isa).map_err(Error::OutOfMemory)?;
         Ok(FusedBf16 {
             packed: Arc::new(packed),
@@ -147,6 +234,10 @@ pub struct Layer {
     pub qkv: Option<FusedBf16>,
     /// gate and up as one bf16 product (bf16 precision).
     pub gate_up: Option<FusedBf16>,
+    /// q, k and v as one int8 product (int8 precision).
+    pub qkv_i8: Option<FusedI8>,
+    /// gate and up as one int8 product (int8 precision).
+    pub gate_up_i8: Option<FusedI8>,
 }
 
 impl Layer {
@@ -156,6 +247,34 @@ impl Layer {
         self.gate_up = Some(FusedBf16::new(&[&self.gate, &self.up], isa)?);
         self.o.pack_bf16(isa)?;
         self.down.pack_bf16(isa)
+    }
+
+    /// Quantizes and packs layer `i` for int8 products: q|k|v and gate|up fused, o and
+    /// down alone. The f32 weights are released afterwards (their params become empty):
+    /// an int8 model keeps only its int8 weights.
+    pub fn pack_i8(&mut self, i: usize) -> Result<()> {
+        self.qkv_i8 = Some(FusedI8::new(
+            &[&self.q, &self.k, &self.v],
+            &format!("layer {i} q, k, v"),
+        )?);
+        self.gate_up_i8 = Some(FusedI8::new(
+            &[&self.gate, &self.up],
+            &format!("layer {i} gate, up"),
+        )?);
+        self.o.pack_i8(&format!("layer {i} attention output"))?;
+        self.down.pack_i8(&format!("layer {i} down"))?;
+        for l in [
+            &mut self.q,
+            &mut self.k,
+            &mut self.v,
+            &mut self.o,
+            &mut self.gate,
+            &mut self.up,
+            &mut self.down,
+        ] {
+            l.w = Param::owned(Vec::new());
+        }
+        Ok(())
     }
 }
 
@@ -176,4 +295,22 @@ pub struct Weights {
     pub head2: Linear,
     /// Rotary dimension (2 * len(freqs)).
     pub rot_dim: usize,
+}
+
+impl Weights {
+    /// Int8 precision: the token embedding as int8 rows with a scale per row (quantized
+    /// now unless the file stores it so; the f32 table is released), and every layer
+    /// packed for int8 products ([`Layer::pack_i8`]). The head stays f32.
+    pub fn pack_i8(&mut self) -> Result<()> {
+        if self.embedding.quantized().is_none() {
+            let d = self.embed_norm.data().len();
+            let v = self.embedding.data().len() / d.max(1);
+            let (q, s) = self.embedding.quant_rows(v, d, "token embedding")?;
+            self.embedding = Param::quantized_owned(q.into_owned(), s.into_owned(), d);
+        }
+        for (i, l) in self.layers.iter_mut().enumerate() {
+            l.pack_i8(i)?;
+        }
+        Ok(())
+    }
 }

@@ -25,6 +25,9 @@ pub struct Placement {
     pub role: String,
     /// Used in place from the memory map (no copy).
     pub in_place: bool,
+    /// A tensor int8 precision quantizes (the token embedding and the encoder layers'
+    /// linear weights): stored as I8 by `emcoder quantize`.
+    pub quantizable: bool,
 }
 
 /// Layer-level roles.
@@ -148,6 +151,21 @@ fn classify(file: &TensorFile) -> Result<Found<'_>> {
     let mut f = Found::default();
     let mut unknown = Vec::new();
     for t in file.tensors.values() {
+        // `<weight>_scale`: the row scales of an I8 weight, read with it.
+        if let Some(base) = t.name.strip_suffix("_scale") {
+            match file.tensors.get(base) {
+                Some(w) if w.dtype == safetensors::Dtype::I8 => continue,
+                _ => {
+                    return Err(Error::BadSafetensors {
+                        path: file.path.clone(),
+                        reason: format!(
+                            "`{}` looks like the scales of an I8 tensor, but `{base}` is not an I8 tensor of the file",
+                            t.name
+                        ),
+                    })
+                }
+            }
+        }
         let Some((module, kind)) = split_kind(&t.name) else {
             unknown.push(t.name.clone());
             continue;
@@ -215,6 +233,7 @@ pub fn resolve(file: &TensorFile, cfg: &Config) -> Result<(Weights, Vec<Placemen
         file,
         cfg,
         placements: Vec::new(),
+        i8_ok: true,
     };
     let (d, f, v, nl) = (cfg.d_model, cfg.d_ffn, cfg.vocab_size, cfg.num_labels);
 
@@ -224,6 +243,7 @@ pub fn resolve(file: &TensorFile, cfg: &Config) -> Result<(Weights, Vec<Placemen
         "encoder.token_embedding.weight",
         &[v, d],
     )?;
+    r.i8_ok = false;
     let embed_norm = r.tensor(
         found.embed_norm,
         "embed norm",
@@ -244,6 +264,7 @@ pub fn resolve(file: &TensorFile, cfg: &Config) -> Result<(Weights, Vec<Placemen
         )));
     }
     let (freqs, rot_dim) = r.freqs(&found)?;
+    r.i8_ok = true;
     let mut layers = Vec::with_capacity(cfg.n_layers);
     for (i, layer_freqs) in freqs.iter().enumerate() {
         let get = |role: LRole, kind: Kind| found.layer.get(&(i, role, kind)).copied();
@@ -300,8 +321,11 @@ pub fn resolve(file: &TensorFile, cfg: &Config) -> Result<(Weights, Vec<Placemen
             down,
             qkv: None,
             gate_up: None,
+            qkv_i8: None,
+            gate_up_i8: None,
         });
     }
+    r.i8_ok = false;
     rotary_to_canonical(&mut layers, cfg, rot_dim);
     let (head1, head2) = r.head(&found.head, d, nl)?;
     let w = Weights {
@@ -354,14 +378,25 @@ fn rotary_to_canonical(layers: &mut [Layer], cfg: &Config, rot: usize) {
     };
     let permute = |lin: &Linear| -> Linear {
         let k = lin.in_dim;
-        let w = lin.w.data();
-        let mut out = Vec::with_capacity(w.len());
-        for h in 0..lin.out_dim / hd {
-            for &c in &perm {
-                let r = h * hd + c;
-                out.extend_from_slice(&w[r * k..(r + 1) * k]);
+        let rows = || (0..lin.out_dim / hd).flat_map(|h| perm.iter().map(move |&c| h * hd + c));
+        // Int8 rows move with their scales (quantizing per row commutes with the move).
+        let w = match lin.w.quantized() {
+            Some((q, s)) => Param::quantized_owned(
+                rows()
+                    .flat_map(|r| q[r * k..(r + 1) * k].iter().copied())
+                    .collect(),
+                rows().map(|r| s[r]).collect(),
+                k,
+            ),
+            None => {
+                let w = lin.w.data();
+                let mut out = Vec::with_capacity(w.len());
+                for r in rows() {
+                    out.extend_from_slice(&w[r * k..(r + 1) * k]);
+                }
+                Param::owned(out)
             }
-        }
+        };
         let b = lin.b.as_ref().map(|b| {
             let b = b.data();
             let v = (0..lin.out_dim / hd)
@@ -370,11 +405,12 @@ fn rotary_to_canonical(layers: &mut [Layer], cfg: &Config, rot: usize) {
             Param::owned(v)
         });
         Linear {
-            w: Param::owned(out),
+            w,
             b,
             out_dim: lin.out_dim,
             in_dim: k,
             packed: None,
+            i8: None,
         }
     };
     for l in layers {
@@ -387,6 +423,8 @@ struct Resolver<'a> {
     file: &'a TensorFile,
     cfg: &'a Config,
     placements: Vec<Placement>,
+    /// Placing the token embedding or the encoder layers (where I8 weights may be).
+    i8_ok: bool,
 }
 
 fn shape_str(s: &[usize]) -> String {
@@ -415,13 +453,39 @@ impl Resolver<'_> {
     }
 
     fn place(&mut self, t: &RawTensor, role: &str) -> Result<Param> {
-        let p = Param::whole(Arc::new(self.file.load(t)?));
+        // Int8 (an I8 tensor and its row scales) only where int8 precision quantizes.
+        let quantizable = self.i8_ok && t.shape.len() == 2;
+        let storage = if t.dtype == safetensors::Dtype::I8 {
+            let scale = format!("{}_scale", t.name);
+            match self.file.tensors.get(&scale) {
+                Some(s) if quantizable => self.file.load_quantized(t, s)?,
+                _ if !quantizable => {
+                    return Err(Error::Dtype {
+                        name: t.name.clone(),
+                        dtype: t.dtype_name(),
+                    })
+                }
+                _ => {
+                    return Err(Error::BadSafetensors {
+                        path: self.file.path.clone(),
+                        reason: format!(
+                            "the I8 tensor `{}` has no `{scale}` (F32, one scale per row): re-run `emcoder quantize` on the original model",
+                            t.name
+                        ),
+                    })
+                }
+            }
+        } else {
+            self.file.load(t)?
+        };
+        let p = Param::whole(Arc::new(storage));
         self.placements.push(Placement {
             name: t.name.clone(),
             dtype: t.dtype_name(),
             shape: t.shape.clone(),
             role: role.into(),
             in_place: p.is_mapped(),
+            quantizable,
         });
         Ok(p)
     }
@@ -476,6 +540,7 @@ impl Resolver<'_> {
             out_dim: out,
             in_dim: inp,
             packed: None,
+            i8: None,
         })
     }
 

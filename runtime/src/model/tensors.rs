@@ -1,5 +1,6 @@
 //! `model.safetensors`: memory-mapped, parsed with checked offsets, F32 tensors used in place
-//! (zero copy), F16/BF16 widened to F32 once at load.
+//! (zero copy), F16/BF16 widened to F32 once at load, I8 tensors (int8 models, with a scale
+//! per row) used in place and widened only if an f32 product asks for them.
 
 use crate::error::{Error, Result};
 use memmap2::Mmap;
@@ -23,6 +24,77 @@ pub enum Storage {
     },
     /// Widened from F16/BF16 (or copied from an unaligned F32 tensor).
     Owned(Vec<f32>),
+    /// Int8 rows with a scale per row (value = q * scale): an I8 tensor of the file, or
+    /// quantized at load for int8 precision.
+    Quantized(Quantized),
+}
+
+/// Int8 rows of `cols` values with one f32 scale per row.
+#[derive(Debug)]
+pub struct Quantized {
+    q: QBytes,
+    scale: Vec<f32>,
+    cols: usize,
+    /// `q * scale` as f32, made on first use by an f32 reader (f32 or bf16 precision, the
+    /// GPU) of an int8 file.
+    widened: std::sync::OnceLock<Vec<f32>>,
+}
+
+#[derive(Debug)]
+enum QBytes {
+    Mapped {
+        map: Arc<Mmap>,
+        offset: usize,
+        len: usize,
+    },
+    Owned(Vec<i8>),
+}
+
+impl Quantized {
+    /// Rows quantized at load (`q` (rows, cols) row-major, one scale per row).
+    pub fn owned(q: Vec<i8>, scale: Vec<f32>, cols: usize) -> Self {
+        assert_eq!(q.len(), scale.len() * cols, "Quantized::owned: shapes");
+        Quantized {
+            q: QBytes::Owned(q),
+            scale,
+            cols,
+            widened: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The int8 values, (rows, cols) row-major.
+    pub fn q(&self) -> &[i8] {
+        match &self.q {
+            QBytes::Owned(v) => v,
+            QBytes::Mapped { map, offset, len } => {
+                let b = &map[*offset..*offset + *len];
+                // SAFETY: i8 and u8 have the same size and alignment; the map is read-only
+                // and outlives the borrow.
+                unsafe { std::slice::from_raw_parts(b.as_ptr() as *const i8, b.len()) }
+            }
+        }
+    }
+
+    /// One scale per row.
+    pub fn scales(&self) -> &[f32] {
+        &self.scale
+    }
+
+    /// Values per row.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    fn widened(&self) -> &[f32] {
+        self.widened.get_or_init(|| {
+            let cols = self.cols.max(1);
+            self.q()
+                .chunks(cols)
+                .zip(&self.scale)
+                .flat_map(|(r, &s)| r.iter().map(move |&v| v as f32 * s))
+                .collect()
+        })
+    }
 }
 
 impl Storage {
@@ -30,6 +102,7 @@ impl Storage {
     pub fn as_slice(&self) -> &[f32] {
         match self {
             Storage::Owned(v) => v,
+            Storage::Quantized(q) => q.widened(),
             Storage::Mapped { map, offset, len } => {
                 let bytes = &map[*offset..*offset + *len * 4];
                 // SAFETY: `bytes` is inside the live map (bounds checked by the slice above),
@@ -42,7 +115,19 @@ impl Storage {
 
     /// True when the values are used in place from the file.
     pub fn is_mapped(&self) -> bool {
-        matches!(self, Storage::Mapped { .. })
+        match self {
+            Storage::Mapped { .. } => true,
+            Storage::Quantized(q) => matches!(q.q, QBytes::Mapped { .. }),
+            Storage::Owned(_) => false,
+        }
+    }
+
+    /// The int8 rows, when the values are stored so.
+    pub fn quantized(&self) -> Option<&Quantized> {
+        match self {
+            Storage::Quantized(q) => Some(q),
+            _ => None,
+        }
     }
 }
 
@@ -176,6 +261,65 @@ impl TensorFile {
                 .count(),
             _ => 0,
         }
+    }
+
+    /// Reads an I8 tensor `t` of shape (rows, cols) with its F32 scales `scale` (rows,): the
+    /// values in place from the map. A scale tensor of another dtype or shape, or holding a
+    /// zero, negative, NaN or infinite scale, is an error that names it.
+    pub fn load_quantized(&self, t: &RawTensor, scale: &RawTensor) -> Result<Storage> {
+        let bad = |reason: String| Error::BadSafetensors {
+            path: self.path.clone(),
+            reason,
+        };
+        if t.dtype != Dtype::I8 || t.shape.len() != 2 {
+            return Err(bad(format!(
+                "`{}` ({} {:?}) is not a 2-D I8 tensor",
+                t.name,
+                t.dtype_name(),
+                t.shape
+            )));
+        }
+        let (rows, cols) = (t.shape[0], t.shape[1]);
+        if scale.dtype != Dtype::F32 || scale.shape != [rows] {
+            return Err(bad(format!(
+                "`{}` must be F32 of shape [{rows}] (one scale per row of the I8 tensor `{}`), found {} {:?}",
+                scale.name,
+                t.name,
+                scale.dtype_name(),
+                scale.shape
+            )));
+        }
+        let sb = &self.map[scale.offset..scale.offset + scale.nbytes];
+        let scales: Vec<f32> = sb
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        if let Some((r, s)) = scales
+            .iter()
+            .enumerate()
+            .find(|(_, s)| !(s.is_finite() && **s > 0.0))
+        {
+            return Err(bad(format!(
+                "`{}` holds the scale {s} for row {r}; scales must be finite and positive (re-run `emcoder quantize` on the original model)",
+                scale.name
+            )));
+        }
+        debug_assert_eq!(t.nbytes, rows * cols);
+        Ok(Storage::Quantized(Quantized {
+            q: QBytes::Mapped {
+                map: self.map.clone(),
+                offset: t.offset,
+                len: t.nbytes,
+            },
+            scale: scales,
+            cols,
+            widened: std::sync::OnceLock::new(),
+        }))
+    }
+
+    /// The stored bytes of `t` (for tools that copy tensors as they are).
+    pub fn bytes(&self, t: &RawTensor) -> &[u8] {
+        &self.map[t.offset..t.offset + t.nbytes]
     }
 
     /// Reads tensor `t` as f32: in place when possible, widened otherwise.
