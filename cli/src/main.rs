@@ -64,6 +64,19 @@ enum Cmd {
     /// Run token ids through a model with dropout off and write every hidden state, for
     /// checks against another implementation (reference/conformance.py).
     Trace(TraceArgs),
+    /// Write an int8 model directory: the token embedding and the encoder's linear weights
+    /// as I8 with a scale per row (a quarter of their f32 size), everything else copied. It
+    /// loads with `--precision int8` and gives the same numbers as `--precision int8` on
+    /// the original.
+    Quantize {
+        /// The model directory to quantize (F32, F16 or BF16 weights).
+        input: PathBuf,
+        /// Where to write the int8 model (created if needed).
+        output: PathBuf,
+        /// Replace an existing model.safetensors in the output directory.
+        #[arg(long)]
+        force: bool,
+    },
     /// Show this CPU, the instruction-set levels it runs and each kernel family's variant.
     Cpu {
         /// Print only the level names this CPU runs, one per line (for scripts).
@@ -90,7 +103,7 @@ struct TraceArgs {
     /// Seed of the dropout masks for --samples.
     #[arg(long, default_value_t = emcoder::DEFAULT_SEED)]
     seed: u64,
-    /// Precision of weights and matrix products: f32, or bf16.
+    /// Precision of weights and matrix products: f32, bf16 or int8.
     #[arg(long, default_value = "f32")]
     precision: String,
     /// Worker threads (0 = all cores).
@@ -112,7 +125,8 @@ struct ModelArgs {
     /// Longest accepted text, in tokens.
     #[arg(long, default_value_t = emcoder::DEFAULT_MAX_TOKENS)]
     max_tokens: usize,
-    /// Precision of weights and matrix products: f32, or bf16 (f32 accumulation).
+    /// Precision of weights and matrix products: f32, bf16 (f32 accumulation), or int8
+    /// (int8 weights and activations, exact i32 sums; CPU only).
     #[arg(long, default_value = "f32")]
     precision: String,
     /// Where the forward runs: cpu, cuda (GPU 0) or cuda:N (needs a build with
@@ -285,6 +299,24 @@ fn main() -> ExitCode {
             make_model::write(&dir, &shape, bf16, seed).map_err(|e| e.into())
         }
         Cmd::Inspect { dir, tokenizer } => inspect(dir, tokenizer),
+        Cmd::Quantize {
+            input,
+            output,
+            force,
+        } => emcoder::model::quantize::quantize(&input, &output, force)
+            .map(|r| {
+                println!(
+                    "{}: {} tensors quantized to int8 (with row scales), {} copied; model.safetensors {:.1} MB -> {:.1} MB; copied {}",
+                    output.display(),
+                    r.quantized,
+                    r.copied,
+                    r.bytes_in as f64 / 1e6,
+                    r.bytes_out as f64 / 1e6,
+                    if r.files.is_empty() { "no other files".to_string() } else { r.files.join(", ") }
+                );
+                println!("load it with --precision int8 (an f32 or bf16 load widens it back)");
+            })
+            .map_err(|e| e.into()),
         Cmd::Trace(a) => trace(a),
         Cmd::Cpu { levels } => {
             if levels {

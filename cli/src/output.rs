@@ -160,13 +160,26 @@ pub fn inspect_report(f: &ModelFiles, tokenizer: &str) -> String {
             p.dtype,
             format!("{:?}", p.shape),
             p.role,
-            if p.in_place {
+            if p.dtype == "I8" {
+                " [int8, a scale per row in `<name>_scale`]"
+            } else if p.in_place {
                 ""
             } else {
                 " [converted to f32]"
             }
         );
     }
+    let int8 = f.placements.iter().filter(|p| p.dtype == "I8").count();
+    let quantizable = f.placements.iter().filter(|p| p.quantizable).count();
+    let _ = writeln!(
+        s,
+        "int8: {int8} of the {quantizable} tensors int8 precision quantizes are stored as I8{}",
+        if int8 == 0 {
+            " (`emcoder quantize` writes an int8 copy; --precision int8 quantizes at load)"
+        } else {
+            ""
+        }
+    );
     if f.non_finite.is_empty() {
         let _ = writeln!(
             s,

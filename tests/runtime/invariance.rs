@@ -360,7 +360,11 @@ fn scratch_stays_within_its_bound_for_many_long_texts() {
             v
         })
         .collect();
-    for precision in [emcoder::Precision::F32, emcoder::Precision::Bf16] {
+    for precision in [
+        emcoder::Precision::F32,
+        emcoder::Precision::Bf16,
+        emcoder::Precision::Int8,
+    ] {
         let opts = |max_rows| LoadOptions {
             tokenizer: TokenizerChoice::None,
             n_threads: 2,

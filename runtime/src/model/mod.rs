@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod params;
+pub mod quantize;
 pub mod resolve;
 pub mod tensors;
 pub mod thresholds;
