@@ -111,7 +111,7 @@ struct TraceArgs {
     threads: usize,
 }
 
-#[derive(Args)]
+#[derive(Args, Clone)]
 struct ModelArgs {
     /// Model directory [default: $EMCODER_MODEL, else the shipped models/emcoder-mini].
     #[arg(long)]
@@ -432,9 +432,26 @@ fn eval_cmd(a: EvalArgs) -> CliResult {
     } else {
         None
     };
+    // A lower precision: the same texts, samples and seed in f32 beside it.
+    let versus_f32 = if model.precision() != emcoder::Precision::F32 {
+        let f32_model = load(&ModelArgs {
+            precision: "f32".into(),
+            ..a.model.clone()
+        })?;
+        let f = eval::evaluate(&f32_model, &examples, &opts, a.batch)?;
+        Some(eval::compare::compare(
+            model.precision().name(),
+            &f,
+            &e,
+            &model.files().thresholds,
+        ))
+    } else {
+        None
+    };
     let mode = sp.describe();
     let setup = format!(
-        "model {} | data {} | {mode}",
+        "model {} | data {} | {} | {mode}",
+        model.precision().name(),
         model.files().dir.display(),
         a.data.display()
     );
@@ -449,9 +466,16 @@ fn eval_cmd(a: EvalArgs) -> CliResult {
         if let Some(vf) = versus_fixed {
             v["adaptive_vs_fixed"] = vf;
         }
+        if let Some(c) = &versus_f32 {
+            v["versus_f32"] = serde_json::to_value(c)?;
+        }
+        v["precision"] = serde_json::json!(model.precision().name());
         println!("{v}");
     } else {
         print!("{}", eval::to_text(&e, model.labels(), &setup));
+        if let Some(c) = &versus_f32 {
+            print!("{}", eval::compare::to_text(c));
+        }
         if let Some(vf) = versus_fixed {
             println!(
                 "\nAdaptive vs fixed N={}: {:.1} samples per text on average, {:.2}x faster ({:.1} s vs {:.1} s), {:.2}% of the thresholded decisions equal, fixed-N macro F1 {:.4}",

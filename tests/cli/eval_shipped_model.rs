@@ -115,3 +115,36 @@ fn mc_eval_matches_the_reference_with_the_same_masks() {
         (c[0]["macro_f1"].as_f64().unwrap() - got["macro"]["f1"].as_f64().unwrap()).abs() < 1e-12
     );
 }
+
+/// Int8 on the shipped model, against f32 with the same masks (the accuracy contract of
+/// `--precision int8`, on 300 test texts and 20 samples here; benches/RESULTS.md has the
+/// whole split at N=50): at least 99.9% of the thresholded decisions equal, mean
+/// |delta mean probability| at most 0.005, macro F1 within 0.005.
+#[test]
+fn int8_makes_the_decisions_of_f32() {
+    let got = run_eval(&[
+        "--limit",
+        "300",
+        "--samples",
+        "20",
+        "--seed",
+        "7",
+        "--precision",
+        "int8",
+    ]);
+    let c = &got["versus_f32"];
+    eprintln!("int8 vs f32: {c}");
+    assert_eq!(got["precision"], "int8");
+    assert_eq!(c["pairs"], 300 * 28);
+    let f = |k: &str| c[k].as_f64().unwrap_or(f64::NAN);
+    assert!(f("decision_agreement") >= 0.999, "{c}");
+    assert!(
+        f("mean_abs_delta") <= 0.005 && f("mean_abs_delta") > 0.0,
+        "{c}"
+    );
+    assert!((f("macro_f1") - f("macro_f1_f32")).abs() <= 0.005, "{c}");
+    assert!(
+        (f("macro_f1") - got["macro"]["f1"].as_f64().unwrap()).abs() < 1e-12,
+        "{c}"
+    );
+}

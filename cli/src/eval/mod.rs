@@ -1,5 +1,6 @@
 //! `emcoder eval`: the model card's evaluation on a labelled TSV split.
 
+pub mod compare;
 pub mod data;
 pub mod metrics;
 pub mod plot;
@@ -32,6 +33,8 @@ pub struct Evaluation {
     pub mean_samples: f64,
     /// The decisions, (texts x labels) row-major (to compare runs).
     pub decisions: Vec<bool>,
+    /// The mean probabilities, (texts x labels) row-major.
+    pub means: Vec<f32>,
 }
 
 /// Predicts `examples` in batches of `batch` texts (progress on stderr) and scores them.
@@ -82,6 +85,7 @@ pub fn evaluate(
         seconds,
         mean_samples: samples as f64 / examples.len() as f64,
         decisions: pred,
+        means: mean,
     })
 }
 
