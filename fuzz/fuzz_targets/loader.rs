@@ -1,5 +1,6 @@
 //! The model loader on a folder assembled from fuzzed files: `config.json`,
-//! `model.safetensors`, `thresholds.json` and `tokenizer.json`, each either a fixture's file,
+//! `model.safetensors`, `thresholds.json` and `tokenizer.json`, each either a fixture's file
+//! (as committed, or its int8 copy from `emcoder quantize`: I8 tensors with F32 row scales),
 //! absent, replaced by fuzzed bytes, or edited where the structure is (a JSON field set to a
 //! fuzzed value; a safetensors header entry's dtype, shape or offsets changed; bytes flipped;
 //! the file cut short). A folder that loads is then used: predictions from fuzzed token ids
@@ -81,21 +82,32 @@ struct Input {
     tokenizer: Tok,
     copy_weights: bool,
     refuse_non_finite: bool,
-    bf16: bool,
+    /// f32, bf16 or int8.
+    precision: u8,
+    /// The fixture's int8 copy instead of its committed weights.
+    int8_file: bool,
     max_tokens: u8,
     texts: Vec<Vec<u16>>,
     samples: u8,
 }
 
+/// A fixture's file; `int8.model.safetensors` is the fixture's weights quantized by
+/// `emcoder quantize` (made once per process).
 fn original(name: &str, file: &str) -> &'static [u8] {
     static CACHE: OnceLock<Vec<((String, String), Vec<u8>)>> = OnceLock::new();
     let c = CACHE.get_or_init(|| {
         let mut v = Vec::new();
+        let q = scratch_dir("loader-int8");
         for f in FIXTURES {
             for file in ["config.json", "model.safetensors", "thresholds.json"] {
                 let b = std::fs::read(fixture(f).join(file)).unwrap_or_default();
                 v.push(((f.to_string(), file.to_string()), b));
             }
+            let out = q.join(f);
+            emcoder_rt::model::quantize::quantize(&fixture(f), &out, true)
+                .expect("quantizing a fixture");
+            let b = std::fs::read(out.join("model.safetensors")).expect("the int8 fixture");
+            v.push(((f.to_string(), "int8.model.safetensors".to_string()), b));
         }
         v
     });
@@ -197,7 +209,18 @@ fuzz_target!(|input: Input| {
     write(
         dir,
         "model.safetensors",
-        apply(original(base, "model.safetensors"), &input.weights, true),
+        apply(
+            original(
+                base,
+                if input.int8_file {
+                    "int8.model.safetensors"
+                } else {
+                    "model.safetensors"
+                },
+            ),
+            &input.weights,
+            true,
+        ),
     );
     let th = original(base, "thresholds.json");
     let th = if th.is_empty() {
@@ -219,11 +242,7 @@ fuzz_target!(|input: Input| {
         tokenizer,
         n_threads: 1,
         max_tokens: 2 + input.max_tokens as usize % 64,
-        precision: if input.bf16 {
-            Precision::Bf16
-        } else {
-            Precision::F32
-        },
+        precision: [Precision::F32, Precision::Bf16, Precision::Int8][input.precision as usize % 3],
         copy_weights: input.copy_weights,
         refuse_non_finite: input.refuse_non_finite,
         ..LoadOptions::default()

@@ -119,6 +119,10 @@ impl Isa {
         vec![
             ("f32 products", f32p),
             ("bf16 products", bf16p),
+            (
+                "int8 products",
+                crate::gemm_i8::Kernel::for_isa(self).name(),
+            ),
             ("attention (tiled, online softmax)", vec),
             ("exp (softmax, SiLU)", vec),
             ("rmsnorm", vec),

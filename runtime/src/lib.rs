@@ -303,8 +303,14 @@ impl Model {
                 w.head2.pack_bf16(isa)
             })??;
         }
-        let i8k = emcoder_kernels::gemm_i8::Kernel::for_isa(isa);
+        let mut i8k = emcoder_kernels::gemm_i8::Kernel::for_isa(isa);
         if opts.precision == Precision::Int8 && !on_gpu {
+            // As for bf16: the tile state is asked for only now; refused, the products run
+            // on the level below.
+            if i8k == emcoder_kernels::gemm_i8::Kernel::Amx && !emcoder_kernels::cpu::request_amx()
+            {
+                i8k = emcoder_kernels::gemm_i8::Kernel::for_isa(Isa::Avx512Bf16);
+            }
             pool.install(|| files.weights.pack_i8())??;
         }
         log::log(log::Level::Info, || {

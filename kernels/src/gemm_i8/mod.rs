@@ -135,7 +135,10 @@ impl Kernel {
     }
 
     /// The kernel the int8 products run at level `isa` on this CPU: the best integer
-    /// dot-product instructions the level allows.
+    /// dot-product instructions the level allows. `Amx` where the CPU and OS have AMX-INT8;
+    /// the process asks the OS for the tile state only when it runs an AMX product (a
+    /// caller that wants no surprise asks first with [`crate::cpu::request_amx`] and takes
+    /// the `avx512-bf16` level's kernel when refused).
     pub fn for_isa(isa: Isa) -> Kernel {
         let f = crate::cpu::caps().int8;
         let x86 = |zmm: bool| {
@@ -151,7 +154,7 @@ impl Kernel {
             Isa::Generic => Kernel::Generic,
             Isa::Avx2 => x86(false),
             Isa::Avx512 | Isa::Avx512Bf16 => x86(true),
-            Isa::Amx if Kernel::Amx.runs_here() => Kernel::Amx,
+            Isa::Amx if f.amx_int8 => Kernel::Amx,
             Isa::Amx => x86(true),
             Isa::Neon | Isa::NeonBf16 if f.dotprod => Kernel::NeonDot,
             Isa::Neon | Isa::NeonBf16 => Kernel::Neon,
