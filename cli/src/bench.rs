@@ -4,6 +4,7 @@
 use emcoder::{Model, Precision};
 use emcoder_kernels::gemm_bf16::{linear_bf16, PackedBf16};
 use emcoder_kernels::gemm_f32::linear_f32;
+use emcoder_kernels::gemm_i8::{linear_i8, PackedI8};
 use serde_json::{json, Value};
 use std::time::Instant;
 
@@ -40,14 +41,22 @@ pub fn peak_gflops(model: &Model, size: usize, iters: usize) -> f64 {
     let isa = model.isa();
     let packed =
         (model.precision() == Precision::Bf16).then(|| PackedBf16::pack(&w, size, size, isa));
+    // int8: the same product on int8 weights and activations (GOP/s of the int8 kernel).
+    let packed8 = (model.precision() == Precision::Int8)
+        .then(|| PackedI8::quantize(&w, size, size).expect("finite weights"));
     let mut xp = Vec::new();
     let mut fp = Vec::new();
+    let mut sa = Vec::new();
     let mut times: Vec<f64> = (0..iters.max(1) + 1)
         .map(|_| {
             let t = Instant::now();
-            pool.install(|| match &packed {
-                Some(p) => linear_bf16(&mut out, &x, p, None, size, &mut xp, isa),
-                None => linear_f32(&mut out, &x, &w, None, size, size, size, &mut fp, isa),
+            pool.install(|| match (&packed, &packed8) {
+                (_, Some(p)) => {
+                    let k = model.int8_kernel();
+                    linear_i8(&mut out, &x, p, None, size, &mut xp, &mut sa, k)
+                }
+                (Some(p), None) => linear_bf16(&mut out, &x, p, None, size, &mut xp, isa),
+                (None, None) => linear_f32(&mut out, &x, &w, None, size, size, size, &mut fp, isa),
             });
             t.elapsed().as_secs_f64()
         })

@@ -496,16 +496,20 @@ fn bench_cmd(a: BenchArgs) -> CliResult {
     let t = std::time::Instant::now();
     let model = load(&a.model)?;
     let load_ms = t.elapsed().as_secs_f64() * 1e3;
-    // The GEMM peak of the CPU, for context; on a GPU it says nothing (null in the JSON).
+    let ids = bench::inputs(model.config().vocab_size, a.tokens, a.batch, a.mixed);
+    let mut v = bench::run(&model, &ids, a.samples, a.iters, f64::NAN)?;
+    // Peak memory of the load and the runs, before the peak product's own matrices.
+    v["max_rss_mb"] = serde_json::json!(bench::max_rss_mb());
+    // The GEMM peak of the CPU in the model's precision, for context; on a GPU it says
+    // nothing (null in the JSON).
     let peak = match model.device() {
         emcoder::Device::Cpu => bench::peak_gflops(&model, 2048, 5),
         emcoder::Device::Cuda(_) => f64::NAN,
     };
-    let ids = bench::inputs(model.config().vocab_size, a.tokens, a.batch, a.mixed);
-    let mut v = bench::run(&model, &ids, a.samples, a.iters, peak)?;
+    v["peak_gflops"] = serde_json::json!(peak);
+    v["fraction_of_peak"] = serde_json::json!(v["gflops"].as_f64().unwrap_or(f64::NAN) / peak);
     v["load_ms"] = serde_json::json!(load_ms);
     v["precision"] = serde_json::json!(a.model.precision);
-    v["max_rss_mb"] = serde_json::json!(bench::max_rss_mb());
     v["scratch_mb"] = serde_json::json!(model.scratch_bytes() as f64 / 1e6);
     let k = output::kernels_json(&model);
     v["cpu"] = k["cpu"].clone();
@@ -528,11 +532,11 @@ fn bench_cmd(a: BenchArgs) -> CliResult {
         println!("{v}");
     } else {
         println!(
-            "{} text(s) x {} tokens, N={} samples, {} threads, {}: median {:.2} ms (p10 {:.2}, p90 {:.2}), {:.1} texts/s, {:.1} GFLOP/s = {:.0}% of the {:.1} GFLOP/s GEMM peak; load {:.0} ms; max RSS {:.0} MB (scratch arena {:.1} MB)",
+            "{} text(s) x {} tokens, N={} samples, {} threads, {}: median {:.2} ms (p10 {:.2}, p90 {:.2}), {:.1} texts/s, {:.1} GFLOP/s = {:.0}% of the {:.1} GFLOP/s {} GEMM peak; load {:.0} ms; max RSS {:.0} MB (scratch arena {:.1} MB)",
             a.batch, if a.mixed { "8..64".to_string() } else { a.tokens.to_string() }, a.samples, model.threads(), a.model.precision,
             v["median_ms"].as_f64().unwrap_or(0.0), v["p10_ms"].as_f64().unwrap_or(0.0), v["p90_ms"].as_f64().unwrap_or(0.0),
             v["texts_per_s"].as_f64().unwrap_or(0.0), v["gflops"].as_f64().unwrap_or(0.0),
-            100.0 * v["fraction_of_peak"].as_f64().unwrap_or(0.0), peak, load_ms, v["max_rss_mb"].as_f64().unwrap_or(0.0),
+            100.0 * v["fraction_of_peak"].as_f64().unwrap_or(0.0), peak, a.model.precision, load_ms, v["max_rss_mb"].as_f64().unwrap_or(0.0),
             v["scratch_mb"].as_f64().unwrap_or(0.0)
         );
         match model.device_description() {

@@ -311,7 +311,8 @@ impl Model {
             {
                 i8k = emcoder_kernels::gemm_i8::Kernel::for_isa(Isa::Avx512Bf16);
             }
-            pool.install(|| files.weights.pack_i8())??;
+            let file_backed = !opts.copy_weights;
+            pool.install(|| files.weights.pack_i8(file_backed))??;
         }
         log::log(log::Level::Info, || {
             let kernels: Vec<String> = isa

@@ -452,6 +452,49 @@ pub fn quantize_activations(
         });
 }
 
+/// [`quantize_activations`] of rows made on the fly: `row(i, buf)` writes row `i` (`k`
+/// values) into `buf`, which is quantized while it is in cache, so the f32 rows never go to
+/// memory (an RMSNorm or a SwiGLU fused with the quantization). The same bytes and scales
+/// as making every row first and quantizing them then. `buf` is one buffer of `k` floats
+/// per parallel split (a few per call).
+pub fn quantize_activations_with(
+    xq: &mut Vec<u32>,
+    sa: &mut Vec<f32>,
+    m: usize,
+    k: usize,
+    kernel: Kernel,
+    row: impl Fn(usize, &mut [f32]) + Sync,
+) {
+    kernel.level().assert_runs_here();
+    let rw = row_words(kernel, quads(k));
+    let len = padded_rows(m) * rw;
+    if xq.len() < len + 16 {
+        xq.reserve_exact(len + 16 - xq.len());
+        xq.resize(len + 16, 0);
+    }
+    sa.clear();
+    sa.resize(m, 0.0);
+    let off = align_words(xq.as_ptr());
+    let xq = &mut xq[off..off + len];
+    xq[m * rw..].fill(0);
+    if m == 0 {
+        return;
+    }
+    let (layout, level) = (kernel.layout(), kernel.level());
+    xq[..m * rw]
+        .par_chunks_mut(rw)
+        .zip(sa.par_iter_mut())
+        .enumerate()
+        .for_each_init(
+            || vec![0.0f32; k],
+            |buf, (i, (o, s))| {
+                row(i, buf);
+                // SAFETY: the kernel's level runs here (checked above).
+                *s = unsafe { quantize_into(o, buf, layout, level) };
+            },
+        );
+}
+
 /// One row: `o` (the row's words) from `r`; returns the scale (NaN: not finite).
 ///
 /// # Safety

@@ -308,3 +308,22 @@ fn every_level_has_a_kernel_that_runs() {
         assert!(k.level() <= isa || k == Kernel::Generic, "{isa:?} -> {k:?}");
     }
 }
+
+/// Rows made on the fly quantize to the bytes and scales of rows made first.
+#[test]
+fn fused_row_quantization_equals_the_two_passes() {
+    let (m, k) = (45usize, 131usize);
+    let x = values(m * k, 40);
+    for kernel in kernels() {
+        let (mut xq, mut sa) = (Vec::new(), Vec::new());
+        quantize_activations(&mut xq, &mut sa, &x, m, k, kernel);
+        let (mut xq2, mut sa2) = (vec![7u32; 3], Vec::new());
+        quantize_activations_with(&mut xq2, &mut sa2, m, k, kernel, |i, buf| {
+            buf.copy_from_slice(&x[i * k..(i + 1) * k])
+        });
+        let n = padded_rows(m) * row_words(kernel, quads(k));
+        let (o1, o2) = (align_words(xq.as_ptr()), align_words(xq2.as_ptr()));
+        assert!(xq[o1..o1 + n] == xq2[o2..o2 + n], "{kernel:?}");
+        assert_eq!(bits(&sa), bits(&sa2), "{kernel:?}");
+    }
+}

@@ -8,7 +8,7 @@
 use super::batch::{chunks, text_groups, Packing};
 use super::stop::Stop;
 use crate::error::{Error, Result};
-use crate::model::{Config, FusedBf16, FusedI8, Layer, Linear, Weights};
+use crate::model::{Config, FusedBf16, Layer, Linear, Weights};
 use emcoder_kernels::activation::{gelu, gelu_tanh, swiglu};
 use emcoder_kernels::attention::{self, attention_rows};
 use emcoder_kernels::gemm_bf16::{
@@ -16,7 +16,9 @@ use emcoder_kernels::gemm_bf16::{
     Epilogue, PackedActivations,
 };
 use emcoder_kernels::gemm_f32::{self, linear_f32, linear_f32_parts, F32Epilogue, F32Part};
-use emcoder_kernels::gemm_i8::{self, linear_i8, linear_i8_packed_into, QuantActivations};
+use emcoder_kernels::gemm_i8::{
+    self, linear_i8, linear_i8_packed_into, PackedI8, QuantActivations,
+};
 use emcoder_kernels::norm::{rmsnorm, rmsnorm_inplace};
 use emcoder_kernels::philox::{dropout_inplace, dropout_residual_add, DropoutSite};
 use emcoder_kernels::rope::{rope_apply, rope_tables};
@@ -236,29 +238,27 @@ impl Forward<'_> {
         Ok(())
     }
 
-    /// One fused int8 product (q|k|v, gate|up) of `x` (m rows) into `outs`, with an
-    /// optional epilogue on each finished piece of a row.
-    fn fused_i8(
+    /// An int8 product (`p`, with `bias`) of the `m` rows `row(i, buf)` makes, into `outs`,
+    /// with an optional epilogue on each finished piece of a row. The rows are made and
+    /// quantized in cache (an RMSNorm or a SwiGLU fused with the quantization): they never
+    /// go to memory as f32.
+    #[allow(clippy::too_many_arguments)]
+    fn product_i8(
         &self,
         ops: &mut Operands,
-        x: &[f32],
         m: usize,
-        f: &FusedI8,
+        p: &PackedI8,
+        bias: Option<&[f32]>,
         outs: &mut [&mut [f32]],
         epilogue: Option<Epilogue>,
+        row: impl Fn(usize, &mut [f32]) + Sync,
     ) -> Result<()> {
-        let k = f.packed.k;
-        self.quantize(ops, x, m, k)?;
-        let a = QuantActivations::new(&ops.xp, &ops.sa, m, k, self.i8k);
-        linear_i8_packed_into(outs, &a, &f.packed, f.bias.as_deref(), epilogue);
-        Ok(())
-    }
-
-    /// Quantizes `x` (m rows of k) into the operands for the int8 products.
-    fn quantize(&self, ops: &mut Operands, x: &[f32], m: usize, k: usize) -> Result<()> {
+        let k = p.k;
         reserve(&mut ops.xp, gemm_i8::activation_words(m, k, self.i8k))?;
         reserve(&mut ops.sa, m)?;
-        gemm_i8::quantize_activations(&mut ops.xp, &mut ops.sa, x, m, k, self.i8k);
+        gemm_i8::quantize_activations_with(&mut ops.xp, &mut ops.sa, m, k, self.i8k, row);
+        let a = QuantActivations::new(&ops.xp, &ops.sa, m, k, self.i8k);
+        linear_i8_packed_into(outs, &a, p, bias, epilogue);
         Ok(())
     }
 
@@ -532,9 +532,12 @@ impl Forward<'_> {
             grow(&mut s.v, n)?,
         );
         let isa = self.isa;
-        rows_par(x, h, d, |xo, xi| {
-            rmsnorm(xo, xi, layer.ln1.data(), xi.len() / d, d, cfg.norm_eps, isa)
-        });
+        // (int8: RMSNorm runs inside the product's quantization, row by row.)
+        if layer.qkv_i8.is_none() {
+            rows_par(x, h, d, |xo, xi| {
+                rmsnorm(xo, xi, layer.ln1.data(), xi.len() / d, d, cfg.norm_eps, isa)
+            });
+        }
         // RoPE tables: q and k rotate at each row's position inside its own sequence.
         let freqs = layer.freqs.data();
         let half = freqs.len();
@@ -574,9 +577,18 @@ impl Forward<'_> {
         };
         let roped = match (&layer.qkv, &layer.qkv_i8) {
             (_, Some(f)) => {
-                // One int8 product for q|k|v, RoPE in its epilogue.
+                // One int8 product for q|k|v of rmsnorm_1(h), RoPE in its epilogue.
                 let epilogue = hd.is_multiple_of(2).then_some(&rope_piece as _);
-                self.fused_i8(ops, x, rows, f, &mut [q, k, v], epilogue)?;
+                let (w, eps) = (layer.ln1.data(), cfg.norm_eps);
+                self.product_i8(
+                    ops,
+                    rows,
+                    &f.packed,
+                    f.bias.as_deref(),
+                    &mut [q, k, v],
+                    epilogue,
+                    |r, buf| rmsnorm(buf, &h[r * d..(r + 1) * d], w, 1, d, eps, isa),
+                )?;
                 epilogue.is_some()
             }
             (Some(f), None) => {
@@ -677,13 +689,31 @@ impl Forward<'_> {
             grow(&mut s.u, rows * f)?,
         );
         let (eps, isa) = (self.cfg.norm_eps, self.isa);
+        if let (Some(fu), Some(down)) = (&layer.gate_up_i8, &layer.down.i8) {
+            // int8: RMSNorm fused into gate|up's quantization, SwiGLU into down's.
+            let w = layer.ln2.data();
+            self.product_i8(
+                ops,
+                rows,
+                &fu.packed,
+                fu.bias.as_deref(),
+                &mut [&mut *g, &mut *u],
+                None,
+                |r, buf| rmsnorm(buf, &h[r * d..(r + 1) * d], w, 1, d, eps, isa),
+            )?;
+            let (g, u) = (&*g, &*u);
+            let b = layer.down.b.as_ref().map(|b| b.data());
+            return self.product_i8(ops, rows, down, b, &mut [out], None, |r, buf| {
+                buf.copy_from_slice(&g[r * f..(r + 1) * f]);
+                swiglu(buf, &u[r * f..(r + 1) * f], isa)
+            });
+        }
         rows_par(x, h, d, |xo, xi| {
             rmsnorm(xo, xi, layer.ln2.data(), xi.len() / d, d, eps, isa)
         });
-        match (&layer.gate_up, &layer.gate_up_i8) {
-            (_, Some(fu)) => self.fused_i8(ops, x, rows, fu, &mut [&mut *g, &mut *u], None)?,
-            (Some(fu), None) => self.fused(ops, x, rows, fu, &mut [&mut *g, &mut *u], None)?,
-            (None, None) => {
+        match &layer.gate_up {
+            Some(fu) => self.fused(ops, x, rows, fu, &mut [&mut *g, &mut *u], None)?,
+            None => {
                 let parts = [(&layer.gate, &mut *g), (&layer.up, &mut *u)];
                 self.linears(ops, x, rows, parts, None)?;
             }

@@ -20,7 +20,7 @@ pub struct Param {
 impl Param {
     /// The whole of `storage`.
     pub fn whole(storage: Arc<Storage>) -> Self {
-        let len = storage.as_slice().len();
+        let len = storage.len();
         Param {
             storage,
             start: 0,
@@ -52,6 +52,11 @@ impl Param {
     /// True when the values are read in place from the memory-mapped file.
     pub fn is_mapped(&self) -> bool {
         self.storage.is_mapped()
+    }
+
+    /// See [`Storage::release_pages`]: the whole storage this param reads from.
+    pub fn release_pages(&self, file_backed: bool) {
+        self.storage.release_pages(file_backed)
     }
 
     /// A param of int8 rows (`q` (rows, cols) row-major, one scale per row).
@@ -250,9 +255,10 @@ impl Layer {
     }
 
     /// Quantizes and packs layer `i` for int8 products: q|k|v and gate|up fused, o and
-    /// down alone. The f32 weights are released afterwards (their params become empty):
-    /// an int8 model keeps only its int8 weights.
-    pub fn pack_i8(&mut self, i: usize) -> Result<()> {
+    /// down alone. The f32 weights are released afterwards (their params become empty, their
+    /// pages of a file map dropped when `file_backed`): an int8 model keeps only its int8
+    /// weights.
+    pub fn pack_i8(&mut self, i: usize, file_backed: bool) -> Result<()> {
         self.qkv_i8 = Some(FusedI8::new(
             &[&self.q, &self.k, &self.v],
             &format!("layer {i} q, k, v"),
@@ -272,6 +278,7 @@ impl Layer {
             &mut self.up,
             &mut self.down,
         ] {
+            l.w.release_pages(file_backed);
             l.w = Param::owned(Vec::new());
         }
         Ok(())
@@ -300,16 +307,20 @@ pub struct Weights {
 impl Weights {
     /// Int8 precision: the token embedding as int8 rows with a scale per row (quantized
     /// now unless the file stores it so; the f32 table is released), and every layer
-    /// packed for int8 products ([`Layer::pack_i8`]). The head stays f32.
-    pub fn pack_i8(&mut self) -> Result<()> {
+    /// packed for int8 products ([`Layer::pack_i8`]). The head stays f32. `file_backed`:
+    /// the weights are a map of the file (not copied), whose pages of f32 weights that were
+    /// quantized are dropped from memory.
+    pub fn pack_i8(&mut self, file_backed: bool) -> Result<()> {
         if self.embedding.quantized().is_none() {
             let d = self.embed_norm.data().len();
             let v = self.embedding.data().len() / d.max(1);
             let (q, s) = self.embedding.quant_rows(v, d, "token embedding")?;
-            self.embedding = Param::quantized_owned(q.into_owned(), s.into_owned(), d);
+            let q = Param::quantized_owned(q.into_owned(), s.into_owned(), d);
+            self.embedding.release_pages(file_backed);
+            self.embedding = q;
         }
         for (i, l) in self.layers.iter_mut().enumerate() {
-            l.pack_i8(i)?;
+            l.pack_i8(i, file_backed)?;
         }
         Ok(())
     }

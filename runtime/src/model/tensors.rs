@@ -113,6 +113,51 @@ impl Storage {
         }
     }
 
+    /// Drops the pages of these values from the process's memory (`madvise(DONTNEED)`),
+    /// when they are read in place from a map of the file: for weights that were quantized or
+    /// repacked and will not be read again (a later read fetches them from the file again,
+    /// so nothing breaks). `file_backed` must be false for weights copied into memory
+    /// (`copy_weights`: an anonymous map would read back zeros); then nothing is done.
+    pub fn release_pages(&self, file_backed: bool) {
+        if !file_backed {
+            return;
+        }
+        let (map, offset, bytes) = match self {
+            Storage::Mapped { map, offset, len } => (map, *offset, *len * 4),
+            Storage::Quantized(Quantized {
+                q: QBytes::Mapped { map, offset, len },
+                ..
+            }) => (map, *offset, *len),
+            _ => return,
+        };
+        // Whole pages inside the range only: the tensors beside it keep theirs.
+        let page = 4096;
+        let start = offset.div_ceil(page) * page;
+        let end = (offset + bytes) / page * page;
+        if end > start {
+            // SAFETY: a read-only private map of the file: DONTNEED drops the pages, and a
+            // later access reads the file's bytes again (the caller promised file_backed).
+            // The range is inside the map (a tensor's bytes, checked at open).
+            let _ = unsafe {
+                map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start)
+            };
+        }
+    }
+
+    /// Number of values (without widening int8 rows).
+    pub fn len(&self) -> usize {
+        match self {
+            Storage::Owned(v) => v.len(),
+            Storage::Mapped { len, .. } => *len,
+            Storage::Quantized(q) => q.q().len(),
+        }
+    }
+
+    /// True when there are no values.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// True when the values are used in place from the file.
     pub fn is_mapped(&self) -> bool {
         match self {
