@@ -50,8 +50,9 @@ from emcoder_ref.mc import mc_forward, statistics  # noqa: E402
 from emcoder_ref.model import pad_batch  # noqa: E402
 
 # The default configurations; `--configs` also takes any name of the form
-# [decide-A | tolerance-E | n-N | f32 | bf16], dash-joined, e.g. decide-0.2-n-30-bf16.
-CONFIGS = ["f32", "bf16", "tolerance-0.01", "decide-0.01", "decide-0.05", "decide-0.01-bf16"]
+# [decide-A | tolerance-E | n-N | f32 | bf16 | int8], dash-joined, e.g. decide-0.2-n-30-bf16.
+CONFIGS = ["f32", "bf16", "int8", "tolerance-0.01", "decide-0.01", "decide-0.05",
+           "decide-0.01-bf16", "decide-0.01-int8"]
 
 
 def config_options(name: str, n_samples: int) -> list:
@@ -60,8 +61,8 @@ def config_options(name: str, n_samples: int) -> list:
     i = 0
     while i < len(words):
         w = words[i]
-        if w in ("f32", "bf16"):
-            opts += ["--precision", w] if w == "bf16" else []
+        if w in ("f32", "bf16", "int8"):
+            opts += ["--precision", w] if w != "f32" else []
             i += 1
         elif w in ("decide", "tolerance", "n") and i + 1 < len(words):
             try:
@@ -74,7 +75,7 @@ def config_options(name: str, n_samples: int) -> list:
                 opts += [f"--{w}", words[i + 1]]
             i += 2
         else:
-            raise SystemExit(f"configuration {name!r}: unknown word {w!r} (use f32, bf16, "
+            raise SystemExit(f"configuration {name!r}: unknown word {w!r} (use f32, bf16, int8, "
                              "decide-A, tolerance-E, n-N joined with dashes)")
     return ["-n", str(n), *opts]
 

@@ -13,8 +13,10 @@ thread count, this script times:
                       `disabled_optimizers=["EliminateDropout"]`), fed the sample-major
                       stacked batch (row s*B + b) in chunks of --max-batch rows like
                       `mc_forward`; the MC spread over samples is checked to be non-zero;
-  4. `emcoder_f32` / `emcoder_bf16` - `target/release/emcoder bench ... --json`
-                      ("n/a" when the build has no bf16).
+  4. `ort_int8`     - ONNX Runtime's dynamic int8 quantization (`quantize_dynamic`, QInt8
+                      weights, per-tensor) of the same two exports;
+  5. `emcoder_f32` / `emcoder_bf16` / `emcoder_int8` - `target/release/emcoder bench ...
+                      --json` ("n/a" when the build lacks a precision).
 
 Cases: a = N=50, one 16-token text; b = N=50, one 64-token text; c = N=50, a batch of 32
 texts of mixed lengths 8..64 (torch/ORT pad; emcoder packs); d = one plain forward (dropout
@@ -66,14 +68,18 @@ CASES = {
     "g": ("N=50, one 4096-token text", 50, 4096, 1, False),
 }
 
-ENGINES = ["pytorch_f32", "pytorch_bf16", "ort_f32", "emcoder_f32", "emcoder_bf16"]
+ENGINES = ["pytorch_f32", "pytorch_bf16", "ort_f32", "ort_int8", "emcoder_f32", "emcoder_bf16",
+           "emcoder_int8"]
 ENGINE_TITLES = {
     "pytorch_f32": "PyTorch f32 (reference)",
     "pytorch_bf16": "PyTorch bf16 autocast",
     "ort_f32": "ONNX Runtime f32",
+    "ort_int8": "ONNX Runtime int8 (dynamic)",
     "emcoder_f32": "emcoder f32",
     "emcoder_bf16": "emcoder bf16",
+    "emcoder_int8": "emcoder int8",
 }
+EMCODER = ("emcoder_f32", "emcoder_bf16", "emcoder_int8")
 
 
 def log(*a):
@@ -233,6 +239,14 @@ def ort_session(path: str, threads: int, keep_dropout: bool):
                                 **kw)
 
 
+def ort_quantize(src: str, dst: str) -> float:
+    """ONNX Runtime's dynamic int8 quantization of an export (QInt8 weights). -> seconds."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    t = time.perf_counter()
+    quantize_dynamic(src, dst, weight_type=QuantType.QInt8)
+    return time.perf_counter() - t
+
+
 def ort_dropout_nodes(path: str) -> int:
     import onnx
     m = onnx.load(path, load_external_data=False)
@@ -281,8 +295,8 @@ def machine_context(threads: int, exe: str) -> dict:
         cpu = m.group(1).strip() if m else cpu
         m = re.search(r"^flags\s*:\s*(.*)$", txt, re.M)
         fl = m.group(1).split() if m else []
-        flags = [x for x in ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni",
-                             "amx_bf16", "amx_tile") if x in fl]
+        flags = [x for x in ("avx2", "fma", "avx_vnni", "avx512f", "avx512_bf16", "avx512_vnni",
+                             "amx_bf16", "amx_int8", "amx_tile") if x in fl]
     except OSError:
         pass
 
@@ -473,13 +487,24 @@ def render(res: dict) -> str:
                  for o in ("pytorch_f32", "pytorch_bf16", "ort_f32")]
         L.append(f"| {c} | " + " | ".join(cells) + " |")
     L.append("")
+    L.append("emcoder int8 (other engine's median / emcoder int8's median):")
+    L.append("")
+    L.append("| case | vs emcoder f32 | vs emcoder bf16 | vs ORT int8 | vs ORT f32 | "
+             "vs PyTorch f32 | vs PyTorch bf16 |")
+    L.append("|---|---|---|---|---|---|---|")
+    for c, cr in res["cases"].items():
+        cells = [ratio(cr.get(o), cr.get("emcoder_int8"))
+                 for o in ("emcoder_f32", "emcoder_bf16", "ort_int8", "ort_f32", "pytorch_f32",
+                           "pytorch_bf16")]
+        L.append(f"| {c} | " + " | ".join(cells) + " |")
+    L.append("")
     L.append("emcoder's own counters (`emcoder bench --json`):")
     L.append("")
     L.append("| case | precision | GFLOP/s | peak GFLOP/s | fraction of peak | texts/s | "
              "max RSS MB | load ms |")
     L.append("|---|---|---|---|---|---|---|---|")
     for c, cr in res["cases"].items():
-        for e in ("emcoder_f32", "emcoder_bf16"):
+        for e in EMCODER:
             r = cr.get(e) or {}
             if "median_ms" in r:
                 L.append(f"| {c} | {r.get('precision', e[-4:])} | {r['gflops']:.1f} | "
@@ -497,7 +522,10 @@ def render(res: dict) -> str:
                  f"{o.get('spread_torch', float('nan')):.4g} -> dropout "
                  f"{'ON' if o.get('dropout_on') else 'OFF (!)'}; eval graph vs reference "
                  f"(dropout off) max |logit diff| {o.get('eval_max_abs_diff', float('nan')):.2e}; "
-                 f"export {o.get('export_s', float('nan')):.1f} s.")
+                 f"export {o.get('export_s', float('nan')):.1f} s"
+                 + (f"; int8 quantization (quantize_dynamic, QInt8) {o['quantize_s']:.1f} s, "
+                    f"its MC spread {o.get('spread_ort_int8', float('nan')):.4g}"
+                    if "quantize_s" in o else "") + ".")
         L.append("")
     n = res.get("numbers")
     if n and "error" not in n:
@@ -579,13 +607,18 @@ def main():
 
     tmp = tempfile.TemporaryDirectory(prefix="emcoder-sbs-")
     sess_mc = sess_eval = None
-    if "ort_f32" in engines or not args.no_numbers:
+    if "ort_f32" in engines or "ort_int8" in engines or not args.no_numbers:
         mc_path = os.path.join(tmp.name, "emcoder_mc.onnx")
         ev_path = os.path.join(tmp.name, "emcoder_eval.onnx")
         es = export_onnx(model, mc_path, dropout=True)
         es += export_onnx(model, ev_path, dropout=False)
         sess_mc = ort_session(mc_path, args.threads, keep_dropout=True)
         sess_eval = ort_session(ev_path, args.threads, keep_dropout=False)
+        if "ort_int8" in engines:
+            mc8, ev8 = mc_path.replace(".onnx", "_int8.onnx"), ev_path.replace(".onnx", "_int8.onnx")
+            qs = ort_quantize(mc_path, mc8) + ort_quantize(ev_path, ev8)
+            sess_mc8 = ort_session(mc8, args.threads, keep_dropout=True)
+            sess_eval8 = ort_session(ev8, args.threads, keep_dropout=False)
         # checks: the eval graph reproduces the reference; the MC graph really drops out
         ids, mask = pad_batch(synthetic_ids(cfg.vocab_size, [16, 9]))
         with torch.no_grad():
@@ -603,6 +636,11 @@ def main():
             "spread_ort": spread_o, "spread_torch": spread_t,
             "dropout_on": bool(spread_o > 0.1 * spread_t and spread_o > 0),
         }
+        if "ort_int8" in engines:
+            o8 = statistics(ort_mc_forward(sess_mc8, ids1.numpy(), mask1.numpy(), 50,
+                                           args.max_batch))
+            res["ort_checks"]["quantize_s"] = qs
+            res["ort_checks"]["spread_ort_int8"] = float(o8["std"].mean())
         log(f"[ort] {res['ort_checks']}")
         if not res["ort_checks"]["dropout_on"]:
             log("[ort] WARNING: the MC spread of ONNX Runtime is (near) zero: dropout was "
@@ -632,25 +670,31 @@ def main():
                     model(ids, mask, mode="off")
             ort_fn = lambda: sess_eval.run(  # noqa: E731
                 None, {"input_ids": ids_np, "attention_mask": mask_np})
+            ort8_fn = lambda: sess_eval8.run(  # noqa: E731
+                None, {"input_ids": ids_np, "attention_mask": mask_np})
         else:
             def pt():
                 mc_forward(model, ids, mask, n, args.max_batch, mode="torch")
             ort_fn = lambda: ort_mc_forward(sess_mc, ids_np, mask_np, n,  # noqa: E731
                                             args.max_batch)
+            ort8_fn = lambda: ort_mc_forward(sess_mc8, ids_np, mask_np, n,  # noqa: E731
+                                             args.max_batch)
 
         def pt_bf16():
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 pt()
 
-        for e, fn in (("pytorch_f32", pt), ("pytorch_bf16", pt_bf16), ("ort_f32", ort_fn)):
+        for e, fn in (("pytorch_f32", pt), ("pytorch_bf16", pt_bf16), ("ort_f32", ort_fn),
+                      ("ort_int8", ort8_fn)):
             if e in engines:
                 cr[e] = measured(lambda: time_fn(fn, iters))
                 log(f"  {e:12s} {fmt_ms(cr[e])} [others: {cr[e]['foreign_cores']:.2f} cores]")
-        if "emcoder_bf16" in engines:
-            r = cr["emcoder_bf16"] = measured(lambda: emcoder_bench(
-                args.emcoder, args.model, c, args.threads, iters, "bf16"))
-            log(f"  emcoder_bf16 {fmt_ms(r)} {r.get('error', '')} [others: "
-                f"{r['foreign_cores']:.2f} cores]")
+        for e in ("emcoder_bf16", "emcoder_int8"):
+            if e in engines:
+                r = cr[e] = measured(lambda: emcoder_bench(
+                    args.emcoder, args.model, c, args.threads, iters, e[len("emcoder_"):]))
+                log(f"  {e} {fmt_ms(r)} {r.get('error', '')} [others: "
+                    f"{r['foreign_cores']:.2f} cores]")
 
     if not args.no_numbers:
         log("[numbers] emcoder predict vs reference, N=50")
