@@ -157,6 +157,9 @@ pub struct CpuCaps {
     pub selected: Result<Isa, String>,
     /// Integer dot-product instructions, which the levels do not imply.
     pub int8: Int8Features,
+    /// `EMCODER_INT8=<kernel>` when set: the int8 kernel to use instead of the level's best
+    /// (for measurements and tests; validated by `gemm_i8::Kernel::for_isa`).
+    pub int8_requested: Option<String>,
 }
 
 /// The integer dot-product instructions of this CPU that the levels do not imply. A level's
@@ -198,7 +201,11 @@ pub fn caps() -> &'static CpuCaps {
             Some(r) => select(r, &available),
         };
         let int8 = detect_int8(&available);
+        let int8_requested = std::env::var("EMCODER_INT8")
+            .ok()
+            .filter(|s| !s.trim().is_empty());
         CpuCaps {
+            int8_requested,
             arch: std::env::consts::ARCH,
             model: model_name(),
             int8,

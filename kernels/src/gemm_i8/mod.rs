@@ -109,6 +109,15 @@ impl Kernel {
         }
     }
 
+    /// A kernel by the first word of its name (`generic`, `avx2`, `avx-vnni`, `avx512-vnni`,
+    /// `amx-int8`, `neon`, `neon-dotprod`).
+    pub fn parse(s: &str) -> Option<Kernel> {
+        let s = s.trim().to_ascii_lowercase();
+        Kernel::ALL
+            .into_iter()
+            .find(|k| k.name().split(' ').next() == Some(s.as_str()))
+    }
+
     /// The level whose vectors quantize the activations and finish the outputs.
     pub fn level(self) -> Isa {
         match self {
@@ -140,6 +149,25 @@ impl Kernel {
     /// caller that wants no surprise asks first with [`crate::cpu::request_amx`] and takes
     /// the `avx512-bf16` level's kernel when refused).
     pub fn for_isa(isa: Isa) -> Kernel {
+        // `EMCODER_INT8=<kernel>` (e.g. `avx2` on a VNNI machine, to measure the kernel a
+        // CPU without VNNI runs): honoured when that kernel runs here at this level.
+        if let Some(k) = crate::cpu::caps()
+            .int8_requested
+            .as_deref()
+            .and_then(Kernel::parse)
+        {
+            let f = crate::cpu::caps().int8;
+            let here = match k {
+                Kernel::AvxVnni => f.avx_vnni,
+                Kernel::Avx512Vnni => f.avx512_vnni,
+                Kernel::Amx => f.amx_int8,
+                Kernel::NeonDot => f.dotprod,
+                _ => true,
+            };
+            if here && k.level() <= isa && k.level().runs_here() {
+                return k;
+            }
+        }
         let f = crate::cpu::caps().int8;
         let x86 = |zmm: bool| {
             if zmm && f.avx512_vnni {

@@ -327,3 +327,12 @@ fn fused_row_quantization_equals_the_two_passes() {
         assert_eq!(bits(&sa), bits(&sa2), "{kernel:?}");
     }
 }
+
+#[test]
+fn kernel_names_parse() {
+    for k in Kernel::ALL {
+        assert_eq!(Kernel::parse(k.name().split(' ').next().unwrap()), Some(k));
+    }
+    assert_eq!(Kernel::parse("AVX2"), Some(Kernel::Avx2));
+    assert_eq!(Kernel::parse("vnni"), None);
+}
