@@ -213,8 +213,9 @@ pub fn cpu_report() -> String {
                 None => "the best here; EMCODER_ISA=<level> lowers it".into(),
             };
             let _ = writeln!(s, "  kernels at level {isa} ({why}):");
-            let w = isa.kernels().iter().map(|k| k.0.len()).max().unwrap_or(0);
-            for (family, variant) in isa.kernels() {
+            let kernels = emcoder_kernels::variants(*isa);
+            let w = kernels.iter().map(|k| k.0.len()).max().unwrap_or(0);
+            for (family, variant) in kernels {
                 let _ = writeln!(s, "    {family:<w$}  {variant}");
             }
         }
@@ -227,9 +228,7 @@ pub fn cpu_report() -> String {
 
 /// The kernels a model runs, as JSON: `{"cpu", "isa", "kernels": {family: variant}}`.
 pub fn kernels_json(model: &Model) -> Value {
-    let kernels: serde_json::Map<String, Value> = model
-        .isa()
-        .kernels()
+    let kernels: serde_json::Map<String, Value> = emcoder_kernels::variants(model.isa())
         .into_iter()
         .map(|(f, v)| (f.to_string(), json!(v)))
         .collect();

@@ -3,9 +3,9 @@
 //! [`caps`] detects, once per process, the architecture, the instruction-set levels this CPU
 //! *and* its OS can run, and the one validated override `EMCODER_ISA=<level>`. It is the only
 //! place of the project that probes the CPU or reads the environment for kernels: every
-//! kernel family (f32 and bf16 products, attention, exp, RMSNorm, SwiGLU, Philox masks,
-//! packing) takes an [`Isa`] level as an argument and picks its variant from it
-//! ([`Isa::kernels`] lists them).
+//! kernel family (f32, bf16 and int8 products, attention, exp, RMSNorm, SwiGLU, Philox
+//! masks, packing) takes an [`Isa`] level as an argument and picks its variant from it
+//! ([`crate::variants`] lists them).
 //!
 //! Levels of one architecture are ordered: each implies the ones below it. x86-64:
 //! `generic < avx2 < avx512 < avx512-bf16 < amx`; AArch64: `generic < neon < neon-bf16`.
@@ -84,52 +84,6 @@ impl Isa {
             self.name(),
             caps().available_names()
         );
-    }
-
-    /// The variant each kernel family runs at this level: `(family, variant)`.
-    pub fn kernels(self) -> Vec<(&'static str, &'static str)> {
-        use Isa::*;
-        let f32p = match self {
-            Generic => "generic 4x4 tiles (f32::mul_add)",
-            Avx2 => "avx2 6x16 micro-kernel",
-            Avx512 | Avx512Bf16 | Amx => "avx512 14x32 asm micro-kernel (10x32 when k % 1024 == 0)",
-            Neon | NeonBf16 => "neon 6x12 micro-kernel (fmla by element)",
-        };
-        let bf16p = match self {
-            Generic => "generic (bf16 operands, f32 sums)",
-            Avx2 => "avx2: bf16 weights widened in the micro-kernel, f32 fma",
-            Avx512 => "avx512: bf16 weights widened in the micro-kernel, f32 fma",
-            Avx512Bf16 => "avx512-bf16 vdpbf16ps",
-            Amx => "amx tdpbf16ps tiles",
-            Neon => "neon: bf16 weights widened in the micro-kernel, f32 fma",
-            NeonBf16 => "neon-bf16 bfdot",
-        };
-        let vec = match self {
-            Generic => "generic",
-            Avx2 => "avx2 (8 lanes)",
-            Avx512 | Avx512Bf16 | Amx => "avx512 (16 lanes)",
-            Neon | NeonBf16 => "neon (4 lanes)",
-        };
-        let philox = match self {
-            Generic => "generic (scalar Philox4x32-10)",
-            Avx2 => "avx2 (8 counters per step)",
-            Avx512 | Avx512Bf16 | Amx => "avx512 (16 counters per step)",
-            Neon | NeonBf16 => "neon (4 counters per step)",
-        };
-        vec![
-            ("f32 products", f32p),
-            ("bf16 products", bf16p),
-            (
-                "int8 products",
-                crate::gemm_i8::Kernel::for_isa(self).name(),
-            ),
-            ("attention (tiled, online softmax)", vec),
-            ("exp (softmax, SiLU)", vec),
-            ("rmsnorm", vec),
-            ("swiglu", vec),
-            ("philox masks", philox),
-            ("packing", vec),
-        ]
     }
 }
 

@@ -13,8 +13,11 @@ pub mod gemm_i8;
 pub mod matmul;
 pub mod norm;
 mod out_ptr;
+pub mod packing;
 pub mod philox;
 pub mod rope;
 pub(crate) mod simd;
+pub mod variants;
 
 pub use cpu::{caps, Isa};
+pub use variants::variants;

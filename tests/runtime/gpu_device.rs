@@ -278,6 +278,7 @@ fn gpu_device_forward_matches_the_cpu_engine() {
                 mean <= 0.01,
                 "{name} bf16: mean probabilities differ by {mean}"
             ),
+            Precision::Int8 => unreachable!("int8 runs on the CPU only"),
         }
         assert!(
             chunked,

@@ -20,8 +20,9 @@
 //! The activations' layout depends on the kernel ([`pack_activations`]).
 
 use crate::cpu::Isa;
-use crate::out_ptr::OutPtr;
-use crate::simd::{self, Simd, SimdOp};
+pub use crate::packing::Epilogue;
+use crate::packing::{align_words, widx, Dests, LineAligned};
+use crate::simd::{self, bf16_bits, Simd, SimdOp};
 use half::bf16;
 use rayon::prelude::*;
 
@@ -29,12 +30,12 @@ use rayon::prelude::*;
 mod neon;
 mod widen;
 #[cfg(target_arch = "x86_64")]
-pub(crate) mod x86;
+mod x86;
 #[cfg(target_arch = "x86_64")]
 use x86::{amx, avx512};
 
 /// Output columns per panel.
-pub const NR: usize = 64;
+pub const NR: usize = crate::packing::NR;
 /// Rows per micro-tile.
 pub const MR: usize = 6;
 /// Rows per parallel task.
@@ -82,45 +83,6 @@ fn row_words(isa: Isa, k: usize) -> usize {
     }
 }
 
-/// Words to skip from `p` to the next 64-byte (cache line) boundary.
-pub(crate) fn align_words(p: *const u32) -> usize {
-    ((64 - (p as usize) % 64) % 64) / 4
-}
-
-/// `len` zeroed words starting on a cache line (tiles and vectors never straddle lines).
-#[derive(Debug)]
-pub(crate) struct LineAligned {
-    buf: Vec<u32>,
-    off: usize,
-    len: usize,
-}
-
-impl LineAligned {
-    /// `None` when the memory cannot be had (never an abort).
-    pub(crate) fn try_zeroed(len: usize) -> Option<Self> {
-        let mut buf = Vec::new();
-        buf.try_reserve_exact(len.checked_add(16)?).ok()?;
-        buf.resize(len + 16, 0u32);
-        let off = align_words(buf.as_ptr());
-        Some(LineAligned { buf, off, len })
-    }
-    pub(crate) fn words(&self) -> &[u32] {
-        &self.buf[self.off..self.off + self.len]
-    }
-    pub(crate) fn words_mut(&mut self) -> &mut [u32] {
-        &mut self.buf[self.off..self.off + self.len]
-    }
-}
-
-impl Clone for LineAligned {
-    fn clone(&self) -> Self {
-        let mut c =
-            LineAligned::try_zeroed(self.len).expect("out of memory cloning packed weights");
-        c.words_mut().copy_from_slice(self.words());
-        c
-    }
-}
-
 /// A (n, k) weight matrix packed for the kernels.
 #[derive(Clone, Debug)]
 pub struct PackedBf16 {
@@ -131,27 +93,6 @@ pub struct PackedBf16 {
     kp: usize,
     panels: usize,
     data: LineAligned,
-}
-
-/// Word index of pair `p`, column `c` (< NR) inside a panel. The panel is stored in
-/// 16-pair x 16-column blocks of 1 KB (block (p/16, c/16), pairs-major inside), so that
-/// every AMX B tile is one contiguous block; the AVX-512 kernel reads the 4 column blocks
-/// of a pair row (16 columns each).
-#[inline(always)]
-pub(crate) const fn widx(p: usize, c: usize) -> usize {
-    ((p / 16) * (NR / 16) + c / 16) * 256 + (p % 16) * 16 + c % 16
-}
-
-/// Round-to-nearest-even f32 -> bf16 bits (NaN stays NaN, quiet), the same bits as
-/// `half::bf16::from_f32` with plain integer arithmetic (tested).
-#[inline]
-pub(crate) fn bf16_bits(x: f32) -> u32 {
-    let b = x.to_bits();
-    if x.is_nan() {
-        (b >> 16) | 0x40
-    } else {
-        (b + 0x7fff + ((b >> 16) & 1)) >> 16
-    }
 }
 
 /// Packs a pair of f32 values into one u32 of two bf16 (`lo` = even channel).
@@ -271,7 +212,7 @@ impl PackedBf16 {
 
     /// Bytes held.
     pub fn bytes(&self) -> usize {
-        self.data.len * 4
+        self.data.words().len() * 4
     }
 
     /// The weight `w[col][ch]` as the kernels see it (bf16-rounded), for references.
@@ -533,65 +474,6 @@ pub fn linear_bf16_packed(
     linear_bf16_packed_into(&mut [out], a, w, bias, None)
 }
 
-/// An epilogue run on each finished piece of an output row before it is stored:
-/// `(row, first column, values)`, columns counted across all outputs of the product.
-pub type Epilogue<'e> = &'e (dyn Fn(usize, usize, &mut [f32]) + Sync);
-
-/// Where the columns of a product go: consecutive column ranges to separate (m, n_i)
-/// row-major buffers (q, k and v of one fused product).
-pub(crate) struct Dests {
-    pub(crate) parts: Vec<(OutPtr, usize, usize)>, // (buffer, first column, width)
-}
-
-impl Dests {
-    /// The outputs of a product of `m` rows and `n` columns: one (m, n) buffer, or several
-    /// whose widths (`len / m`) sum to `n`, in column order. Panics when they do not fit.
-    pub(crate) fn new(outs: &mut [&mut [f32]], m: usize, n: usize) -> Self {
-        if outs.len() == 1 {
-            assert!(outs[0].len() >= m * n, "linear product: output too small");
-            return Dests {
-                parts: vec![(OutPtr(outs[0].as_mut_ptr()), 0, n)],
-            };
-        }
-        let mut parts = Vec::with_capacity(outs.len());
-        let mut start = 0;
-        for o in outs.iter_mut() {
-            let width = o.len() / m;
-            assert!(width > 0, "linear product: empty output part");
-            parts.push((OutPtr(o.as_mut_ptr()), start, width));
-            start += width;
-        }
-        assert_eq!(start, n, "linear product: output widths do not sum to {n}");
-        Dests { parts }
-    }
-
-    /// Stores `vals`, the columns `c0..` of `row`, into the buffers that own them.
-    ///
-    /// # Safety
-    /// Every part's buffer holds at least `m` rows of its width, `row < m`, and no other
-    /// task writes these elements.
-    pub(crate) unsafe fn store(&self, row: usize, c0: usize, vals: &[f32]) {
-        let mut c = c0;
-        let mut v = vals;
-        for &(ptr, start, width) in &self.parts {
-            if v.is_empty() {
-                break;
-            }
-            if c < start || c >= start + width {
-                continue;
-            }
-            let take = v.len().min(start + width - c);
-            // An inlined vector copy: a memmove call per 64-float piece cost 13% of bf16 time.
-            let o = std::slice::from_raw_parts_mut(ptr.ptr().add(row * width + (c - start)), take);
-            for (o, x) in o.iter_mut().zip(&v[..take]) {
-                *o = *x;
-            }
-            c += take;
-            v = &v[take..];
-        }
-    }
-}
-
 /// [`linear_bf16_packed`] with the output columns split over `outs` (widths in column
 /// order, summing to the weight's rows: `outs[i]` is (m, n_i)) and an optional epilogue.
 pub fn linear_bf16_packed_into(
@@ -670,7 +552,7 @@ pub fn linear_bf16_packed_into(
             // SAFETY: `available()` granted the AMX state for this process; the tile config
             // is loaded for this thread and released at the end. xp has whole 32-row blocks
             // (padded rows) of `kp` pairs (a multiple of 16) and the panel `kp` x 64 words.
-            unsafe { amx::configure() };
+            unsafe { crate::packing::amx::configure() };
             let mut r = 0;
             while r < rows {
                 let a = xp[(r0 + r) * w.kp..].as_ptr();
@@ -686,7 +568,7 @@ pub fn linear_bf16_packed_into(
                 r += 32;
             }
             // SAFETY: releases this thread's tile state.
-            unsafe { amx::release() };
+            unsafe { crate::packing::amx::release() };
             return;
         }
         if layout(isa) == Layout::Floats && rows <= widen::BLOCKED_ROWS {

@@ -125,25 +125,9 @@ pub(super) mod avx512 {
     }
 }
 
-pub(crate) mod amx {
+pub(super) mod amx {
     use super::super::NR;
     use std::arch::asm;
-
-    /// Loads the tile configuration: 8 tiles of 16 rows x 64 bytes.
-    pub unsafe fn configure() {
-        let mut cfg = [0u8; 64];
-        cfg[0] = 1; // palette 1
-        for t in 0..8 {
-            cfg[16 + 2 * t] = 64; // bytes per row
-            cfg[48 + t] = 16; // rows
-        }
-        asm!("ldtilecfg [{0}]", in(reg) cfg.as_ptr(), options(nostack, readonly));
-    }
-
-    /// Releases the tile state of this thread.
-    pub unsafe fn release() {
-        asm!("tilerelease", options(nostack, nomem));
-    }
 
     /// `out (32 x 64) = A (32 rows of kp pairs, tiled: per step of 16 pairs, rows 0-15 then
     /// 16-31, each a contiguous 1 KB tile) x panel (kp x 64)`.

@@ -32,7 +32,7 @@
 //! - `generic`: plain Rust.
 
 use crate::cpu::Isa;
-use crate::gemm_bf16::{align_words, widx, Dests, Epilogue, LineAligned};
+use crate::packing::{align_words, widx, Dests, Epilogue, LineAligned};
 use crate::simd::{self, Simd, SimdOp};
 use rayon::prelude::*;
 
@@ -44,7 +44,7 @@ mod tests;
 mod x86;
 
 /// Output columns per panel.
-pub const NR: usize = 64;
+pub const NR: usize = crate::packing::NR;
 /// Rows per register tile.
 const MR: usize = 6;
 /// Rows per parallel task (a multiple of the AMX kernel's 32-row blocks).
@@ -251,7 +251,7 @@ pub fn quantize_row(r: &[f32], q: &mut [i8]) -> Option<f32> {
     let mut finite = true;
     for &x in r {
         let a = x.abs();
-        if !(a <= f32::MAX) {
+        if !a.is_finite() {
             finite = false;
         } else if a > amax {
             amax = a;
@@ -719,7 +719,7 @@ pub fn linear_i8_packed_into(
             let mut buf = [0i32; 32 * NR];
             // SAFETY: `check` made sure the OS granted the tile state; the configuration is
             // this thread's until released below.
-            unsafe { crate::gemm_bf16::x86::amx::configure() };
+            unsafe { crate::packing::amx::configure() };
             let mut r = 0;
             while r < rows {
                 // SAFETY: the activations hold whole 32-row blocks (padded) of `kq` words
@@ -734,7 +734,7 @@ pub fn linear_i8_packed_into(
                 r += 32;
             }
             // SAFETY: releases this thread's tile state.
-            unsafe { crate::gemm_bf16::x86::amx::release() };
+            unsafe { crate::packing::amx::release() };
             return;
         }
         let mut r = 0;
@@ -850,8 +850,8 @@ impl SimdOp for FinishRow<'_, '_> {
             for i in (0..nv).step_by(S::LANES) {
                 S::store(out.add(i), S::load(v.as_ptr().add(i)));
             }
-            for i in nv..take {
-                *out.add(i) = v[i];
+            for (i, x) in v.iter().enumerate().take(take).skip(nv) {
+                *out.add(i) = *x;
             }
             c += take;
             v = &v[take..];

@@ -2,7 +2,7 @@
 //! widening tile (`smull` + `sadalp`), and the vector activation quantizer.
 
 use super::{MR, NR, QMAX};
-use crate::gemm_bf16::widx;
+use crate::packing::widx;
 use std::arch::aarch64::*;
 
 /// `(max |x|, all finite)` with NEON.

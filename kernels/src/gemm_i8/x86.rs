@@ -2,7 +2,7 @@
 //! tile, AMX-INT8 blocks, and the vector activation quantizers.
 
 use super::{Layout, MR, NR, QMAX};
-use crate::gemm_bf16::widx;
+use crate::packing::widx;
 use std::arch::asm;
 use std::arch::x86_64::*;
 

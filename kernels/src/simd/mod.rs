@@ -77,6 +77,18 @@ pub(crate) unsafe trait Simd: Copy + Send + Sync + 'static {
     unsafe fn load_i32(p: *const i32) -> Self::V;
 }
 
+/// Round-to-nearest-even f32 -> bf16 bits (NaN stays NaN, quiet), the same bits as
+/// `half::bf16::from_f32` with plain integer arithmetic (tested).
+#[inline]
+pub(crate) fn bf16_bits(x: f32) -> u32 {
+    let b = x.to_bits();
+    if x.is_nan() {
+        (b >> 16) | 0x40
+    } else {
+        (b + 0x7fff + ((b >> 16) & 1)) >> 16
+    }
+}
+
 /// The portable one-lane instance.
 #[derive(Clone, Copy)]
 pub(crate) struct Scalar;
@@ -156,7 +168,7 @@ unsafe impl Simd for Scalar {
     unsafe fn transpose(_v: &mut [f32]) {}
     #[inline(always)]
     unsafe fn round_bf16(v: f32) -> f32 {
-        f32::from_bits(crate::gemm_bf16::bf16_bits(v) << 16)
+        f32::from_bits(bf16_bits(v) << 16)
     }
     #[inline(always)]
     unsafe fn bf16_pair_words(even: f32, odd: f32) -> f32 {

@@ -87,7 +87,7 @@ impl Param {
         rows: usize,
         cols: usize,
         what: &str,
-    ) -> Result<(Cow<'_, [i8]>, Cow<'_, [f32]>)> {
+    ) -> Result<QuantRows<'_>> {
         if let Some((q, s)) = self.quantized() {
             return Ok((Cow::Borrowed(q), Cow::Borrowed(s)));
         }
@@ -96,6 +96,9 @@ impl Param {
         Ok((Cow::Owned(q), Cow::Owned(s)))
     }
 }
+
+/// Int8 rows and their scales, borrowed from an int8 file or quantized at load.
+pub type QuantRows<'a> = (Cow<'a, [i8]>, Cow<'a, [f32]>);
 
 /// A linear layer `y = x W^T + b`, `W` stored (out_dim, in_dim) like PyTorch.
 #[derive(Clone, Debug)]
