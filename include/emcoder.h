@@ -28,9 +28,11 @@
  *     fields that lie entirely within struct_size bytes and gives the others their defaults,
  *     so a program built against an older header keeps working with a newer library.
  *     struct_size 0 (a zero-initialized struct) stands for the ABI 2 layout.
- *   - EMCODER_ABI_VERSION counts these compatible additions (fields, functions, error codes).
- *     Check emcoder_abi_version() >= EMCODER_ABI_VERSION once at start-up. An incompatible
- *     change would change the SONAME (libemcoder.so.1).
+ *   - EMCODER_ABI_VERSION counts these compatible additions (fields, functions, error codes,
+ *     new values of a field such as EMCODER_PRECISION_INT8 in ABI 5). Check
+ *     emcoder_abi_version() >= EMCODER_ABI_VERSION once at start-up: an older library refuses
+ *     a value it does not know with EMCODER_ERR_INVALID_ARGUMENT. An incompatible change
+ *     would change the SONAME (libemcoder.so.1).
  *
  * Memory: one call's scratch is at most emcoder_model_scratch_bound(model), a linear function
  * of max(max_rows, max_tokens) and the model's dimensions, whatever the number and length of
@@ -84,16 +86,18 @@ typedef volatile int32_t EmcoderCancelFlag;
 
 /**
  * Version of the C ABI this header describes, within the SONAME `libemcoder.so.0`. Each
- * compatible addition (a field appended to a struct, a new function, a new error code)
- * increments it; a library of version N serves every program built against a header of
+ * compatible addition (a field appended to a struct, a new function, a new error code, a new
+ * value of a field such as `EMCODER_PRECISION_*`) increments it; a library of version N serves every program built against a header of
  * version 2..=N. An incompatible change would change the SONAME instead. Check
  * `emcoder_abi_version() >= EMCODER_ABI_VERSION` at start-up. (ABI 1 had no `struct_size`:
  * programs built against it must be rebuilt.) History: 2, `struct_size` and the ABI 2 fields;
  * 3, `EmcoderPredictOptions.decision_error` (sampling that stops on decisions); 4,
  * `EMCODER_DEVICE_CUDA`, `EmcoderModelParams.device_index` and `EMCODER_ERR_DEVICE` (NVIDIA
- * GPUs, in a libemcoder built with the `cuda` feature).
+ * GPUs, in a libemcoder built with the `cuda` feature); 5, `EMCODER_PRECISION_INT8` (int8
+ * weights and products on the CPU; a library of ABI 4 or older refuses the value with
+ * `EMCODER_ERR_INVALID_ARGUMENT`).
  */
-#define EMCODER_ABI_VERSION 4
+#define EMCODER_ABI_VERSION 5
 
 /**
  * `EmcoderModelParams::device`: the CPU.
@@ -116,6 +120,17 @@ typedef volatile int32_t EmcoderCancelFlag;
  * `EmcoderModelParams::precision`: bf16 weights and products, f32 accumulation.
  */
 #define EMCODER_PRECISION_BF16 1
+
+/**
+ * `EmcoderModelParams::precision` (ABI 5): the encoder's linear weights int8 per output
+ * channel and the token embedding int8 per row (symmetric, f32 scales), activations quantized
+ * per row, exact i32 sums; attention, norms, pooling, the head and the statistics stay f32.
+ * Weights are quantized at load, or read as they are from an int8 model directory written by
+ * `emcoder quantize` (the other precisions widen such a model to f32). CPU only: with
+ * `EMCODER_DEVICE_CUDA` the load fails with `EMCODER_ERR_DEVICE`. A library older than ABI 5
+ * refuses this value with `EMCODER_ERR_INVALID_ARGUMENT`.
+ */
+#define EMCODER_PRECISION_INT8 2
 
 /**
  * The default seed of the dropout masks (`emcoder_predict_default_options().seed`).
@@ -200,8 +215,9 @@ enum EmcoderStatus
     /**
      * The compute device cannot be used: this build has no CUDA backend, or the NVIDIA
      * driver, NVRTC or cuBLAS is missing, or the GPU does not exist, is not supported or
-     * failed (the message names the device and what to install or change). The process and
-     * its CPU models are unaffected. (ABI 4.)
+     * failed, or the precision does not run there (`EMCODER_PRECISION_INT8` is CPU only); the
+     * message names the device and what to install or change. The process and its CPU models
+     * are unaffected. (ABI 4.)
      */
     EMCODER_ERR_DEVICE = -8,
 };
@@ -279,10 +295,12 @@ typedef struct EmcoderModelParams {
     uint32_t max_rows;
     /**
      * Precision of the weights and matrix products: `EMCODER_PRECISION_F32` (0, the
-     * default: f32 weights used in place) or `EMCODER_PRECISION_BF16` (1: weights packed to
+     * default: f32 weights used in place), `EMCODER_PRECISION_BF16` (1: weights packed to
      * bfloat16 at load, bf16 products with f32 accumulation on AMX / AVX512_BF16 where the
-     * CPU has them; mean probabilities within 0.01 of f32). Other values fail with
-     * `EMCODER_ERR_INVALID_ARGUMENT`.
+     * CPU has them; mean probabilities within 0.01 of f32) or `EMCODER_PRECISION_INT8` (2,
+     * ABI 5: int8 weights per output channel, activations quantized per row, exact i32 sums;
+     * CPU only, with `EMCODER_DEVICE_CUDA` the load fails with `EMCODER_ERR_DEVICE`). Other
+     * values fail with `EMCODER_ERR_INVALID_ARGUMENT`.
      */
     uint32_t precision;
     /**
@@ -555,7 +573,8 @@ void emcoder_model_params_init(struct EmcoderModelParams *params, uint32_t struc
  * and, when `err` is not NULL, sets `*err` to a new error (else `*err` is set to NULL).
  * Codes: `EMCODER_ERR_INVALID_ARGUMENT` (NULL `model_dir`/`out`, bad params),
  * `EMCODER_ERR_IO` (missing directory or file, unreadable file),
- * `EMCODER_ERR_BAD_MODEL` (invalid file contents), `EMCODER_ERR_OUT_OF_MEMORY`.
+ * `EMCODER_ERR_BAD_MODEL` (invalid file contents), `EMCODER_ERR_OUT_OF_MEMORY`,
+ * `EMCODER_ERR_DEVICE` (a GPU that cannot be used, or `EMCODER_PRECISION_INT8` on a GPU).
  *
  * Ownership: the caller owns `*out` (free it with `emcoder_model_free`) and `*err` (free it
  * with `emcoder_error_free`); `model_dir` and `params` are only read during the call.

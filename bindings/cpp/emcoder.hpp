@@ -93,7 +93,8 @@ struct ModelParams {
     uint32_t max_tokens = 0;     ///< longest text in tokens; 0: 4096
     uint32_t max_rows = 0;       ///< rows computed at once (bounds scratch); 0: default
     uint32_t device = EMCODER_DEVICE_CPU;  ///< or EMCODER_DEVICE_CUDA (GPU device_index)
-    uint32_t precision = EMCODER_PRECISION_F32;  ///< or EMCODER_PRECISION_BF16
+    /// EMCODER_PRECISION_F32, EMCODER_PRECISION_BF16 or EMCODER_PRECISION_INT8 (ABI 5, CPU only)
+    uint32_t precision = EMCODER_PRECISION_F32;
     uint64_t memory_budget = 0;  ///< bytes of scratch for all running calls; 0: 2 x scratch_bound
     std::string isa;             ///< kernel level ("generic", "avx2", ...); empty: best / $EMCODER_ISA
     bool copy_weights = false;   ///< read the weights into memory instead of mapping the file

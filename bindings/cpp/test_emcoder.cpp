@@ -11,6 +11,7 @@
 // concurrent predictions on one model from several std::threads.
 #include "emcoder.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -158,6 +159,18 @@ int main(int argc, char **argv) {
         CHECK(std::string(e.what()).find("CUDA") != std::string::npos);
     }
     EXPECT_ERROR(EMCODER_ERR_IO, emcoder::Model(dir, {.tokenizer_path = "/nonexistent.json"}));
+    // Precisions: one past EMCODER_PRECISION_INT8 is an invalid argument naming the valid
+    // values; int8 on a GPU is a device error (int8 is CPU only, or this build has no CUDA).
+    CHECK(EMCODER_ABI_VERSION == 5 && EMCODER_PRECISION_INT8 == 2);
+    try {
+        emcoder::Model bad(dir, {.precision = 3});
+        CHECK(false);
+    } catch (const emcoder::Error &e) {
+        CHECK(e.code() == EMCODER_ERR_INVALID_ARGUMENT);
+        CHECK(std::string(e.what()).find("EMCODER_PRECISION_INT8") != std::string::npos);
+    }
+    EXPECT_ERROR(EMCODER_ERR_DEVICE, emcoder::Model(dir, {.device = EMCODER_DEVICE_CUDA,
+                                                          .precision = EMCODER_PRECISION_INT8}));
 
     emcoder::Model model(dir, {.n_threads = 2});
     CHECK(model.n_threads() == 2);
@@ -323,6 +336,25 @@ int main(int argc, char **argv) {
         EXPECT_ERROR(EMCODER_ERR_INVALID_ARGUMENT, emcoder::Model(dir, {.isa = "sse9"}));
         EXPECT_ERROR(EMCODER_ERR_INVALID_ARGUMENT,
                      emcoder::set_log_callback([](int32_t, std::string_view) {}, 9));
+    }
+
+    // int8 precision (ABI 5): its own numbers, within 0.02 of f32's on the same texts and seed
+    // (the quantization error of this tiny random fixture), the same on a second run.
+    {
+        emcoder::Model q8(dir, {.n_threads = 2, .precision = EMCODER_PRECISION_INT8});
+        const emcoder::PredictOptions o{.n_samples = 20, .seed = 7};
+        const emcoder::Prediction a = model.predict(c0.texts, o);
+        const emcoder::Prediction b = q8.predict(c0.texts, o);
+        const emcoder::Prediction again = q8.predict(c0.texts, o);
+        CHECK(b.num_texts() == c0.texts.size());
+        float worst = 0;
+        for (size_t i = 0; i < b.num_texts(); i++) {
+            CHECK(b.n_tokens(i) == a.n_tokens(i) && b.n_samples(i) == 20);
+            CHECK(same(again.labels(i), {b.labels(i).begin(), b.labels(i).end()}));
+            for (size_t j = 0; j < b.num_labels(); j++)
+                worst = std::max(worst, std::abs(a.labels(i)[j].mean - b.labels(i)[j].mean));
+        }
+        CHECK(worst > 0.0f && worst <= 0.02f);
     }
 
     // Concurrent predictions on one model equal the Rust API's.

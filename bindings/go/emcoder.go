@@ -54,7 +54,7 @@ const (
 	CodeOutOfMemory     Code = C.EMCODER_ERR_OUT_OF_MEMORY    // over the memory budget, or the system's memory
 	CodeInternal        Code = C.EMCODER_ERR_INTERNAL         // a bug: a panic caught in the library
 	CodeCancelled       Code = C.EMCODER_ERR_CANCELLED        // the context was cancelled or expired
-	CodeDevice          Code = C.EMCODER_ERR_DEVICE           // the GPU cannot be used (no CUDA build, driver, NVRTC, cuBLAS or GPU)
+	CodeDevice          Code = C.EMCODER_ERR_DEVICE           // the GPU cannot be used (no CUDA build, driver, NVRTC, cuBLAS or GPU; int8 on a GPU)
 )
 
 // String returns the C name of the code, e.g. "EMCODER_ERR_IO".
@@ -109,12 +109,18 @@ func takeError(code C.int32_t, e *C.EmcoderError) error {
 // Version returns the version of the loaded libemcoder, e.g. "0.1.0".
 func Version() string { return C.GoString(C.emcoder_version()) }
 
+// headerABIVersion is EMCODER_ABI_VERSION of the emcoder.h this package is compiled with.
+const headerABIVersion = C.EMCODER_ABI_VERSION
+
+// libraryABIVersion is the ABI version of the loaded libemcoder.
+func libraryABIVersion() uint32 { return uint32(C.emcoder_abi_version()) }
+
 // checkABI fails when the loaded library is older than the header compiled in (a newer one
 // serves it: the structs only grow).
 func checkABI() error {
-	if got := uint32(C.emcoder_abi_version()); got < C.EMCODER_ABI_VERSION {
+	if got := libraryABIVersion(); got < headerABIVersion {
 		return &Error{Code: CodeInternal, Message: fmt.Sprintf(
-			"libemcoder has ABI version %d but emcoder.h is version %d: install a newer libemcoder", got, C.EMCODER_ABI_VERSION)}
+			"libemcoder has ABI version %d but emcoder.h is version %d: install a newer libemcoder", got, headerABIVersion)}
 	}
 	return nil
 }
@@ -130,8 +136,16 @@ type Options struct {
 	// MaxRows bounds the rows (tokens x samples) computed at once, and so one call's scratch
 	// memory (Model.ScratchBound); 0: the library's default.
 	MaxRows int
-	// BF16 packs the weights to bfloat16 at load and runs the products in bf16.
+	// BF16 packs the weights to bfloat16 at load and runs the products in bf16: the same as
+	// Precision "bf16" (kept for existing callers).
 	BF16 bool
+	// Precision of the weights and products: "" or "f32" (the default; "bf16" when BF16 is
+	// set), "bf16" (bf16 products with f32 accumulation) or "int8" (ABI 5: int8 weights per
+	// output channel, activations quantized per row, exact integer sums; CPU only: with a GPU
+	// Load fails with ErrDevice; an int8 model directory of `emcoder quantize` loads with it
+	// as it is, the other precisions widen it). Other names, or BF16 with another precision,
+	// fail with ErrInvalidArgument.
+	Precision string
 	// MemoryBudget is the scratch memory, in bytes, that running calls may reserve together;
 	// a call that needs more fails with ErrOutOfMemory, calls wait while it is taken (see
 	// PredictOptions.FailFastOnMemory). 0: twice ScratchBound.
@@ -166,6 +180,33 @@ func parseDevice(name string) (C.uint32_t, C.uint64_t, error) {
 	}
 	return 0, 0, &Error{Code: CodeInvalidArgument, Message: fmt.Sprintf(
 		"Options.Device %q: use \"cpu\", \"cuda\" (GPU 0) or \"cuda:N\"", name)}
+}
+
+// parsePrecision maps Options.Precision (and the older Options.BF16) to
+// EmcoderModelParams's precision.
+func parsePrecision(name string, bf16 bool) (C.uint32_t, error) {
+	var precision C.uint32_t
+	switch name {
+	case "":
+		if bf16 {
+			return C.EMCODER_PRECISION_BF16, nil
+		}
+		return C.EMCODER_PRECISION_F32, nil
+	case "f32":
+		precision = C.EMCODER_PRECISION_F32
+	case "bf16":
+		precision = C.EMCODER_PRECISION_BF16
+	case "int8":
+		precision = C.EMCODER_PRECISION_INT8
+	default:
+		return 0, &Error{Code: CodeInvalidArgument, Message: fmt.Sprintf(
+			"Options.Precision %q: use \"f32\", \"bf16\" or \"int8\"", name)}
+	}
+	if bf16 && precision != C.EMCODER_PRECISION_BF16 {
+		return 0, &Error{Code: CodeInvalidArgument, Message: fmt.Sprintf(
+			"Options.BF16 and Options.Precision %q disagree: set only Precision", name)}
+	}
+	return precision, nil
 }
 
 // PredictOptions say how to predict; nil means DefaultPredictOptions().
@@ -254,6 +295,10 @@ func Load(dir string, opts *Options) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
+	precision, err := parsePrecision(opts.Precision, opts.BF16)
+	if err != nil {
+		return nil, err
+	}
 	params := C.emcoder_model_default_params()
 	params.device = device
 	params.device_index = deviceIndex
@@ -264,9 +309,7 @@ func Load(dir string, opts *Options) (*Model, error) {
 	if opts.MaxRows != 0 {
 		params.max_rows = C.uint32_t(opts.MaxRows)
 	}
-	if opts.BF16 {
-		params.precision = C.EMCODER_PRECISION_BF16
-	}
+	params.precision = precision
 	params.memory_budget = C.uint64_t(opts.MemoryBudget)
 	params.copy_weights = boolByte(opts.CopyWeights)
 	params.refuse_non_finite = boolByte(opts.RefuseNonFinite)

@@ -101,6 +101,67 @@ func TestLabelsAndVersion(t *testing.T) {
 	if Version() == "" {
 		t.Fatal("empty version")
 	}
+	if headerABIVersion != 5 || libraryABIVersion() < headerABIVersion {
+		t.Fatalf("ABI: header %d, library %d, want header 5", headerABIVersion, libraryABIVersion())
+	}
+}
+
+// Precisions (ABI 5 adds int8): int8 predicts its own numbers, within 0.02 of f32's on the
+// same texts and seed (the quantization error of this tiny random fixture), deterministically;
+// with a GPU it is ErrDevice (int8 is CPU only); unknown names, and BF16 with another
+// precision, are invalid arguments.
+func TestPrecisions(t *testing.T) {
+	opts := &PredictOptions{Samples: 20, Seed: 7}
+	f32 := load(t)
+	want, err := f32.Predict(bg, texts, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range []Options{{Precision: "int8"}, {Precision: "bf16"}, {BF16: true, Precision: "bf16"}, {BF16: true}, {Precision: "f32"}} {
+		o.Threads = 2
+		m, err := Load(fixture, &o)
+		if err != nil {
+			t.Fatalf("%+v: %v", o, err)
+		}
+		got, err := m.Predict(bg, texts, opts)
+		if err != nil {
+			t.Fatalf("%+v: %v", o, err)
+		}
+		again, err := m.Predict(bg, texts, opts)
+		m.Close()
+		if err != nil || !reflect.DeepEqual(got, again) {
+			t.Fatalf("%+v: a second run differs (%v)", o, err)
+		}
+		bound := 0.01 // the documented bf16 bound
+		if o.Precision == "int8" {
+			bound = 0.02
+		}
+		worst := 0.0
+		for i := range texts {
+			for j, l := range got[i].Labels {
+				worst = math.Max(worst, math.Abs(float64(l.Mean-want[i].Labels[j].Mean)))
+			}
+		}
+		switch {
+		case worst > bound:
+			t.Fatalf("%+v: mean probabilities differ from f32 by %g (> %g)", o, worst, bound)
+		case o.Precision == "f32" && worst != 0:
+			t.Fatalf("Precision f32: differs from the default by %g", worst)
+		case o.Precision != "f32" && worst == 0:
+			t.Fatalf("%+v: f32's numbers bit for bit: the precision was not applied", o)
+		}
+	}
+	if _, err := Load(fixture, &Options{Precision: "int8", Device: "cuda"}); !errors.Is(err, ErrDevice) ||
+		!(strings.Contains(err.Error(), "int8") || strings.Contains(err.Error(), "CUDA")) {
+		t.Fatalf("int8 on a GPU: got %v, want ErrDevice", err)
+	}
+	for _, bad := range []Options{{Precision: "i8"}, {Precision: "INT8"}, {Precision: "f16"},
+		{BF16: true, Precision: "int8"}, {BF16: true, Precision: "f32"}} {
+		if _, err := Load(fixture, &bad); !errors.Is(err, ErrInvalidArgument) ||
+			!strings.Contains(err.Error(), "Precision") {
+			t.Fatalf("%+v: got %v, want ErrInvalidArgument naming Precision", bad, err)
+		}
+	}
 }
 
 func TestPredictErrors(t *testing.T) {

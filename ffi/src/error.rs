@@ -44,8 +44,9 @@ pub enum EmcoderStatus {
     EMCODER_ERR_CANCELLED = -7,
     /// The compute device cannot be used: this build has no CUDA backend, or the NVIDIA
     /// driver, NVRTC or cuBLAS is missing, or the GPU does not exist, is not supported or
-    /// failed (the message names the device and what to install or change). The process and
-    /// its CPU models are unaffected. (ABI 4.)
+    /// failed, or the precision does not run there (`EMCODER_PRECISION_INT8` is CPU only); the
+    /// message names the device and what to install or change. The process and its CPU models
+    /// are unaffected. (ABI 4.)
     EMCODER_ERR_DEVICE = -8,
 }
 

@@ -42,15 +42,17 @@ pub use prediction::*;
 use std::ffi::c_char;
 
 /// Version of the C ABI this header describes, within the SONAME `libemcoder.so.0`. Each
-/// compatible addition (a field appended to a struct, a new function, a new error code)
-/// increments it; a library of version N serves every program built against a header of
+/// compatible addition (a field appended to a struct, a new function, a new error code, a new
+/// value of a field such as `EMCODER_PRECISION_*`) increments it; a library of version N serves every program built against a header of
 /// version 2..=N. An incompatible change would change the SONAME instead. Check
 /// `emcoder_abi_version() >= EMCODER_ABI_VERSION` at start-up. (ABI 1 had no `struct_size`:
 /// programs built against it must be rebuilt.) History: 2, `struct_size` and the ABI 2 fields;
 /// 3, `EmcoderPredictOptions.decision_error` (sampling that stops on decisions); 4,
 /// `EMCODER_DEVICE_CUDA`, `EmcoderModelParams.device_index` and `EMCODER_ERR_DEVICE` (NVIDIA
-/// GPUs, in a libemcoder built with the `cuda` feature).
-pub const EMCODER_ABI_VERSION: u32 = 4;
+/// GPUs, in a libemcoder built with the `cuda` feature); 5, `EMCODER_PRECISION_INT8` (int8
+/// weights and products on the CPU; a library of ABI 4 or older refuses the value with
+/// `EMCODER_ERR_INVALID_ARGUMENT`).
+pub const EMCODER_ABI_VERSION: u32 = 5;
 
 /// Returns the version of libemcoder, e.g. `"0.1.0"`.
 ///

@@ -57,10 +57,12 @@ pub struct EmcoderModelParams {
     /// of the texts. 0: the default (16384).
     pub max_rows: u32,
     /// Precision of the weights and matrix products: `EMCODER_PRECISION_F32` (0, the
-    /// default: f32 weights used in place) or `EMCODER_PRECISION_BF16` (1: weights packed to
+    /// default: f32 weights used in place), `EMCODER_PRECISION_BF16` (1: weights packed to
     /// bfloat16 at load, bf16 products with f32 accumulation on AMX / AVX512_BF16 where the
-    /// CPU has them; mean probabilities within 0.01 of f32). Other values fail with
-    /// `EMCODER_ERR_INVALID_ARGUMENT`.
+    /// CPU has them; mean probabilities within 0.01 of f32) or `EMCODER_PRECISION_INT8` (2,
+    /// ABI 5: int8 weights per output channel, activations quantized per row, exact i32 sums;
+    /// CPU only, with `EMCODER_DEVICE_CUDA` the load fails with `EMCODER_ERR_DEVICE`). Other
+    /// values fail with `EMCODER_ERR_INVALID_ARGUMENT`.
     pub precision: u32,
     /// Scratch memory, in bytes, that the model's running calls may reserve together (idle
     /// arenas included). Each call reserves the most its texts can need before it starts;
@@ -128,6 +130,14 @@ unsafe impl Extensible for EmcoderModelParams {
 pub const EMCODER_PRECISION_F32: u32 = 0;
 /// `EmcoderModelParams::precision`: bf16 weights and products, f32 accumulation.
 pub const EMCODER_PRECISION_BF16: u32 = 1;
+/// `EmcoderModelParams::precision` (ABI 5): the encoder's linear weights int8 per output
+/// channel and the token embedding int8 per row (symmetric, f32 scales), activations quantized
+/// per row, exact i32 sums; attention, norms, pooling, the head and the statistics stay f32.
+/// Weights are quantized at load, or read as they are from an int8 model directory written by
+/// `emcoder quantize` (the other precisions widen such a model to f32). CPU only: with
+/// `EMCODER_DEVICE_CUDA` the load fails with `EMCODER_ERR_DEVICE`. A library older than ABI 5
+/// refuses this value with `EMCODER_ERR_INVALID_ARGUMENT`.
+pub const EMCODER_PRECISION_INT8: u32 = 2;
 
 impl EmcoderModelParams {
     fn to_options(self) -> FfiResult<emcoder_rt::LoadOptions> {
@@ -175,9 +185,10 @@ impl EmcoderModelParams {
             precision: match self.precision {
                 EMCODER_PRECISION_F32 => emcoder_rt::Precision::F32,
                 EMCODER_PRECISION_BF16 => emcoder_rt::Precision::Bf16,
+                EMCODER_PRECISION_INT8 => emcoder_rt::Precision::Int8,
                 other => {
                     return Err(EmcoderError::invalid(format!(
-                        "precision {other} is unknown: use EMCODER_PRECISION_F32 (0) or EMCODER_PRECISION_BF16 (1)"
+                        "precision {other} is unknown: use EMCODER_PRECISION_F32 ({EMCODER_PRECISION_F32}), EMCODER_PRECISION_BF16 ({EMCODER_PRECISION_BF16}) or EMCODER_PRECISION_INT8 ({EMCODER_PRECISION_INT8})"
                     )))
                 }
             },
@@ -251,7 +262,8 @@ pub unsafe extern "C" fn emcoder_model_params_init(
 /// and, when `err` is not NULL, sets `*err` to a new error (else `*err` is set to NULL).
 /// Codes: `EMCODER_ERR_INVALID_ARGUMENT` (NULL `model_dir`/`out`, bad params),
 /// `EMCODER_ERR_IO` (missing directory or file, unreadable file),
-/// `EMCODER_ERR_BAD_MODEL` (invalid file contents), `EMCODER_ERR_OUT_OF_MEMORY`.
+/// `EMCODER_ERR_BAD_MODEL` (invalid file contents), `EMCODER_ERR_OUT_OF_MEMORY`,
+/// `EMCODER_ERR_DEVICE` (a GPU that cannot be used, or `EMCODER_PRECISION_INT8` on a GPU).
 ///
 /// Ownership: the caller owns `*out` (free it with `emcoder_model_free`) and `*err` (free it
 /// with `emcoder_error_free`); `model_dir` and `params` are only read during the call.
@@ -585,6 +597,66 @@ mod tests {
             let e = with(device, index).unwrap_err();
             assert_eq!(e.code(), EMCODER_ERR_INVALID_ARGUMENT);
             assert!(e.message().contains(says), "{}", e.message());
+        }
+    }
+
+    #[test]
+    fn precisions_and_an_unknown_precision() {
+        let with = |precision| {
+            EmcoderModelParams {
+                precision,
+                ..default_params()
+            }
+            .to_options()
+        };
+        for (value, want) in [
+            (EMCODER_PRECISION_F32, emcoder_rt::Precision::F32),
+            (EMCODER_PRECISION_BF16, emcoder_rt::Precision::Bf16),
+            (EMCODER_PRECISION_INT8, emcoder_rt::Precision::Int8),
+        ] {
+            assert_eq!(with(value).unwrap().precision, want);
+        }
+        assert_eq!(EMCODER_PRECISION_INT8, 2);
+        for bad in [3, 7, u32::MAX] {
+            let e = with(bad).unwrap_err();
+            assert_eq!(e.code(), EMCODER_ERR_INVALID_ARGUMENT);
+            let m = e.message();
+            assert!(m.contains(&format!("precision {bad} is unknown")), "{m}");
+            assert!(m.contains("EMCODER_PRECISION_INT8 (2)"), "{m}");
+        }
+    }
+
+    /// int8 loads on the CPU; on a GPU it is a device error that says int8 is CPU only (or,
+    /// in a build without the cuda feature, that there is no CUDA backend).
+    #[test]
+    fn int8_loads_on_the_cpu_and_is_a_device_error_on_a_gpu() {
+        let dir = std::ffi::CString::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/fixtures/tiny-vocab-bf16"
+        ))
+        .unwrap();
+        let cpu = EmcoderModelParams {
+            precision: EMCODER_PRECISION_INT8,
+            n_threads: 1,
+            ..default_params()
+        };
+        let gpu = EmcoderModelParams {
+            device: EMCODER_DEVICE_CUDA,
+            ..cpu
+        };
+        let (mut m, mut err) = (ptr::null_mut(), ptr::null_mut());
+        // SAFETY: valid pointers; the model and the error are freed.
+        unsafe {
+            assert_eq!(emcoder_model_load(dir.as_ptr(), &cpu, &mut m, &mut err), 0);
+            assert!(!m.is_null() && err.is_null());
+            assert_eq!((*m).model.precision(), emcoder_rt::Precision::Int8);
+            emcoder_model_free(m);
+            let code = emcoder_model_load(dir.as_ptr(), &gpu, &mut m, &mut err);
+            assert_eq!(code, EMCODER_ERR_DEVICE);
+            assert!(m.is_null());
+            let msg = (*err).message();
+            assert!(msg.contains("int8") || msg.contains("CUDA"), "{msg}");
+            emcoder_error_free(err);
         }
     }
 

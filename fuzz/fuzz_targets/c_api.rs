@@ -39,6 +39,7 @@ struct Params {
     /// device (mod 3: CPU, CUDA, unknown) and device_index (mod 3).
     device: (u8, u8),
     max_rows: u16,
+    /// precision (mod 4: F32, BF16, INT8 (ABI 5), unknown).
     precision: u8,
     memory_budget: u32,
     isa: Option<String>,
@@ -283,7 +284,7 @@ fn load(st: &mut State, p: &Params) {
     params.device = (p.device.0 % 3) as u32;
     params.device_index = (p.device.1 % 3) as u64;
     params.max_rows = p.max_rows as u32;
-    params.precision = (p.precision % 3) as u32;
+    params.precision = (p.precision % 4) as u32;
     params.memory_budget = p.memory_budget as u64 * 16;
     let isa = p
         .isa

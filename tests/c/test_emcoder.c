@@ -251,7 +251,7 @@ static int run_case(const EmcoderModel *m, const Case *c, size_t nl) {
 /* ---- Tests ---- */
 
 static void test_version_and_defaults(void) {
-    CHECK(emcoder_abi_version() >= EMCODER_ABI_VERSION && EMCODER_ABI_VERSION == 4);
+    CHECK(emcoder_abi_version() >= EMCODER_ABI_VERSION && EMCODER_ABI_VERSION == 5);
     CHECK(emcoder_version() != NULL && strlen(emcoder_version()) > 0);
     EmcoderModelParams mp = emcoder_model_default_params();
     CHECK(mp.struct_size == sizeof mp);
@@ -390,8 +390,27 @@ static void test_load_errors(const char *model_dir) {
 
     p = emcoder_model_default_params();
     CHECK(p.precision == EMCODER_PRECISION_F32);
+    CHECK(EMCODER_PRECISION_F32 == 0 && EMCODER_PRECISION_BF16 == 1 && EMCODER_PRECISION_INT8 == 2);
     p.precision = 7;
     CHECK_ERR(emcoder_model_load(model_dir, &p, &m, &err), EMCODER_ERR_INVALID_ARGUMENT, err);
+    CHECK(m == NULL);
+    /* The first value past INT8: an invalid argument whose message lists the valid ones. */
+    p.precision = 3;
+    err = NULL;
+    code = emcoder_model_load(model_dir, &p, &m, &err);
+    CHECK(err && strstr(emcoder_error_message(err), "precision 3 is unknown") != NULL);
+    CHECK(err && strstr(emcoder_error_message(err), "EMCODER_PRECISION_INT8 (2)") != NULL);
+    CHECK_ERR(code, EMCODER_ERR_INVALID_ARGUMENT, err);
+    CHECK(m == NULL);
+    /* int8 is CPU only: with a GPU the load is a device error (int8 on a GPU, or no CUDA). */
+    p = emcoder_model_default_params();
+    p.precision = EMCODER_PRECISION_INT8;
+    p.device = EMCODER_DEVICE_CUDA;
+    err = NULL;
+    code = emcoder_model_load(model_dir, &p, &m, &err);
+    CHECK(err && (strstr(emcoder_error_message(err), "int8") != NULL ||
+                  strstr(emcoder_error_message(err), "CUDA") != NULL));
+    CHECK_ERR(code, EMCODER_ERR_DEVICE, err);
     CHECK(m == NULL);
 
     /* bf16 precision loads and predicts means within 0.01 of f32. */
@@ -426,6 +445,34 @@ static void test_load_errors(const char *model_dir) {
         CHECK_ERR(emcoder_predict(f32m, t, 1, &o, &a, &err), EMCODER_ERR_INVALID_ARGUMENT, err);
     }
     emcoder_model_free(bf);
+
+    /* int8 precision loads and predicts means within 0.02 of f32 (the quantization error of
+     * this tiny random fixture), and they are its own numbers, not f32's. */
+    p = emcoder_model_default_params();
+    p.precision = EMCODER_PRECISION_INT8;
+    EmcoderModel *q8 = NULL;
+    err = NULL;
+    CHECK_ERR(emcoder_model_load(model_dir, &p, &q8, &err), EMCODER_OK, err);
+    if (q8) {
+        const char *t[] = {"I am so happy you are here!", "This is the worst day ever."};
+        EmcoderPrediction *a = NULL, *b = NULL;
+        CHECK(emcoder_predict(f32m, t, 2, NULL, &a, NULL) == EMCODER_OK);
+        CHECK(emcoder_predict(q8, t, 2, NULL, &b, NULL) == EMCODER_OK);
+        CHECK(emcoder_prediction_num_texts(b) == 2 && emcoder_prediction_n_samples(b, 1) == 50);
+        float worst = 0;
+        for (size_t k = 0; a && b && k < 2; k++) {
+            const EmcoderLabelStats *sa = emcoder_prediction_labels(a, k);
+            const EmcoderLabelStats *sb = emcoder_prediction_labels(b, k);
+            for (size_t i = 0; sa && sb && i < emcoder_model_num_labels(f32m); i++) {
+                float d = sa[i].mean > sb[i].mean ? sa[i].mean - sb[i].mean : sb[i].mean - sa[i].mean;
+                if (d > worst) worst = d;
+            }
+        }
+        CHECK(a && b && worst > 0.0f && worst <= 0.02f);
+        emcoder_prediction_free(a);
+        emcoder_prediction_free(b);
+    }
+    emcoder_model_free(q8);
     emcoder_model_free(f32m);
 
     p = emcoder_model_default_params();

@@ -53,7 +53,7 @@ __version__ = "0.1.0"
 
 #: The C ABI version this module was written for (EMCODER_ABI_VERSION in emcoder.h): the
 #: library must be at least this version (newer ones serve it: the structs only grow).
-ABI_VERSION = 4
+ABI_VERSION = 5
 #: Log levels of set_log_callback (EMCODER_LOG_* in emcoder.h).
 LOG_DEBUG, LOG_INFO, LOG_WARN = 0, 1, 2
 #: Defaults of the C API (EMCODER_DEFAULT_SAMPLES, EMCODER_DEFAULT_SEED).
@@ -130,8 +130,8 @@ _CODE_NAMES = {0: "EMCODER_OK", -1: "EMCODER_ERR_INVALID_ARGUMENT", -2: "EMCODER
 # ---- The C API ----------------------------------------------------------------------------
 
 
-# The structs as this module knows them (ABI 4); each starts with struct_size, so a newer
-# library reads only these fields.
+# The structs as this module knows them (ABI 5, whose layouts are those of ABI 4); each starts
+# with struct_size, so a newer library reads only these fields.
 class _ModelParams(ctypes.Structure):
     _fields_ = [("struct_size", ctypes.c_uint32), ("tokenizer_path", ctypes.c_char_p),
                 ("n_threads", ctypes.c_uint32), ("max_tokens", ctypes.c_uint32),
@@ -454,7 +454,7 @@ class Predictions(list):
 # ---- The model ----------------------------------------------------------------------------
 
 #: Names of Model.load's precision and device arguments and their C ABI values.
-_PRECISIONS = {"f32": 0, "bf16": 1}
+_PRECISIONS = {"f32": 0, "bf16": 1, "int8": 2}
 _DEVICE_CPU, _DEVICE_CUDA = 0, 1
 
 
@@ -477,13 +477,15 @@ class Model:
     ``Model.load(path=None, threads=0, precision="f32", device="cpu", ...)`` is the usual way
     to get one (None: the default model, see ``default_model_path``).
     ``Model(path, threads=0, max_tokens=0, tokenizer=None, max_rows=0, bf16=False,
-    memory_budget=0, isa=None, copy_weights=False, refuse_non_finite=False)``: 0 means the
-    library's default (all cores, 4096 tokens, 16384 rows, a budget of twice
-    ``scratch_bound``); ``tokenizer`` None means ``<path>/tokenizer.json`` when present, else
-    the built-in tokenizer; ``isa`` names the kernels' instruction-set level ("generic",
-    "avx2", ...; None: $EMCODER_ISA or the best); ``copy_weights`` reads the weights into memory
-    instead of mapping the file (a mapped file replaced in place crashes the process);
-    ``refuse_non_finite`` refuses weights holding NaN or infinity.
+    memory_budget=0, isa=None, copy_weights=False, refuse_non_finite=False, precision=None,
+    device="cpu")``: ``precision`` is "f32", "bf16" or "int8" (None: "bf16" when ``bf16``,
+    else "f32"; see ``Model.load``); 0 means the library's default (all cores, 4096 tokens,
+    16384 rows, a budget of twice ``scratch_bound``); ``tokenizer`` None means
+    ``<path>/tokenizer.json`` when present, else the built-in tokenizer; ``isa`` names the
+    kernels' instruction-set level ("generic", "avx2", ...; None: $EMCODER_ISA or the best);
+    ``copy_weights`` reads the weights into memory instead of mapping the file (a mapped file
+    replaced in place crashes the process); ``refuse_non_finite`` refuses weights holding NaN
+    or infinity.
     """
 
     def __init__(self, path, *, threads: int = 0, max_tokens: int = 0,
@@ -491,10 +493,14 @@ class Model:
                  memory_budget: int = 0, isa: Optional[str] = None,
                  copy_weights: bool = False, refuse_non_finite: bool = False,
                  precision: Optional[str] = None, device: str = "cpu"):
-        if precision is not None:
-            if precision not in _PRECISIONS:
-                raise InvalidArgumentError(f"precision {precision!r}: use 'f32' or 'bf16'")
-            bf16 = precision == "bf16"
+        if precision is None:
+            precision = "bf16" if bf16 else "f32"
+        elif precision not in _PRECISIONS:
+            raise InvalidArgumentError(
+                f"precision {precision!r}: use 'f32', 'bf16' or 'int8'")
+        elif bf16 and precision != "bf16":
+            raise InvalidArgumentError(
+                f"bf16=True and precision {precision!r} disagree: pass only precision")
         device_code, device_index = _device(device)
         params = _model_params()
         for name, v in (("threads", threads), ("max_tokens", max_tokens), ("max_rows", max_rows)):
@@ -507,7 +513,7 @@ class Model:
             params.max_tokens = max_tokens
         if max_rows:
             params.max_rows = max_rows
-        params.precision = 1 if bf16 else 0
+        params.precision = _PRECISIONS[precision]
         params.device = device_code
         params.device_index = device_index
         params.memory_budget = memory_budget
@@ -533,8 +539,11 @@ class Model:
     def load(cls, path=None, *, threads: int = 0, precision: str = "f32",
              device: str = "cpu", **options) -> "Model":
         """Loads the model folder ``path`` (None: ``default_model_path()``, the bundled
-        EmCoder-mini). ``threads``: worker threads (0: all cores); ``precision``: "f32" or
-        "bf16" (bf16 products with f32 accumulation); ``device``: "cpu", "cuda" or "cuda:N" (a
+        EmCoder-mini). ``threads``: worker threads (0: all cores); ``precision``: "f32",
+        "bf16" (bf16 products with f32 accumulation) or "int8" (int8 weights per output
+        channel, activations quantized per row, exact integer sums; CPU only: with a GPU it
+        is a DeviceError; an int8 model folder of ``emcoder quantize`` loads with it as it is,
+        the other precisions widen it); ``device``: "cpu", "cuda" or "cuda:N" (a
         GPU needs a libemcoder built with CUDA; DeviceError says what is missing). ``options`` are the
         constructor's other keywords (max_tokens, tokenizer, max_rows, memory_budget, isa,
         copy_weights, refuse_non_finite)."""

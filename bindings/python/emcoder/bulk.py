@@ -376,7 +376,8 @@ def parser() -> argparse.ArgumentParser:
                                "Bonferroni over the blocks of 10; at most --samples)")
     p.add_argument("--truncate", action="store_true", help="truncate over-long texts instead "
                    "of recording an error")
-    p.add_argument("--precision", choices=("f32", "bf16"), default="f32")
+    p.add_argument("--precision", choices=("f32", "bf16", "int8"), default="f32",
+                   help="precision of the weights and products (emcoder.Model.load) [f32]")
     p.add_argument("--partition-rows", type=int, default=1000,
                    help="rows per partition: the unit of work, of output files and of resuming")
     p.add_argument("--workers", type=int, default=0,

@@ -26,7 +26,7 @@ def model():
 
 def test_version_and_abi():
     assert emcoder.version()
-    assert emcoder._lib.emcoder_abi_version() >= emcoder.ABI_VERSION == 4
+    assert emcoder._lib.emcoder_abi_version() >= emcoder.ABI_VERSION == 5
     # libemcoder.so (checkout, system) or the copy inside an installed wheel
     assert Path(emcoder.library_path()).name.startswith(("libemcoder.so", "_libemcoder"))
 
@@ -122,6 +122,46 @@ def test_load_errors():
         emcoder.Model(FIXTURE, threads=-1)
     with pytest.raises(emcoder.EmcoderIOError):
         emcoder.Model(FIXTURE, tokenizer="/nonexistent/tokenizer.json")
+
+
+def test_int8_precision(model):
+    """precision="int8" (ABI 5): its own numbers, within 0.02 of f32's on the same texts and
+    seed (the quantization error of this tiny random fixture); CPU only."""
+    with emcoder.Model(FIXTURE, threads=2, precision="int8") as q:
+        got = q.predict(TEXTS, samples=20, seed=7)
+        assert q.predict(TEXTS, samples=20, seed=7) == got  # deterministic, as f32
+    want = model.predict(TEXTS, samples=20, seed=7)
+    diffs = [abs(s.mean - t.mean) for g, w in zip(got, want, strict=True)
+             for s, t in zip(g.labels, w.labels, strict=True)]
+    assert max(diffs) <= 0.02
+    assert max(diffs) > 0, "int8 gave f32's numbers bit for bit: the int8 path was not taken"
+    assert [g.n_tokens for g in got] == [w.n_tokens for w in want]
+    # A GPU with int8: a DeviceError (int8 is CPU only, or this build has no CUDA).
+    with pytest.raises(emcoder.DeviceError, match="int8|CUDA"):
+        emcoder.Model(FIXTURE, precision="int8", device="cuda")
+    # Unknown names, and a bf16 flag that disagrees with the precision, are refused.
+    with pytest.raises(emcoder.InvalidArgumentError, match="'f32', 'bf16' or 'int8'"):
+        emcoder.Model(FIXTURE, precision="i8")
+    with pytest.raises(emcoder.InvalidArgumentError, match="disagree"):
+        emcoder.Model(FIXTURE, precision="int8", bf16=True)
+    # The C value, and what a raw out-of-range value gets from the library.
+    assert emcoder._PRECISIONS == {"f32": 0, "bf16": 1, "int8": 2}
+    params, handle, err = emcoder._model_params(), ctypes.c_void_p(), ctypes.c_void_p()
+    params.precision = 3
+    code = emcoder._lib.emcoder_model_load(os.fsencode(FIXTURE), ctypes.byref(params),
+                                           ctypes.byref(handle), ctypes.byref(err))
+    assert code == emcoder.InvalidArgumentError.code and not handle
+    assert b"EMCODER_PRECISION_INT8 (2)" in emcoder._lib.emcoder_error_message(err)
+    emcoder._lib.emcoder_error_free(err)
+
+
+def test_bulk_takes_every_precision():
+    from emcoder import bulk
+
+    [choices] = [a.choices for a in bulk.parser()._actions if a.dest == "precision"]
+    assert tuple(choices) == tuple(emcoder._PRECISIONS)
+    args = bulk.parser().parse_args(["--input", "in", "--output", "out", "--precision", "int8"])
+    assert args.precision == "int8"
 
 
 def test_predict_errors(model):

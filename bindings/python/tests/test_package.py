@@ -84,6 +84,11 @@ def test_load_options_and_their_errors():
         for x, y in zip(a, b):
             for s, t in zip(x.labels, y.labels):
                 assert abs(s.mean - t.mean) < 0.01  # the documented bf16 bound
+        # int8 (ABI 5) on the shipped model: its own numbers, close to f32's.
+        with emcoder.Model.load(precision="int8", threads=1) as q:
+            c = q.predict(TEXTS, deterministic=True)
+        deltas = [abs(s.mean - t.mean) for x, y in zip(c, b) for s, t in zip(x.labels, y.labels)]
+        assert 0 < max(deltas) < 0.02
     # A GPU this libemcoder cannot use (the wheel is built without CUDA; or no driver): a
     # DeviceError saying so. Malformed device names are invalid arguments.
     try:
@@ -93,7 +98,7 @@ def test_load_options_and_their_errors():
     for bad in ("gpu", "cuda:", "cuda:x", "cuda:-1", "cuda:\u0663"):
         with pytest.raises(emcoder.InvalidArgumentError, match="use 'cpu', 'cuda'"):
             emcoder.Model.load(device=bad)
-    with pytest.raises(emcoder.InvalidArgumentError, match="precision 'f16'"):
+    with pytest.raises(emcoder.InvalidArgumentError, match="precision 'f16'.*'int8'"):
         emcoder.Model.load(precision="f16")
     with pytest.raises(TypeError, match="precision='bf16'"):
         emcoder.Model.load(bf16=True)
