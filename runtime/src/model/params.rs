@@ -82,12 +82,7 @@ impl Param {
     /// The rows of this param (`rows` x `cols`) as int8 with their scales: stored so, or
     /// quantized now ([`quantize_rows`]). `what` names the tensor in the error (NaN or
     /// infinite values cannot be quantized).
-    pub fn quant_rows(
-        &self,
-        rows: usize,
-        cols: usize,
-        what: &str,
-    ) -> Result<QuantRows<'_>> {
+    pub fn quant_rows(&self, rows: usize, cols: usize, what: &str) -> Result<QuantRows<'_>> {
         if let Some((q, s)) = self.quantized() {
             return Ok((Cow::Borrowed(q), Cow::Borrowed(s)));
         }
