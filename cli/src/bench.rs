@@ -43,7 +43,7 @@ pub fn peak_gflops(model: &Model, size: usize, iters: usize) -> f64 {
         (model.precision() == Precision::Bf16).then(|| PackedBf16::pack(&w, size, size, isa));
     // int8: the same product on int8 weights and activations (GOP/s of the int8 kernel).
     let packed8 = (model.precision() == Precision::Int8)
-        .then(|| PackedI8::quantize(&w, size, size).expect("finite weights"));
+        .then(|| PackedI8::quantize(&w, size, size, model.int8_kernel()).expect("finite weights"));
     let mut xp = Vec::new();
     let mut fp = Vec::new();
     let mut sa = Vec::new();

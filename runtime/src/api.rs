@@ -133,7 +133,7 @@ impl Model {
                 i8k = emcoder_kernels::gemm_i8::Kernel::for_isa(Isa::Avx512Bf16);
             }
             let file_backed = !opts.copy_weights;
-            pool.install(|| files.weights.pack_i8(file_backed))??;
+            pool.install(|| files.weights.pack_i8(file_backed, i8k))??;
         }
         log::log(log::Level::Info, || {
             let kernels: Vec<String> = emcoder_kernels::variants(isa)

@@ -28,7 +28,8 @@
 //!   accumulators start from it): never saturates;
 //! - `avx2`: weights and activations widened to i16, `vpmaddwd` (pairs summed into i32
 //!   exactly; `vpmaddubsw`'s saturating i16 sums are not used);
-//! - `neon-dotprod`: `sdot` by lane; `neon`: `smull` + `sadalp` (i16 products, i32 sums);
+//! - `neon-i8mm`: `smmla` on 2 rows x 2 columns x 8 channels (weights packed in octets);
+//!   `neon-dotprod`: `sdot` by lane; `neon`: `smull` + `sadalp` (i16 products, i32 sums);
 //! - `generic`: plain Rust.
 
 use crate::cpu::Isa;
@@ -71,6 +72,26 @@ pub enum Kernel {
     Neon,
     /// AArch64 FEAT_DotProd: `sdot`.
     NeonDot,
+    /// AArch64 FEAT_I8MM: `smmla` (2 x 8 by 8 x 2 blocks; weights in octets).
+    NeonI8mm,
+}
+
+/// How a kernel wants the packed weights.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum WeightLayout {
+    /// Per quad of channels, the 64 columns' 4 bytes in 1 KB blocks of 16 quads x 16 columns
+    /// (`widx`).
+    Quads,
+    /// Per octet of channels, the 64 columns' 8 bytes in column order (`oidx`): a pair of
+    /// columns' octets is one 16-byte `smmla` operand.
+    Octets,
+}
+
+/// Word index of octet `o` (channels 8o..8o+7), column `c` (< NR), half `h` (channels
+/// 8o+4h..) inside a panel of the octet layout.
+#[inline(always)]
+const fn oidx(o: usize, c: usize, h: usize) -> usize {
+    o * 2 * NR + 2 * c + h
 }
 
 /// How a kernel wants the quantized activations.
@@ -86,7 +107,7 @@ enum Layout {
 
 impl Kernel {
     /// Every kernel.
-    pub const ALL: [Kernel; 7] = [
+    pub const ALL: [Kernel; 8] = [
         Kernel::Generic,
         Kernel::Avx2,
         Kernel::AvxVnni,
@@ -94,6 +115,7 @@ impl Kernel {
         Kernel::Amx,
         Kernel::Neon,
         Kernel::NeonDot,
+        Kernel::NeonI8mm,
     ];
 
     /// The name logs and `emcoder cpu` use.
@@ -106,6 +128,7 @@ impl Kernel {
             Kernel::Amx => "amx-int8 (tdpbssd tiles)",
             Kernel::Neon => "neon (smull + sadalp)",
             Kernel::NeonDot => "neon-dotprod (sdot)",
+            Kernel::NeonI8mm => "neon-i8mm (smmla)",
         }
     }
 
@@ -125,7 +148,7 @@ impl Kernel {
             Kernel::Avx2 | Kernel::AvxVnni => Isa::Avx2,
             Kernel::Avx512Vnni => Isa::Avx512,
             Kernel::Amx => Isa::Amx,
-            Kernel::Neon | Kernel::NeonDot => Isa::Neon,
+            Kernel::Neon | Kernel::NeonDot | Kernel::NeonI8mm => Isa::Neon,
         }
     }
 
@@ -139,6 +162,7 @@ impl Kernel {
                 Kernel::Avx512Vnni => f.avx512_vnni,
                 Kernel::Amx => f.amx_int8 && crate::cpu::request_amx(),
                 Kernel::NeonDot => f.dotprod,
+                Kernel::NeonI8mm => f.i8mm,
                 _ => true,
             }
     }
@@ -162,6 +186,7 @@ impl Kernel {
                 Kernel::Avx512Vnni => f.avx512_vnni,
                 Kernel::Amx => f.amx_int8,
                 Kernel::NeonDot => f.dotprod,
+                Kernel::NeonI8mm => f.i8mm,
                 _ => true,
             };
             if here && k.level() <= isa && k.level().runs_here() {
@@ -184,6 +209,7 @@ impl Kernel {
             Isa::Avx512 | Isa::Avx512Bf16 => x86(true),
             Isa::Amx if f.amx_int8 => Kernel::Amx,
             Isa::Amx => x86(true),
+            Isa::Neon | Isa::NeonBf16 if f.i8mm => Kernel::NeonI8mm,
             Isa::Neon | Isa::NeonBf16 if f.dotprod => Kernel::NeonDot,
             Isa::Neon | Isa::NeonBf16 => Kernel::Neon,
         }
@@ -199,6 +225,14 @@ impl Kernel {
             Kernel::AvxVnni | Kernel::Avx512Vnni => Layout::U8,
             Kernel::Avx2 => Layout::S16,
             _ => Layout::S8,
+        }
+    }
+
+    /// How the kernel wants the weights.
+    fn weights(self) -> WeightLayout {
+        match self {
+            Kernel::NeonI8mm => WeightLayout::Octets,
+            _ => WeightLayout::Quads,
         }
     }
 
@@ -318,6 +352,7 @@ pub struct PackedI8 {
     pub k: usize,
     kq: usize,
     panels: usize,
+    layout: WeightLayout,
     data: LineAligned,
     /// Scale of each output column, padded with zeros to whole panels.
     scale: Vec<f32>,
@@ -329,16 +364,19 @@ pub struct PackedI8 {
 pub type QuantPart<'a> = (&'a [i8], &'a [f32], usize);
 
 impl PackedI8 {
-    /// Quantizes `w` ((n, k) row-major f32, an `nn.Linear` weight) and packs it.
-    pub fn quantize(w: &[f32], n: usize, k: usize) -> Result<Self, String> {
+    /// Quantizes `w` ((n, k) row-major f32, an `nn.Linear` weight) and packs it for
+    /// `kernel`.
+    pub fn quantize(w: &[f32], n: usize, k: usize, kernel: Kernel) -> Result<Self, String> {
         let (q, s) = quantize_rows(w, n, k)?;
-        Self::pack_parts(&[(&q, &s, n)], k)
+        Self::pack_parts(&[(&q, &s, n)], k, kernel)
     }
 
     /// Packs already quantized weights of the same input width stacked by output rows (q, k
-    /// and v as one (3d, d) product). Errors when the memory cannot be had or `k` is too
-    /// large for exact i32 sums.
-    pub fn pack_parts(parts: &[QuantPart], k: usize) -> Result<Self, String> {
+    /// and v as one (3d, d) product) for `kernel` (the layout is the same for every kernel
+    /// but `neon-i8mm`'s). Errors when the memory cannot be had or `k` is too large for
+    /// exact i32 sums.
+    pub fn pack_parts(parts: &[QuantPart], k: usize, kernel: Kernel) -> Result<Self, String> {
+        let layout = kernel.weights();
         // |sum| <= 255 * 127 * k for the u8 kernels: exact in i32 below this.
         if k > (i32::MAX as usize) / (255 * 127) {
             return Err(format!(
@@ -390,7 +428,11 @@ impl PackedI8 {
                         for (o, &v) in b.iter_mut().zip(quad) {
                             *o = v as u8;
                         }
-                        panel[widx(q, j)] = u32::from_le_bytes(b);
+                        let at = match layout {
+                            WeightLayout::Quads => widx(q, j),
+                            WeightLayout::Octets => oidx(q / 2, j, q % 2),
+                        };
+                        panel[at] = u32::from_le_bytes(b);
                     }
                 }
             });
@@ -399,6 +441,7 @@ impl PackedI8 {
             k,
             kq,
             panels,
+            layout,
             data,
             scale,
             comp,
@@ -412,7 +455,11 @@ impl PackedI8 {
 
     /// The quantized weight of column `col`, channel `ch`.
     pub fn q(&self, col: usize, ch: usize) -> i8 {
-        let word = self.data.words()[(col / NR) * self.kq * NR + widx(ch / 4, col % NR)];
+        let at = match self.layout {
+            WeightLayout::Quads => widx(ch / 4, col % NR),
+            WeightLayout::Octets => oidx(ch / 8, col % NR, (ch / 4) % 2),
+        };
+        let word = self.data.words()[(col / NR) * self.kq * NR + at];
         word.to_le_bytes()[ch % 4] as i8
     }
 
@@ -666,6 +713,11 @@ pub fn linear_i8_packed_into(
         assert_eq!(b.len(), n, "linear_i8: bias length");
     }
     kernel.check();
+    assert_eq!(
+        w.layout,
+        kernel.weights(),
+        "linear_i8: the weights were packed for another kernel than {kernel}"
+    );
     if m == 0 || n == 0 {
         return;
     }
@@ -776,6 +828,8 @@ fn tile_kernel(
         Kernel::NeonDot => unsafe { neon::tile_dot(tile, a, panel, kq, mr) },
         #[cfg(target_arch = "aarch64")]
         Kernel::Neon => unsafe { neon::tile_widen(tile, a, panel, kq, mr) },
+        #[cfg(target_arch = "aarch64")]
+        Kernel::NeonI8mm => unsafe { neon::tile_mmla(tile, a, panel, kq, mr) },
         _ => tile_generic(tile, a, panel, kq, mr),
     }
 }

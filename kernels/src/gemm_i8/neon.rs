@@ -1,7 +1,8 @@
-//! The AArch64 int8 kernels: `sdot` by lane (FEAT_DotProd) and the plain Advanced SIMD
-//! widening tile (`smull` + `sadalp`), and the vector activation quantizer.
+//! The AArch64 int8 kernels: `smmla` (FEAT_I8MM), `sdot` by lane (FEAT_DotProd) and the
+//! plain Advanced SIMD widening tile (`smull` + `sadalp`), and the vector activation
+//! quantizer.
 
-use super::{MR, NR, QMAX};
+use super::{oidx, MR, NR, QMAX};
 use crate::packing::widx;
 use std::arch::aarch64::*;
 
@@ -174,5 +175,78 @@ pub(super) unsafe fn tile_widen(
                 vst1q_s32(row.as_mut_ptr().add(c0 + 4 * g), s);
             }
         }
+    }
+}
+
+/// `acc += smmla(a, b)`: `a` holds 8 channels of two rows, `b` of two columns; `acc` gets the
+/// four dot products `[r0.c0, r0.c1, r1.c0, r1.c1]`.
+#[inline]
+#[target_feature(enable = "neon,i8mm")]
+unsafe fn smmla(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+    let mut acc = acc;
+    // SAFETY (caller): FEAT_I8MM; registers only.
+    std::arch::asm!(
+        "smmla {acc:v}.4s, {a:v}.16b, {b:v}.16b",
+        acc = inout(vreg) acc,
+        a = in(vreg) a,
+        b = in(vreg) b,
+        options(pure, nomem, nostack, preserves_flags),
+    );
+    acc
+}
+
+/// `smmla` tile: rows in pairs (s8, `kq` words each) x 64 columns of a panel in octets
+/// (`oidx`); per octet, a pair of rows against each pair of columns, 32 multiply-adds per
+/// instruction. A last odd row is paired with zeros.
+///
+/// # Safety
+/// The CPU has FEAT_I8MM; `a` holds `mr * kq` words, `panel` `kq * 64` in octets; `kq` even.
+#[target_feature(enable = "neon,i8mm")]
+pub(super) unsafe fn tile_mmla(
+    tile: &mut [[i32; NR]; MR],
+    a: &[u32],
+    panel: &[u32],
+    kq: usize,
+    mr: usize,
+) {
+    debug_assert!(a.len() >= mr * kq && panel.len() >= kq * NR && kq.is_multiple_of(2));
+    let (ap, w) = (a.as_ptr(), panel.as_ptr());
+    let mut r = 0;
+    while r < mr {
+        let two = r + 1 < mr;
+        let (a0, a1) = (ap.add(r * kq), ap.add((r + 1).min(mr - 1) * kq));
+        for c0 in (0..NR).step_by(16) {
+            // acc[p]: columns c0 + 2p, c0 + 2p + 1 of rows r, r + 1.
+            let mut acc = [vdupq_n_s32(0); 8];
+            for o in 0..kq / 2 {
+                let x0 = vld1_s8(a0.add(2 * o) as *const i8);
+                let x1 = if two {
+                    vld1_s8(a1.add(2 * o) as *const i8)
+                } else {
+                    vdup_n_s8(0)
+                };
+                let x = vcombine_s8(x0, x1);
+                let wp = w.add(oidx(o, c0, 0)) as *const i8;
+                for (p, v) in acc.iter_mut().enumerate() {
+                    *v = smmla(*v, x, vld1q_s8(wp.add(16 * p)));
+                }
+            }
+            for p in (0..8).step_by(2) {
+                let (u, v) = (
+                    vreinterpretq_s64_s32(acc[p]),
+                    vreinterpretq_s64_s32(acc[p + 1]),
+                );
+                let c = c0 + 2 * p;
+                vst1q_s32(
+                    tile[r].as_mut_ptr().add(c),
+                    vreinterpretq_s32_s64(vzip1q_s64(u, v)),
+                );
+                if two {
+                    let hi = vreinterpretq_s32_s64(vzip2q_s64(u, v));
+                    vst1q_s32(tile[r + 1].as_mut_ptr().add(c), hi);
+                }
+            }
+        }
+        r += 2;
     }
 }

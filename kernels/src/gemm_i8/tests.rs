@@ -42,11 +42,12 @@ fn every_kernel_matches_the_scalar_reference_bit_for_bit() {
         let x = values(m * k, 1);
         let wf = values(n * k, 2);
         let b: Vec<f32> = (0..n).map(|i| i as f32 * 0.25 - 3.0).collect();
-        let w = PackedI8::quantize(&wf, n, k).unwrap();
+        let w = PackedI8::quantize(&wf, n, k, Kernel::Generic).unwrap();
         for bias in [None, Some(&b[..])] {
             let mut refo = vec![0.0; m * n];
             reference_linear_i8(&mut refo, &x, &w, bias, m);
             for kernel in kernels() {
+                let w = PackedI8::quantize(&wf, n, k, kernel).unwrap();
                 let mut out = vec![f32::NAN; m * n];
                 let (mut xq, mut sa) = (Vec::new(), Vec::new());
                 linear_i8(&mut out, &x, &w, bias, m, &mut xq, &mut sa, kernel);
@@ -63,7 +64,7 @@ fn the_reference_approximates_the_f32_product() {
     let (m, k, n) = (9usize, 256usize, 40usize);
     let x = values(m * k, 3);
     let wf = values(n * k, 4);
-    let w = PackedI8::quantize(&wf, n, k).unwrap();
+    let w = PackedI8::quantize(&wf, n, k, Kernel::Generic).unwrap();
     let mut out = vec![0.0; m * n];
     reference_linear_i8(&mut out, &x, &w, None, m);
     for i in 0..m {
@@ -94,11 +95,12 @@ fn extreme_values_sum_exactly() {
     let wf: Vec<f32> = (0..n * k)
         .map(|i| if (i / 5 + i / k) % 3 == 0 { -2.0 } else { 2.0 })
         .collect();
-    let w = PackedI8::quantize(&wf, n, k).unwrap();
+    let w = PackedI8::quantize(&wf, n, k, Kernel::Generic).unwrap();
     assert_eq!(w.q(0, 0).unsigned_abs(), 127);
     let mut refo = vec![0.0; m * n];
     reference_linear_i8(&mut refo, &x, &w, None, m);
     for kernel in kernels() {
+        let w = PackedI8::quantize(&wf, n, k, kernel).unwrap();
         let mut out = vec![0.0; m * n];
         let (mut xq, mut sa) = (Vec::new(), Vec::new());
         linear_i8(&mut out, &x, &w, None, m, &mut xq, &mut sa, kernel);
@@ -108,10 +110,11 @@ fn extreme_values_sum_exactly() {
     // exact integers, so the conversion's rounding is checked too).
     let x = vec![-1.0f32; m * k];
     let wf = vec![-2.0f32; n * k];
-    let w = PackedI8::quantize(&wf, n, k).unwrap();
+    let w = PackedI8::quantize(&wf, n, k, Kernel::Generic).unwrap();
     reference_linear_i8(&mut refo, &x, &w, None, m);
     assert_eq!(refo[0], 2.0 * 2048.0);
     for kernel in kernels() {
+        let w = PackedI8::quantize(&wf, n, k, kernel).unwrap();
         let mut out = vec![0.0; m * n];
         let (mut xq, mut sa) = (Vec::new(), Vec::new());
         linear_i8(&mut out, &x, &w, None, m, &mut xq, &mut sa, kernel);
@@ -183,10 +186,12 @@ fn non_finite_rows_give_nan_outputs_and_leave_others_alone() {
     let mut x = values(m * k, 8);
     x[k + 5] = f32::NAN;
     x[3 * k + 69] = f32::INFINITY;
-    let w = PackedI8::quantize(&values(n * k, 9), n, k).unwrap();
+    let wf = values(n * k, 9);
+    let w = PackedI8::quantize(&wf, n, k, Kernel::Generic).unwrap();
     let mut refo = vec![0.0; m * n];
     reference_linear_i8(&mut refo, &x, &w, None, m);
     for kernel in kernels() {
+        let w = PackedI8::quantize(&wf, n, k, kernel).unwrap();
         let mut out = vec![0.0; m * n];
         let (mut xq, mut sa) = (Vec::new(), Vec::new());
         linear_i8(&mut out, &x, &w, None, m, &mut xq, &mut sa, kernel);
@@ -205,7 +210,7 @@ fn non_finite_rows_give_nan_outputs_and_leave_others_alone() {
 fn weights_must_be_finite() {
     let mut w = values(3 * 10, 10);
     w[25] = f32::NAN;
-    let e = PackedI8::quantize(&w, 3, 10).unwrap_err();
+    let e = PackedI8::quantize(&w, 3, 10, Kernel::Generic).unwrap_err();
     assert!(e.contains("row 2") && e.contains("NaN"), "{e}");
     // A row of zeros: scale 1, zeros.
     let (q, s) = quantize_rows(&[0.0; 8], 2, 4).unwrap();
@@ -220,8 +225,9 @@ fn rows_do_not_depend_on_m_or_threads() {
         .unwrap();
     let (k, n, mmax) = (300usize, 130usize, 200usize);
     let x = values(mmax * k, 11);
-    let w = PackedI8::quantize(&values(n * k, 12), n, k).unwrap();
+    let wf = values(n * k, 12);
     for kernel in kernels() {
+        let w = PackedI8::quantize(&wf, n, k, kernel).unwrap();
         let (mut xq, mut sa) = (Vec::new(), Vec::new());
         let mut base = vec![0.0; mmax * n];
         linear_i8(&mut base, &x, &w, None, mmax, &mut xq, &mut sa, kernel);
@@ -267,7 +273,6 @@ fn fused_parts_split_outputs_and_epilogue() {
         .zip(&dims)
         .map(|((q, s), &n)| (&q[..], &s[..], n))
         .collect();
-    let fused = PackedI8::pack_parts(&parts, k).unwrap();
     let x = values(m * k, 30);
     let epi = |row: usize, c0: usize, vals: &mut [f32]| {
         for (j, v) in vals.iter_mut().enumerate() {
@@ -275,6 +280,7 @@ fn fused_parts_split_outputs_and_epilogue() {
         }
     };
     for kernel in kernels() {
+        let fused = PackedI8::pack_parts(&parts, k, kernel).unwrap();
         let (mut xq, mut sa) = (Vec::new(), Vec::new());
         quantize_activations(&mut xq, &mut sa, &x, m, k, kernel);
         let a = QuantActivations::new(&xq, &sa, m, k, kernel);
@@ -285,7 +291,7 @@ fn fused_parts_split_outputs_and_epilogue() {
         }
         let mut c0 = 0;
         for ((w, &n), o) in ws.iter().zip(&dims).zip(&outs) {
-            let alone = PackedI8::quantize(w, n, k).unwrap();
+            let alone = PackedI8::quantize(w, n, k, kernel).unwrap();
             let mut want = vec![0.0; m * n];
             let (mut xq2, mut sa2) = (Vec::new(), Vec::new());
             linear_i8(&mut want, &x, &alone, None, m, &mut xq2, &mut sa2, kernel);
@@ -335,4 +341,35 @@ fn kernel_names_parse() {
     }
     assert_eq!(Kernel::parse("AVX2"), Some(Kernel::Avx2));
     assert_eq!(Kernel::parse("vnni"), None);
+}
+
+/// Each layout holds the same quantized weights; a product with weights packed for another
+/// layout is refused (a caller bug), never a wrong result.
+#[test]
+fn weight_layouts_hold_the_same_values() {
+    let (n, k) = (70usize, 45usize);
+    let wf = values(n * k, 50);
+    let quads = PackedI8::quantize(&wf, n, k, Kernel::Generic).unwrap();
+    let octets = PackedI8::quantize(&wf, n, k, Kernel::NeonI8mm).unwrap();
+    for j in 0..n {
+        for c in 0..k {
+            assert_eq!(quads.q(j, c), octets.q(j, c), "{j},{c}");
+        }
+        assert_eq!(quads.scale(j), octets.scale(j));
+    }
+    let r = std::panic::catch_unwind(|| {
+        let (mut xq, mut sa) = (Vec::new(), Vec::new());
+        let mut out = vec![0.0; n];
+        linear_i8(
+            &mut out,
+            &wf[..k],
+            &octets,
+            None,
+            1,
+            &mut xq,
+            &mut sa,
+            Kernel::Generic,
+        );
+    });
+    assert!(r.is_err(), "octet weights with the generic kernel");
 }

@@ -3,7 +3,7 @@
 use super::tensors::{Quantized, Storage};
 use crate::error::{Error, Result};
 use emcoder_kernels::gemm_bf16::PackedBf16;
-use emcoder_kernels::gemm_i8::{quantize_rows, PackedI8, QuantPart};
+use emcoder_kernels::gemm_i8::{quantize_rows, Kernel, PackedI8, QuantPart};
 use emcoder_kernels::Isa;
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -124,9 +124,9 @@ impl Linear {
 
     /// Quantizes (unless stored as int8) and packs the weight for the int8 kernels; `what`
     /// names it in errors.
-    pub fn pack_i8(&mut self, what: &str) -> Result<()> {
+    pub fn pack_i8(&mut self, what: &str, kernel: Kernel) -> Result<()> {
         let (q, s) = self.w.quant_rows(self.out_dim, self.in_dim, what)?;
-        let p = PackedI8::pack_parts(&[(&q, &s, self.out_dim)], self.in_dim)
+        let p = PackedI8::pack_parts(&[(&q, &s, self.out_dim)], self.in_dim, kernel)
             .map_err(Error::OutOfMemory)?;
         self.i8 = Some(Arc::new(p));
         Ok(())
@@ -169,7 +169,7 @@ pub struct FusedI8 {
 }
 
 impl FusedI8 {
-    fn new(parts: &[&Linear], what: &str) -> Result<Self> {
+    fn new(parts: &[&Linear], what: &str, kernel: Kernel) -> Result<Self> {
         let k = parts[0].in_dim;
         let rows = parts
             .iter()
@@ -180,7 +180,7 @@ impl FusedI8 {
             .zip(parts)
             .map(|((q, s), l)| (&q[..], &s[..], l.out_dim))
             .collect();
-        let packed = PackedI8::pack_parts(&qp, k).map_err(Error::OutOfMemory)?;
+        let packed = PackedI8::pack_parts(&qp, k, kernel).map_err(Error::OutOfMemory)?;
         Ok(FusedI8 {
             packed: Arc::new(packed),
             bias: stacked_bias(parts),
@@ -256,17 +256,20 @@ impl Layer {
     /// down alone. The f32 weights are released afterwards (their params become empty, their
     /// pages of a file map dropped when `file_backed`): an int8 model keeps only its int8
     /// weights.
-    pub fn pack_i8(&mut self, i: usize, file_backed: bool) -> Result<()> {
+    pub fn pack_i8(&mut self, i: usize, file_backed: bool, kernel: Kernel) -> Result<()> {
         self.qkv_i8 = Some(FusedI8::new(
             &[&self.q, &self.k, &self.v],
             &format!("layer {i} q, k, v"),
+            kernel,
         )?);
         self.gate_up_i8 = Some(FusedI8::new(
             &[&self.gate, &self.up],
             &format!("layer {i} gate, up"),
+            kernel,
         )?);
-        self.o.pack_i8(&format!("layer {i} attention output"))?;
-        self.down.pack_i8(&format!("layer {i} down"))?;
+        self.o
+            .pack_i8(&format!("layer {i} attention output"), kernel)?;
+        self.down.pack_i8(&format!("layer {i} down"), kernel)?;
         for l in [
             &mut self.q,
             &mut self.k,
@@ -305,10 +308,10 @@ pub struct Weights {
 impl Weights {
     /// Int8 precision: the token embedding as int8 rows with a scale per row (quantized
     /// now unless the file stores it so; the f32 table is released), and every layer
-    /// packed for int8 products ([`Layer::pack_i8`]). The head stays f32. `file_backed`:
+    /// packed for `kernel`'s int8 products ([`Layer::pack_i8`]). The head stays f32. `file_backed`:
     /// the weights are a map of the file (not copied), whose pages of f32 weights that were
     /// quantized are dropped from memory.
-    pub fn pack_i8(&mut self, file_backed: bool) -> Result<()> {
+    pub fn pack_i8(&mut self, file_backed: bool, kernel: Kernel) -> Result<()> {
         if self.embedding.quantized().is_none() {
             let d = self.embed_norm.data().len();
             let v = self.embedding.data().len() / d.max(1);
@@ -318,7 +321,7 @@ impl Weights {
             self.embedding = q;
         }
         for (i, l) in self.layers.iter_mut().enumerate() {
-            l.pack_i8(i, file_backed)?;
+            l.pack_i8(i, file_backed, kernel)?;
         }
         Ok(())
     }
