@@ -805,6 +805,7 @@ pub fn linear_i8_packed_into(
 
 /// One MR x NR tile of i32 sums: `tile[i][j] = sum_c qa[i][c] qw[j][c]` for `i < mr`
 /// (`a`: `mr` rows in the kernel's layout; `comp`: the u8 kernels' starting sums).
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
 fn tile_kernel(
     tile: &mut [[i32; NR]; MR],
     a: &[u32],

@@ -161,7 +161,7 @@ pub(super) unsafe fn tile_widen(
             for q in 0..kq {
                 // The row's quad, repeated over the vector.
                 let x = vreinterpretq_s8_s32(vld1q_dup_s32(a.add(i * kq + q) as *const i32));
-                let wp = panel.add(widx(q, c0)) as *const i8;
+                let wp = w.add(widx(q, c0)) as *const i8;
                 for g in 0..2 {
                     let wv = vld1q_s8(wp.add(16 * g));
                     let lo = vmull_s8(vget_low_s8(x), vget_low_s8(wv));
