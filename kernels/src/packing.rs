@@ -114,6 +114,22 @@ impl Dests {
     }
 }
 
+/// The tasks of a packed product of `m` rows over `panels` weight panels: `(row block of
+/// `mc` rows, panel)`. Row blocks are grouped so that a group's activations stay in L2
+/// (`group_rows` rows), and within a group the order is panel by panel, so that each weight
+/// panel is read once per group (row block-major order re-read every panel per block: 3.4 MB
+/// of q|k|v panels do not stay in L2).
+pub(crate) fn tasks(m: usize, panels: usize, mc: usize, group_rows: usize) -> Vec<(usize, usize)> {
+    let rbs = m.div_ceil(mc);
+    let per_group = (group_rows / mc).max(1);
+    (0..rbs.div_ceil(per_group))
+        .flat_map(|g| {
+            let rb = g * per_group..((g + 1) * per_group).min(rbs);
+            (0..panels).flat_map(move |pi| rb.clone().map(move |rb| (rb, pi)))
+        })
+        .collect()
+}
+
 /// The AMX tile configuration both packed products use.
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod amx {
@@ -139,5 +155,108 @@ pub(crate) mod amx {
     /// As [`configure`].
     pub unsafe fn release() {
         asm!("tilerelease", options(nostack, nomem));
+    }
+
+    /// The tile product.
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    pub enum Dot {
+        /// `tdpbf16ps`: bf16 pairs, f32 sums.
+        Bf16,
+        /// `tdpbssd`: s8 quads, i32 sums.
+        Int8,
+    }
+
+    /// Where the A tiles (16 rows x 64 bytes) of a 32-row block are.
+    #[derive(Clone, Copy)]
+    pub enum ATiles {
+        /// Per step of 16 words of k, rows 0-15 then 16-31, each a contiguous 1 KB tile (the
+        /// bf16 activations' layout).
+        Blocked,
+        /// Row-major rows of `words` words (the int8 activations).
+        Rows {
+            /// Words per row.
+            words: usize,
+        },
+    }
+
+    /// `out (32 x 64 four-byte sums, row-major) = A (32 rows) x panel (kw x 64 words, in the
+    /// 1 KB blocks of [`super::widx`])`, `kw` a multiple of 16.
+    /// tmm0..3: C (rows 0-15 | 16-31) x (columns 0-15 | 16-31) of one 32-column half;
+    /// tmm4/5: A rows 0-15 / 16-31; tmm6/7: B columns 0-15 / 16-31 (contiguous blocks).
+    ///
+    /// # Safety
+    /// As [`configure`], and configured; the CPU has the product (AMX-BF16 or AMX-INT8); `out`
+    /// holds 32 x 64 elements; `a` holds the block's A tiles as `at` says for `kw` words of
+    /// k; `panel` holds `kw * 64` words.
+    pub unsafe fn block(
+        out: *mut u32,
+        a: *const u32,
+        at: ATiles,
+        panel: *const u32,
+        kw: usize,
+        dot: Dot,
+    ) {
+        let (step, half_rows, a_stride) = match at {
+            ATiles::Blocked => (512, 256, 64),
+            ATiles::Rows { words } => (16, 16 * words, words * 4),
+        };
+        let b_stride = 64usize; // 16 columns x 4 bytes: B tiles are contiguous
+        let c_stride = super::NR * 4;
+        for half in 0..2 {
+            asm!(
+                "tilezero tmm0",
+                "tilezero tmm1",
+                "tilezero tmm2",
+                "tilezero tmm3",
+                options(nostack, nomem)
+            );
+            let mut q = 0;
+            while q < kw {
+                let a0 = a.add(q / 16 * step);
+                let a1 = a0.add(half_rows);
+                let b0 = panel.add(q * super::NR + half * 2 * 256);
+                let b1 = b0.add(256);
+                match dot {
+                    Dot::Bf16 => asm!(
+                        "tileloadd tmm4, [{a0} + {sa}*1]",
+                        "tileloadd tmm5, [{a1} + {sa}*1]",
+                        "tileloadd tmm6, [{b0} + {sb}*1]",
+                        "tileloadd tmm7, [{b1} + {sb}*1]",
+                        "tdpbf16ps tmm0, tmm4, tmm6",
+                        "tdpbf16ps tmm1, tmm4, tmm7",
+                        "tdpbf16ps tmm2, tmm5, tmm6",
+                        "tdpbf16ps tmm3, tmm5, tmm7",
+                        a0 = in(reg) a0, a1 = in(reg) a1, b0 = in(reg) b0, b1 = in(reg) b1,
+                        sa = in(reg) a_stride, sb = in(reg) b_stride,
+                        options(nostack, readonly),
+                    ),
+                    Dot::Int8 => asm!(
+                        "tileloadd tmm4, [{a0} + {sa}*1]",
+                        "tileloadd tmm5, [{a1} + {sa}*1]",
+                        "tileloadd tmm6, [{b0} + {sb}*1]",
+                        "tileloadd tmm7, [{b1} + {sb}*1]",
+                        "tdpbssd tmm0, tmm4, tmm6",
+                        "tdpbssd tmm1, tmm4, tmm7",
+                        "tdpbssd tmm2, tmm5, tmm6",
+                        "tdpbssd tmm3, tmm5, tmm7",
+                        a0 = in(reg) a0, a1 = in(reg) a1, b0 = in(reg) b0, b1 = in(reg) b1,
+                        sa = in(reg) a_stride, sb = in(reg) b_stride,
+                        options(nostack, readonly),
+                    ),
+                }
+                q += 16;
+            }
+            let o = out.add(half * 32);
+            asm!(
+                "tilestored [{o0} + {s}*1], tmm0",
+                "tilestored [{o1} + {s}*1], tmm1",
+                "tilestored [{o2} + {s}*1], tmm2",
+                "tilestored [{o3} + {s}*1], tmm3",
+                o0 = in(reg) o, o1 = in(reg) o.add(16), o2 = in(reg) o.add(16 * super::NR),
+                o3 = in(reg) o.add(16 * super::NR + 16),
+                s = in(reg) c_stride,
+                options(nostack),
+            );
+        }
     }
 }

@@ -232,3 +232,14 @@ pub fn rewrite(dir: &Path, edit: impl FnOnce(&mut Tensors)) {
         .collect();
     std::fs::write(&path, safetensors::serialize(views, None).unwrap()).unwrap();
 }
+
+/// Five token-id texts of 2 to 42 tokens (one empty between [CLS] and [SEP]), ids < 503.
+pub fn sample_texts() -> Vec<Vec<u32>> {
+    let mk = |n: usize, s: u32| -> Vec<u32> {
+        let mut v = vec![1];
+        v.extend((0..n).map(|i| (i as u32 * 37 + s * 101) % 500 + 3));
+        v.push(2);
+        v
+    };
+    vec![mk(5, 1), mk(0, 2), mk(17, 3), mk(40, 4), mk(9, 5)]
+}

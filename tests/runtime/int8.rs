@@ -11,13 +11,7 @@ use safetensors::Dtype;
 use std::path::Path;
 
 fn texts() -> Vec<Vec<u32>> {
-    let mk = |n: usize, s: u32| -> Vec<u32> {
-        let mut v = vec![1];
-        v.extend((0..n).map(|i| (i as u32 * 37 + s * 101) % 500 + 3));
-        v.push(2);
-        v
-    };
-    vec![mk(5, 1), mk(0, 2), mk(17, 3), mk(40, 4), mk(9, 5)]
+    sample_texts()
 }
 
 fn opts(precision: Precision, threads: usize, max_rows: usize) -> LoadOptions {

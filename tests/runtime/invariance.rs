@@ -7,13 +7,7 @@ use emcoder::{LoadOptions, Model, PredictOptions, TokenizerChoice};
 use std::path::PathBuf;
 
 fn texts() -> Vec<Vec<u32>> {
-    let mk = |n: usize, s: u32| -> Vec<u32> {
-        let mut v = vec![1];
-        v.extend((0..n).map(|i| (i as u32 * 37 + s * 101) % 500 + 3));
-        v.push(2);
-        v
-    };
-    vec![mk(5, 1), mk(0, 2), mk(17, 3), mk(40, 4), mk(9, 5)]
+    sample_texts()
 }
 
 #[test]

@@ -21,7 +21,7 @@
 
 use crate::cpu::Isa;
 pub use crate::packing::Epilogue;
-use crate::packing::{align_words, widx, Dests, LineAligned};
+use crate::packing::{align_words, tasks, widx, Dests, LineAligned};
 use crate::simd::{self, bf16_bits, Simd, SimdOp};
 use half::bf16;
 use rayon::prelude::*;
@@ -32,7 +32,7 @@ mod widen;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 #[cfg(target_arch = "x86_64")]
-use x86::{amx, avx512};
+use x86::avx512;
 
 /// Output columns per panel.
 pub const NR: usize = crate::packing::NR;
@@ -514,93 +514,92 @@ pub fn linear_bf16_packed_into(
     }
     let dst = Dests::new(outs, m, n);
     let dst = &dst;
-    // Task order: row blocks grouped so a group's activations stay in L2 (SB_ROWS rows),
-    // and within a group panel by panel, so each weight panel is read once per group
-    // (row block-major order re-read every panel per block: 3.4 MB of q|k|v panels do not
-    // stay in L2).
-    let rbs = m.div_ceil(MC);
-    let per_group = (SB_ROWS / MC).max(1);
-    let tasks: Vec<(usize, usize)> = (0..rbs.div_ceil(per_group))
-        .flat_map(|g| {
-            let rb = g * per_group..((g + 1) * per_group).min(rbs);
-            (0..w.panels).flat_map(move |pi| rb.clone().map(move |rb| (rb, pi)))
-        })
-        .collect();
-    tasks.into_par_iter().for_each(|(rb, pi)| {
-        let r0 = rb * MC;
-        let rows = MC.min(m - r0);
-        let panel = &w.data.words()[pi * w.kp * NR..(pi + 1) * w.kp * NR];
-        let c0 = pi * NR;
-        let cols = NR.min(n - c0);
-        let mut bias_p = [0.0f32; NR];
-        if let Some(b) = bias {
-            bias_p[..cols].copy_from_slice(&b[c0..c0 + cols]);
-        }
-        // A finished row of this task's columns: the epilogue, then into the outputs.
-        let finish = |row: usize, vals: &mut [f32]| {
-            assert!((r0..r0 + rows).contains(&row) && vals.len() == cols);
-            if let Some(e) = epilogue {
-                e(row, c0, vals);
+    tasks(m, w.panels, MC, SB_ROWS)
+        .into_par_iter()
+        .for_each(|(rb, pi)| {
+            let r0 = rb * MC;
+            let rows = MC.min(m - r0);
+            let panel = &w.data.words()[pi * w.kp * NR..(pi + 1) * w.kp * NR];
+            let c0 = pi * NR;
+            let cols = NR.min(n - c0);
+            let mut bias_p = [0.0f32; NR];
+            if let Some(b) = bias {
+                bias_p[..cols].copy_from_slice(&b[c0..c0 + cols]);
             }
-            // SAFETY: row r0..r0+rows < m and columns c0..c0+cols < n (asserted): inside the
-            // outputs, and this (row block, panel) pair belongs to this task alone.
-            unsafe { dst.store(row, c0, vals) };
-        };
-        #[cfg(target_arch = "x86_64")]
-        if isa == Isa::Amx {
-            let mut buf = [0.0f32; 32 * NR];
-            // SAFETY: `available()` granted the AMX state for this process; the tile config
-            // is loaded for this thread and released at the end. xp has whole 32-row blocks
-            // (padded rows) of `kp` pairs (a multiple of 16) and the panel `kp` x 64 words.
-            unsafe { crate::packing::amx::configure() };
+            // A finished row of this task's columns: the epilogue, then into the outputs.
+            let finish = |row: usize, vals: &mut [f32]| {
+                assert!((r0..r0 + rows).contains(&row) && vals.len() == cols);
+                if let Some(e) = epilogue {
+                    e(row, c0, vals);
+                }
+                // SAFETY: row r0..r0+rows < m and columns c0..c0+cols < n (asserted): inside the
+                // outputs, and this (row block, panel) pair belongs to this task alone.
+                unsafe { dst.store(row, c0, vals) };
+            };
+            #[cfg(target_arch = "x86_64")]
+            if isa == Isa::Amx {
+                let mut buf = [0.0f32; 32 * NR];
+                // SAFETY: `available()` granted the AMX state for this process; the tile config
+                // is loaded for this thread and released at the end. xp has whole 32-row blocks
+                // (padded rows) of `kp` pairs (a multiple of 16) and the panel `kp` x 64 words.
+                unsafe { crate::packing::amx::configure() };
+                let mut r = 0;
+                while r < rows {
+                    let a = xp[(r0 + r) * w.kp..].as_ptr();
+                    // SAFETY: as above; `a` starts a 32-row block of the tiled layout inside xp.
+                    unsafe {
+                        crate::packing::amx::block(
+                            buf.as_mut_ptr() as *mut u32,
+                            a,
+                            crate::packing::amx::ATiles::Blocked,
+                            panel.as_ptr(),
+                            w.kp,
+                            crate::packing::amx::Dot::Bf16,
+                        )
+                    };
+                    for i in 0..32.min(rows - r) {
+                        let src = &mut buf[i * NR..i * NR + cols];
+                        for (v, b) in src.iter_mut().zip(&bias_p) {
+                            *v += *b;
+                        }
+                        finish(r0 + r + i, src);
+                    }
+                    r += 32;
+                }
+                // SAFETY: releases this thread's tile state.
+                unsafe { crate::packing::amx::release() };
+                return;
+            }
+            if layout(isa) == Layout::Floats && rows <= widen::BLOCKED_ROWS {
+                // The widening levels with few rows: all at once, K-blocked (widen::block).
+                // Uninitialized (no 24 KB to zero per task): block() starts every row it is
+                // given from the bias.
+                let mut acc = [std::mem::MaybeUninit::<[f32; NR]>::uninit(); MC];
+                let acc = widen::block(
+                    &mut acc[..rows],
+                    &xp[r0 * rw..(r0 + rows) * rw],
+                    panel,
+                    w.kp,
+                    &bias_p,
+                    isa,
+                );
+                for (i, t) in acc.iter_mut().enumerate() {
+                    finish(r0 + i, &mut t[..cols]);
+                }
+                return;
+            }
             let mut r = 0;
             while r < rows {
-                let a = xp[(r0 + r) * w.kp..].as_ptr();
-                // SAFETY: as above; `a` starts a 32-row block of the tiled layout inside xp.
-                unsafe { amx::block(&mut buf, a, panel.as_ptr(), w.kp) };
-                for i in 0..32.min(rows - r) {
-                    let src = &mut buf[i * NR..i * NR + cols];
-                    for (v, b) in src.iter_mut().zip(&bias_p) {
-                        *v += *b;
-                    }
-                    finish(r0 + r + i, src);
+                let mr = MR.min(rows - r);
+                let a = &xp[(r0 + r) * rw..(r0 + r + mr) * rw];
+                let mut tile = [[0.0f32; NR]; MR];
+                tile_kernel(&mut tile, a, panel, w.kp, mr, &bias_p, isa);
+                for (i, t) in tile.iter_mut().take(mr).enumerate() {
+                    finish(r0 + r + i, &mut t[..cols]);
                 }
-                r += 32;
+                r += mr;
             }
-            // SAFETY: releases this thread's tile state.
-            unsafe { crate::packing::amx::release() };
-            return;
-        }
-        if layout(isa) == Layout::Floats && rows <= widen::BLOCKED_ROWS {
-            // The widening levels with few rows: all at once, K-blocked (widen::block).
-            // Uninitialized (no 24 KB to zero per task): block() starts every row it is
-            // given from the bias.
-            let mut acc = [std::mem::MaybeUninit::<[f32; NR]>::uninit(); MC];
-            let acc = widen::block(
-                &mut acc[..rows],
-                &xp[r0 * rw..(r0 + rows) * rw],
-                panel,
-                w.kp,
-                &bias_p,
-                isa,
-            );
-            for (i, t) in acc.iter_mut().enumerate() {
-                finish(r0 + i, &mut t[..cols]);
-            }
-            return;
-        }
-        let mut r = 0;
-        while r < rows {
-            let mr = MR.min(rows - r);
-            let a = &xp[(r0 + r) * rw..(r0 + r + mr) * rw];
-            let mut tile = [[0.0f32; NR]; MR];
-            tile_kernel(&mut tile, a, panel, w.kp, mr, &bias_p, isa);
-            for (i, t) in tile.iter_mut().take(mr).enumerate() {
-                finish(r0 + r + i, &mut t[..cols]);
-            }
-            r += mr;
-        }
-    });
+        });
 }
 
 /// One MR x NR tile: `tile[i][j] = bias[j] + sum_p dot2(a[i][p], panel[p][j])` for

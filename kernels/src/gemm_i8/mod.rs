@@ -33,7 +33,7 @@
 //! - `generic`: plain Rust.
 
 use crate::cpu::Isa;
-use crate::packing::{align_words, widx, Dests, Epilogue, LineAligned};
+use crate::packing::{align_words, tasks, widx, Dests, Epilogue, LineAligned};
 use crate::simd::{self, Simd, SimdOp};
 use rayon::prelude::*;
 
@@ -498,8 +498,34 @@ pub fn quantize_activations(
     k: usize,
     kernel: Kernel,
 ) {
-    kernel.level().assert_runs_here();
     assert!(x.len() >= m * k, "quantize_activations: input too small");
+    let (xq, rw) = prepare(xq, sa, m, k, kernel);
+    if m == 0 {
+        return;
+    }
+    let (layout, level) = (kernel.layout(), kernel.level());
+    xq[..m * rw]
+        .par_chunks_mut(rw)
+        .zip(sa.par_iter_mut())
+        .enumerate()
+        .for_each(|(i, (o, s))| {
+            let r = &x[i * k..(i + 1) * k];
+            // SAFETY: the kernel's level runs here (checked above).
+            *s = unsafe { quantize_into(o, r, layout, level) };
+        });
+}
+
+/// The activation buffers of `m` rows of `k` channels for `kernel`: `xq` grown to hold them
+/// (from a cache line on; the padding rows zeroed), `sa` to `m` scales. Returns the rows'
+/// words and the words per row.
+fn prepare<'a>(
+    xq: &'a mut Vec<u32>,
+    sa: &mut Vec<f32>,
+    m: usize,
+    k: usize,
+    kernel: Kernel,
+) -> (&'a mut [u32], usize) {
+    kernel.level().assert_runs_here();
     let rw = row_words(kernel, quads(k));
     let len = padded_rows(m) * rw;
     if xq.len() < len + 16 {
@@ -511,20 +537,7 @@ pub fn quantize_activations(
     let off = align_words(xq.as_ptr());
     let xq = &mut xq[off..off + len];
     xq[m * rw..].fill(0);
-    if m == 0 {
-        return;
-    }
-    let layout = kernel.layout();
-    let level = kernel.level();
-    xq[..m * rw]
-        .par_chunks_mut(rw)
-        .zip(sa.par_iter_mut())
-        .enumerate()
-        .for_each(|(i, (o, s))| {
-            let r = &x[i * k..(i + 1) * k];
-            // SAFETY: the kernel's level runs here (checked above).
-            *s = unsafe { quantize_into(o, r, layout, level) };
-        });
+    (xq, rw)
 }
 
 /// [`quantize_activations`] of rows made on the fly: `row(i, buf)` writes row `i` (`k`
@@ -540,18 +553,7 @@ pub fn quantize_activations_with(
     kernel: Kernel,
     row: impl Fn(usize, &mut [f32]) + Sync,
 ) {
-    kernel.level().assert_runs_here();
-    let rw = row_words(kernel, quads(k));
-    let len = padded_rows(m) * rw;
-    if xq.len() < len + 16 {
-        xq.reserve_exact(len + 16 - xq.len());
-        xq.resize(len + 16, 0);
-    }
-    sa.clear();
-    sa.resize(m, 0.0);
-    let off = align_words(xq.as_ptr());
-    let xq = &mut xq[off..off + len];
-    xq[m * rw..].fill(0);
+    let (xq, rw) = prepare(xq, sa, m, k, kernel);
     if m == 0 {
         return;
     }
@@ -725,82 +727,81 @@ pub fn linear_i8_packed_into(
     let dst = &dst;
     let (kq, rw) = (w.kq, row_words(kernel, w.kq));
     let level = kernel.level();
-    // Task order as in the bf16 products: row blocks grouped so that a group's activations
-    // stay in L2, panel by panel within a group.
-    let rbs = m.div_ceil(MC);
-    let per_group = (SB_ROWS / MC).max(1);
-    let tasks: Vec<(usize, usize)> = (0..rbs.div_ceil(per_group))
-        .flat_map(|g| {
-            let rb = g * per_group..((g + 1) * per_group).min(rbs);
-            (0..w.panels).flat_map(move |pi| rb.clone().map(move |rb| (rb, pi)))
-        })
-        .collect();
-    tasks.into_par_iter().for_each(|(rb, pi)| {
-        let r0 = rb * MC;
-        let rows = MC.min(m - r0);
-        let panel = &w.data.words()[pi * kq * NR..(pi + 1) * kq * NR];
-        let c0 = pi * NR;
-        let cols = NR.min(n - c0);
-        let mut bias_p = [0.0f32; NR];
-        if let Some(b) = bias {
-            bias_p[..cols].copy_from_slice(&b[c0..c0 + cols]);
-        }
-        let sw: &[f32; NR] = w.scale[c0..c0 + NR].try_into().expect("padded scales");
-        let comp: &[i32; NR] = w.comp[c0..c0 + NR].try_into().expect("padded sums");
-        // A row's i32 sums: scales and bias, the epilogue, then into the outputs.
-        let finish = |row: usize, acc: &[i32; NR]| {
-            assert!((r0..r0 + rows).contains(&row));
-            let op = FinishRow {
-                acc,
-                sw,
-                sa: a.sa[row],
-                bias: &bias_p,
-                epilogue,
-                dst,
-                row,
-                c0,
-                cols,
+    tasks(m, w.panels, MC, SB_ROWS)
+        .into_par_iter()
+        .for_each(|(rb, pi)| {
+            let r0 = rb * MC;
+            let rows = MC.min(m - r0);
+            let panel = &w.data.words()[pi * kq * NR..(pi + 1) * kq * NR];
+            let c0 = pi * NR;
+            let cols = NR.min(n - c0);
+            let mut bias_p = [0.0f32; NR];
+            if let Some(b) = bias {
+                bias_p[..cols].copy_from_slice(&b[c0..c0 + cols]);
+            }
+            let sw: &[f32; NR] = w.scale[c0..c0 + NR].try_into().expect("padded scales");
+            let comp: &[i32; NR] = w.comp[c0..c0 + NR].try_into().expect("padded sums");
+            // A row's i32 sums: scales and bias, the epilogue, then into the outputs.
+            let finish = |row: usize, acc: &[i32; NR]| {
+                assert!((r0..r0 + rows).contains(&row));
+                let op = FinishRow {
+                    acc,
+                    sw,
+                    sa: a.sa[row],
+                    bias: &bias_p,
+                    epilogue,
+                    dst,
+                    row,
+                    c0,
+                    cols,
+                };
+                // SAFETY: the kernel's level runs here (checked above); row < m and columns
+                // c0..c0+cols < n are inside the outputs, and this (row block, panel) pair
+                // belongs to this task alone.
+                unsafe { simd::dispatch(level, op) };
             };
-            // SAFETY: the kernel's level runs here (checked above); row < m and columns
-            // c0..c0+cols < n are inside the outputs, and this (row block, panel) pair
-            // belongs to this task alone.
-            unsafe { simd::dispatch(level, op) };
-        };
-        #[cfg(target_arch = "x86_64")]
-        if kernel == Kernel::Amx {
-            let mut buf = [0i32; 32 * NR];
-            // SAFETY: `check` made sure the OS granted the tile state; the configuration is
-            // this thread's until released below.
-            unsafe { crate::packing::amx::configure() };
+            #[cfg(target_arch = "x86_64")]
+            if kernel == Kernel::Amx {
+                let mut buf = [0i32; 32 * NR];
+                // SAFETY: `check` made sure the OS granted the tile state; the configuration is
+                // this thread's until released below.
+                unsafe { crate::packing::amx::configure() };
+                let mut r = 0;
+                while r < rows {
+                    // SAFETY: the activations hold whole 32-row blocks (padded) of `kq` words
+                    // per row; the panel holds `kq` x 64 words.
+                    unsafe {
+                        crate::packing::amx::block(
+                            buf.as_mut_ptr() as *mut u32,
+                            a.xq[(r0 + r) * rw..].as_ptr(),
+                            crate::packing::amx::ATiles::Rows { words: kq },
+                            panel.as_ptr(),
+                            kq,
+                            crate::packing::amx::Dot::Int8,
+                        )
+                    };
+                    for i in 0..32.min(rows - r) {
+                        let acc: &[i32; NR] = buf[i * NR..(i + 1) * NR].try_into().expect("row");
+                        finish(r0 + r + i, acc);
+                    }
+                    r += 32;
+                }
+                // SAFETY: releases this thread's tile state.
+                unsafe { crate::packing::amx::release() };
+                return;
+            }
             let mut r = 0;
             while r < rows {
-                // SAFETY: the activations hold whole 32-row blocks (padded) of `kq` words
-                // per row; the panel holds `kq` x 64 words.
-                unsafe {
-                    x86::amx_block(&mut buf, a.xq[(r0 + r) * rw..].as_ptr(), kq, panel.as_ptr())
-                };
-                for i in 0..32.min(rows - r) {
-                    let acc: &[i32; NR] = buf[i * NR..(i + 1) * NR].try_into().expect("row");
-                    finish(r0 + r + i, acc);
+                let mr = MR.min(rows - r);
+                let at = &a.xq[(r0 + r) * rw..(r0 + r + mr) * rw];
+                let mut tile = [[0i32; NR]; MR];
+                tile_kernel(&mut tile, at, panel, kq, mr, comp, kernel);
+                for (i, t) in tile.iter().take(mr).enumerate() {
+                    finish(r0 + r + i, t);
                 }
-                r += 32;
+                r += mr;
             }
-            // SAFETY: releases this thread's tile state.
-            unsafe { crate::packing::amx::release() };
-            return;
-        }
-        let mut r = 0;
-        while r < rows {
-            let mr = MR.min(rows - r);
-            let at = &a.xq[(r0 + r) * rw..(r0 + r + mr) * rw];
-            let mut tile = [[0i32; NR]; MR];
-            tile_kernel(&mut tile, at, panel, kq, mr, comp, kernel);
-            for (i, t) in tile.iter().take(mr).enumerate() {
-                finish(r0 + r + i, t);
-            }
-            r += mr;
-        }
-    });
+        });
 }
 
 /// One MR x NR tile of i32 sums: `tile[i][j] = sum_c qa[i][c] qw[j][c]` for `i < mr`

@@ -3,8 +3,21 @@
 
 use super::{Layout, MR, NR, QMAX};
 use crate::packing::widx;
-use std::arch::asm;
 use std::arch::x86_64::*;
+
+/// `f::<R>(args)` for the tile's row count `mr` (1..=6) as a constant.
+macro_rules! by_rows {
+    ($mr:expr, $f:ident, $($arg:expr),*) => {
+        match $mr {
+            6 => $f::<6>($($arg),*),
+            5 => $f::<5>($($arg),*),
+            4 => $f::<4>($($arg),*),
+            3 => $f::<3>($($arg),*),
+            2 => $f::<2>($($arg),*),
+            _ => $f::<1>($($arg),*),
+        }
+    };
+}
 
 /// `(max |x|, all finite)` with AVX-512 (the same values as `amax_scalar`: the maximum of
 /// finite values does not depend on the order).
@@ -127,14 +140,7 @@ pub(super) unsafe fn tile_vnni512(
     comp: &[i32; NR],
 ) {
     let (a, w) = (a.as_ptr(), panel.as_ptr());
-    match mr {
-        6 => vnni512::<6>(tile, a, w, kq, comp),
-        5 => vnni512::<5>(tile, a, w, kq, comp),
-        4 => vnni512::<4>(tile, a, w, kq, comp),
-        3 => vnni512::<3>(tile, a, w, kq, comp),
-        2 => vnni512::<2>(tile, a, w, kq, comp),
-        _ => vnni512::<1>(tile, a, w, kq, comp),
-    }
+    by_rows!(mr, vnni512, tile, a, w, kq, comp)
 }
 
 #[inline]
@@ -186,14 +192,7 @@ pub(super) unsafe fn tile_vnni256(
     comp: &[i32; NR],
 ) {
     let (a, w) = (a.as_ptr(), panel.as_ptr());
-    match mr {
-        6 => vnni256::<6>(tile, a, w, kq, comp),
-        5 => vnni256::<5>(tile, a, w, kq, comp),
-        4 => vnni256::<4>(tile, a, w, kq, comp),
-        3 => vnni256::<3>(tile, a, w, kq, comp),
-        2 => vnni256::<2>(tile, a, w, kq, comp),
-        _ => vnni256::<1>(tile, a, w, kq, comp),
-    }
+    by_rows!(mr, vnni256, tile, a, w, kq, comp)
 }
 
 #[inline]
@@ -242,14 +241,7 @@ pub(super) unsafe fn tile_avx2(
     mr: usize,
 ) {
     let (a, w) = (a.as_ptr(), panel.as_ptr());
-    match mr {
-        6 => widen::<6>(tile, a, w, kq),
-        5 => widen::<5>(tile, a, w, kq),
-        4 => widen::<4>(tile, a, w, kq),
-        3 => widen::<3>(tile, a, w, kq),
-        2 => widen::<2>(tile, a, w, kq),
-        _ => widen::<1>(tile, a, w, kq),
-    }
+    by_rows!(mr, widen, tile, a, w, kq)
 }
 
 #[inline]
@@ -279,63 +271,5 @@ unsafe fn widen<const R: usize>(
             let s = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_hadd_epi32(row[0], row[1]));
             _mm256_storeu_si256(tile[i].as_mut_ptr().add(c0) as *mut __m256i, s);
         }
-    }
-}
-
-/// `out (32 x 64) = A (32 rows of kq words of s8 quads, row-major) x panel (kq x 64)` with
-/// `tdpbssd`. tmm0..3: C (rows 0-15 | 16-31) x (columns 0-15 | 16-31) of one 32-column
-/// half; tmm4/5: A rows 0-15 / 16-31 (strided loads of 64 bytes); tmm6/7: B blocks (1 KB).
-///
-/// # Safety
-/// AMX-INT8 runs here, the tile state is granted and configured (16 rows x 64 bytes);
-/// `a` holds 32 rows of `kq` words, `panel` `kq * 64` words; `kq` a multiple of 16.
-pub(super) unsafe fn amx_block(
-    out: &mut [i32; 32 * NR],
-    a: *const u32,
-    kq: usize,
-    panel: *const u32,
-) {
-    let a_stride = kq * 4;
-    let b_stride = 64usize;
-    let c_stride = NR * 4;
-    for half in 0..2 {
-        asm!(
-            "tilezero tmm0",
-            "tilezero tmm1",
-            "tilezero tmm2",
-            "tilezero tmm3",
-            options(nostack, nomem)
-        );
-        let mut q = 0;
-        while q < kq {
-            let a0 = a.add(q);
-            let a1 = a0.add(16 * kq);
-            let b0 = panel.add(q * NR + half * 2 * 256);
-            let b1 = b0.add(256);
-            asm!(
-                "tileloadd tmm4, [{a0} + {sa}*1]",
-                "tileloadd tmm5, [{a1} + {sa}*1]",
-                "tileloadd tmm6, [{b0} + {sb}*1]",
-                "tileloadd tmm7, [{b1} + {sb}*1]",
-                "tdpbssd tmm0, tmm4, tmm6",
-                "tdpbssd tmm1, tmm4, tmm7",
-                "tdpbssd tmm2, tmm5, tmm6",
-                "tdpbssd tmm3, tmm5, tmm7",
-                a0 = in(reg) a0, a1 = in(reg) a1, b0 = in(reg) b0, b1 = in(reg) b1,
-                sa = in(reg) a_stride, sb = in(reg) b_stride,
-                options(nostack, readonly),
-            );
-            q += 16;
-        }
-        let o = out.as_mut_ptr().add(half * 32);
-        asm!(
-            "tilestored [{o0} + {s}*1], tmm0",
-            "tilestored [{o1} + {s}*1], tmm1",
-            "tilestored [{o2} + {s}*1], tmm2",
-            "tilestored [{o3} + {s}*1], tmm3",
-            o0 = in(reg) o, o1 = in(reg) o.add(16), o2 = in(reg) o.add(16 * NR), o3 = in(reg) o.add(16 * NR + 16),
-            s = in(reg) c_stride,
-            options(nostack),
-        );
     }
 }
