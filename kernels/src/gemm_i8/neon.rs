@@ -196,8 +196,8 @@ unsafe fn smmla(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
 }
 
 /// `smmla` tile: rows in pairs (s8, `kq` words each) x 64 columns of a panel in octets
-/// (`oidx`); per octet, a pair of rows against each pair of columns, 32 multiply-adds per
-/// instruction. A last odd row is paired with zeros.
+/// (`oidx`); per octet, two pairs of rows against each pair of columns (each weight vector
+/// serves 4 rows), 32 multiply-adds per instruction. A last odd row is paired with zeros.
 ///
 /// # Safety
 /// The CPU has FEAT_I8MM; `a` holds `mr * kq` words, `panel` `kq * 64` in octets; `kq` even.
@@ -210,43 +210,69 @@ pub(super) unsafe fn tile_mmla(
     mr: usize,
 ) {
     debug_assert!(a.len() >= mr * kq && panel.len() >= kq * NR && kq.is_multiple_of(2));
-    let (ap, w) = (a.as_ptr(), panel.as_ptr());
     let mut r = 0;
     while r < mr {
-        let two = r + 1 < mr;
-        let (a0, a1) = (ap.add(r * kq), ap.add((r + 1).min(mr - 1) * kq));
-        for c0 in (0..NR).step_by(16) {
-            // acc[p]: columns c0 + 2p, c0 + 2p + 1 of rows r, r + 1.
-            let mut acc = [vdupq_n_s32(0); 8];
-            for o in 0..kq / 2 {
-                let x0 = vld1_s8(a0.add(2 * o) as *const i8);
-                let x1 = if two {
-                    vld1_s8(a1.add(2 * o) as *const i8)
+        let rows = (mr - r).min(4);
+        if rows > 2 {
+            mmla_rows::<2>(tile, r, rows, a.as_ptr(), panel.as_ptr(), kq);
+        } else {
+            mmla_rows::<1>(tile, r, rows, a.as_ptr(), panel.as_ptr(), kq);
+        }
+        r += rows;
+    }
+}
+
+/// Rows `r0..r0 + rows` (`rows <= 2 P`) as `P` pairs, all 64 columns.
+#[inline]
+#[target_feature(enable = "neon,i8mm")]
+unsafe fn mmla_rows<const P: usize>(
+    tile: &mut [[i32; NR]; MR],
+    r0: usize,
+    rows: usize,
+    a: *const u32,
+    w: *const u32,
+    kq: usize,
+) {
+    for c0 in (0..NR).step_by(16) {
+        // acc[pp][p]: columns c0 + 2p, c0 + 2p + 1 of rows r0 + 2pp, r0 + 2pp + 1.
+        let mut acc = [[vdupq_n_s32(0); 8]; P];
+        for o in 0..kq / 2 {
+            let mut x = [vdupq_n_s8(0); P];
+            for (pp, xp) in x.iter_mut().enumerate() {
+                let r = r0 + 2 * pp;
+                let lo = vld1_s8(a.add(r * kq + 2 * o) as *const i8);
+                let hi = if r + 1 < r0 + rows {
+                    vld1_s8(a.add((r + 1) * kq + 2 * o) as *const i8)
                 } else {
                     vdup_n_s8(0)
                 };
-                let x = vcombine_s8(x0, x1);
-                let wp = w.add(oidx(o, c0, 0)) as *const i8;
-                for (p, v) in acc.iter_mut().enumerate() {
-                    *v = smmla(*v, x, vld1q_s8(wp.add(16 * p)));
+                *xp = vcombine_s8(lo, hi);
+            }
+            let wp = w.add(oidx(o, c0, 0)) as *const i8;
+            for p in 0..8 {
+                let b = vld1q_s8(wp.add(16 * p));
+                for (ap, xp) in acc.iter_mut().zip(&x) {
+                    ap[p] = smmla(ap[p], *xp, b);
                 }
             }
+        }
+        for (pp, ap) in acc.iter().enumerate() {
+            let r = r0 + 2 * pp;
             for p in (0..8).step_by(2) {
                 let (u, v) = (
-                    vreinterpretq_s64_s32(acc[p]),
-                    vreinterpretq_s64_s32(acc[p + 1]),
+                    vreinterpretq_s64_s32(ap[p]),
+                    vreinterpretq_s64_s32(ap[p + 1]),
                 );
                 let c = c0 + 2 * p;
                 vst1q_s32(
                     tile[r].as_mut_ptr().add(c),
                     vreinterpretq_s32_s64(vzip1q_s64(u, v)),
                 );
-                if two {
+                if r + 1 < r0 + rows {
                     let hi = vreinterpretq_s32_s64(vzip2q_s64(u, v));
                     vst1q_s32(tile[r + 1].as_mut_ptr().add(c), hi);
                 }
             }
         }
-        r += 2;
     }
 }
