@@ -3,7 +3,7 @@
 # (Cargo.toml: opt-level 3, fat LTO, one codegen unit, stripped, panic = unwind so that the C
 # ABI's catch_unwind still works), for x86-64 and for AArch64 (cross-built with Debian's
 # toolchain as scripts/test-aarch64.sh does). Prints the file sizes and the peak resident
-# memory of `emcoder predict` with the default model at N=1 and N=50 (README, "Edge builds").
+# memory of `emcoder predict` with the default model at N=1 and N=50 (docs/targets.md, "Edge builds").
 #
 #   bash scripts/edge-build.sh [x86_64|aarch64|all]        (default all)
 #
