@@ -155,12 +155,18 @@ impl Kernel {
     /// True when this CPU (and OS, for AMX) runs the kernel. Asks the OS for the AMX tile
     /// state when asked about `Amx`.
     pub fn runs_here(self) -> bool {
+        self.cpu_has() && (self != Kernel::Amx || crate::cpu::request_amx())
+    }
+
+    /// True when this CPU has the kernel's level and instructions (for AMX, without asking
+    /// the OS for the tile state).
+    fn cpu_has(self) -> bool {
         let f = crate::cpu::caps().int8;
         self.level().runs_here()
             && match self {
                 Kernel::AvxVnni => f.avx_vnni,
                 Kernel::Avx512Vnni => f.avx512_vnni,
-                Kernel::Amx => f.amx_int8 && crate::cpu::request_amx(),
+                Kernel::Amx => f.amx_int8,
                 Kernel::NeonDot => f.dotprod,
                 Kernel::NeonI8mm => f.i8mm,
                 _ => true,
@@ -180,16 +186,7 @@ impl Kernel {
             .as_deref()
             .and_then(Kernel::parse)
         {
-            let f = crate::cpu::caps().int8;
-            let here = match k {
-                Kernel::AvxVnni => f.avx_vnni,
-                Kernel::Avx512Vnni => f.avx512_vnni,
-                Kernel::Amx => f.amx_int8,
-                Kernel::NeonDot => f.dotprod,
-                Kernel::NeonI8mm => f.i8mm,
-                _ => true,
-            };
-            if here && k.level() <= isa && k.level().runs_here() {
+            if k.cpu_has() && k.level() <= isa {
                 return k;
             }
         }
@@ -281,16 +278,7 @@ pub fn quantize_value(x: f32, inv: f32) -> i8 {
 /// Quantizes `r` into `q` (same length); returns the scale, `None` (and zeros) when `r`
 /// holds NaN or infinity. The definition every kernel's activation quantizer matches.
 pub fn quantize_row(r: &[f32], q: &mut [i8]) -> Option<f32> {
-    let mut amax = 0.0f32;
-    let mut finite = true;
-    for &x in r {
-        let a = x.abs();
-        if !a.is_finite() {
-            finite = false;
-        } else if a > amax {
-            amax = a;
-        }
-    }
+    let (amax, finite) = amax_scalar(r);
     match row_scale(amax, finite) {
         Some((scale, inv)) => {
             for (o, &x) in q.iter_mut().zip(r) {
@@ -891,26 +879,15 @@ impl SimdOp for FinishRow<'_, '_> {
         if let Some(e) = self.epilogue {
             e(self.row, self.c0, vals);
         }
-        let mut c = self.c0;
-        let mut v: &[f32] = vals;
-        for &(ptr, start, width) in &self.dst.parts {
-            if v.is_empty() {
-                break;
-            }
-            if c < start || c >= start + width {
-                continue;
-            }
-            let take = v.len().min(start + width - c);
-            let out = ptr.ptr().add(self.row * width + (c - start));
-            let nv = take / S::LANES * S::LANES;
+        for (out, r) in self.dst.pieces(self.row, self.c0, vals.len()) {
+            let v = &vals[r];
+            let nv = v.len() / S::LANES * S::LANES;
             for i in (0..nv).step_by(S::LANES) {
                 S::store(out.add(i), S::load(v.as_ptr().add(i)));
             }
-            for (i, x) in v.iter().enumerate().take(take).skip(nv) {
+            for (i, x) in v.iter().enumerate().skip(nv) {
                 *out.add(i) = *x;
             }
-            c += take;
-            v = &v[take..];
         }
     }
 }
