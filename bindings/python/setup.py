@@ -1,6 +1,12 @@
 """Build steps pyproject.toml cannot express: libemcoder (cargo, through setuptools-rust) into
-the package, the default model bundled next to it, and a py3-none-<platform> wheel tag."""
+the package, the default model bundled next to it, and a py3-none-<platform> wheel tag.
 
+scripts/release.sh builds libemcoder once per target and packs that very file into the wheel
+and the tarball: with EMCODER_PREBUILT_LIB=/path/to/libemcoder.so, no cargo runs and that file
+becomes emcoder/_libemcoder.so; EMCODER_WHEEL_PLAT (e.g. linux_aarch64) then names the platform
+of a cross-built library. auditwheel gives the wheel its manylinux tag afterwards."""
+
+import os
 import shutil
 from pathlib import Path
 
@@ -13,6 +19,8 @@ ROOT = HERE.parents[1]  # the checkout: bindings/python -> .
 MODEL = ROOT / "models" / "emcoder-mini"
 # What a model folder needs (models/emcoder-mini/README.md says what the model is).
 MODEL_FILES = ("config.json", "model.safetensors", "thresholds.json", "tokenizer.json", "README.md")
+PREBUILT = os.environ.get("EMCODER_PREBUILT_LIB")
+PLAT = os.environ.get("EMCODER_WHEEL_PLAT")
 
 
 class BuildPyWithModel(build_py):
@@ -26,6 +34,10 @@ class BuildPyWithModel(build_py):
         dest.mkdir(parents=True, exist_ok=True)
         for name in MODEL_FILES:
             shutil.copyfile(MODEL / name, dest / name)
+        if PREBUILT:
+            if not Path(PREBUILT).is_file():
+                raise SystemExit(f"EMCODER_PREBUILT_LIB={PREBUILT} is not a file")
+            shutil.copyfile(PREBUILT, Path(self.build_lib) / "emcoder" / "_libemcoder.so")
 
 
 cmdclass = {"build_py": BuildPyWithModel}
@@ -41,14 +53,14 @@ try:
 
         def get_tag(self):
             _, _, plat = super().get_tag()
-            return "py3", "none", plat
+            return "py3", "none", PLAT or plat
 
     cmdclass["bdist_wheel"] = PlatformWheel
 except ImportError:  # building without wheel (setup.py install): no tag to set
     pass
 
 setup(
-    rust_extensions=[
+    rust_extensions=[] if PREBUILT else [
         RustExtension(
             "emcoder._libemcoder",
             path=str(ROOT / "ffi" / "Cargo.toml"),
