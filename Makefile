@@ -6,6 +6,8 @@
 #   make uninstall PREFIX=/opt/x  remove what install put there
 #   make header                   regenerate include/emcoder.h with cbindgen (commit the result)
 #   make test-bindings            the C, C++, Go and Python tests (scripts/test-bindings.sh)
+#   make release                  dist/: the manylinux wheels, the tarballs with the CMake and
+#                                 pkg-config files, SHA256SUMS (scripts/release.sh; docs/install.md)
 #
 # After `make install PREFIX=$P` (and export PKG_CONFIG_PATH=$P/lib/pkgconfig):
 #   cc app.c $(pkg-config --cflags --libs emcoder)          # libemcoder.so
@@ -37,7 +39,7 @@ SOMAJOR := 0
 SOFILE := libemcoder.so.$(SOMAJOR).$(word 2,$(subst ., ,$(VERSION))).$(word 3,$(subst ., ,$(VERSION)))
 BUILD := target/release
 
-.PHONY: lib install uninstall header test-bindings
+.PHONY: lib install uninstall header test-bindings release
 
 lib:
 	$(CARGO) build --release -p emcoder-ffi
@@ -84,3 +86,6 @@ header:
 
 test-bindings:
 	bash scripts/test-bindings.sh
+
+release:
+	bash scripts/release.sh
