@@ -4,6 +4,7 @@ mod bench;
 mod eval;
 mod make_model;
 mod output;
+mod serve;
 
 use clap::{Args, Parser, Subcommand};
 use emcoder::{LoadOptions, Model, PredictOptions, TokenizerChoice};
@@ -77,6 +78,10 @@ enum Cmd {
         #[arg(long)]
         force: bool,
     },
+    /// Serve the model over HTTP: TEI-compatible POST /predict, POST /v1/predict (the JSON of
+    /// predict --json), /health, /info, /metrics, /openapi.json and a demo page at /
+    /// (docs/serve.md). Stops on SIGTERM or SIGINT after finishing accepted requests.
+    Serve(serve::ServeArgs),
     /// Show this CPU, the instruction-set levels it runs and each kernel family's variant.
     Cpu {
         /// Print only the level names this CPU runs, one per line (for scripts).
@@ -112,7 +117,7 @@ struct TraceArgs {
 }
 
 #[derive(Args, Clone)]
-struct ModelArgs {
+pub struct ModelArgs {
     /// Model directory [default: $EMCODER_MODEL, else the shipped models/emcoder-mini].
     #[arg(long)]
     model: Option<PathBuf>,
@@ -318,6 +323,7 @@ fn main() -> ExitCode {
             })
             .map_err(|e| e.into()),
         Cmd::Trace(a) => trace(a),
+        Cmd::Serve(a) => serve::run(a),
         Cmd::Cpu { levels } => {
             if levels {
                 for isa in &emcoder::caps().available {
@@ -340,7 +346,7 @@ fn main() -> ExitCode {
 
 type CliResult = Result<(), Box<dyn std::error::Error>>;
 
-fn load(m: &ModelArgs) -> Result<Model, Box<dyn std::error::Error>> {
+pub(crate) fn load(m: &ModelArgs) -> Result<Model, Box<dyn std::error::Error>> {
     let dir = match &m.model {
         Some(d) => d.clone(),
         None => std::env::var_os("EMCODER_MODEL")
@@ -377,7 +383,12 @@ fn predict(a: PredictArgs) -> CliResult {
     if a.json {
         println!(
             "{}",
-            output::predictions_json(&model, &texts, &preds, a.sampling.adaptive())
+            emcoder::report::predictions_json(
+                model.labels(),
+                &texts,
+                &preds,
+                a.sampling.adaptive()
+            )
         );
     } else {
         print!(

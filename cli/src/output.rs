@@ -1,42 +1,9 @@
-//! What the CLI prints: prediction tables, the exact JSON format, the inspect report.
+//! What the CLI prints: prediction tables, the inspect report, the CPU report (the JSON of
+//! predictions is `emcoder::report`, shared with the service).
 
 use emcoder::{Model, ModelFiles, TextPrediction};
 use serde_json::{json, Value};
 use std::fmt::Write;
-
-/// `{"results":[{"text", "n_tokens", "labels":[...28 in id order], "logits"?}]}`.
-/// With `adaptive`, each result also carries `"samples"`: the samples it used.
-pub fn predictions_json(
-    model: &Model,
-    texts: &[String],
-    preds: &[TextPrediction],
-    adaptive: bool,
-) -> Value {
-    let results: Vec<Value> = texts
-        .iter()
-        .zip(preds)
-        .map(|(t, p)| {
-            let labels: Vec<Value> = model
-                .labels()
-                .iter()
-                .zip(&p.labels)
-                .map(|(l, s)| {
-                    json!({"label": l, "mean": s.mean, "std": s.std, "total_entropy": s.total_entropy,
-                           "aleatoric": s.aleatoric, "epistemic": s.epistemic, "predicted": s.predicted})
-                })
-                .collect();
-            let mut o = json!({"text": t, "n_tokens": p.n_tokens, "labels": labels});
-            if let Some(z) = &p.logits {
-                o["logits"] = json!(z);
-            }
-            if adaptive {
-                o["samples"] = json!(p.samples);
-            }
-            o
-        })
-        .collect();
-    json!({ "results": results })
-}
 
 /// One table per text, labels sorted by mean probability, predicted ones marked `*`.
 pub fn predictions_table(

@@ -192,6 +192,11 @@ impl Model {
         self.pool.threads()
     }
 
+    /// Longest accepted text in tokens, `[CLS]` and `[SEP]` included (`LoadOptions::max_tokens`).
+    pub fn max_tokens(&self) -> usize {
+        self.opts.max_tokens
+    }
+
     /// Where the forward runs.
     pub fn device(&self) -> Device {
         self.opts.device

@@ -6,7 +6,8 @@
 //! [`model`] (config, weights resolved by role, thresholds, tokenizer, int8 files) ->
 //! [`engine`] (packed batches, forward pass with MC samples folded into the rows, statistics)
 //! -> `emcoder-kernels` (pure compute kernels); [`device`] and `cuda` (feature `cuda`) put
-//! the forward on a GPU, [`error`] and [`log`] serve them all.
+//! the forward on a GPU, [`error`] and [`log`] serve them all; [`report`] is the JSON of
+//! predictions that the CLI and the service print.
 //!
 //! ```no_run
 //! let model = emcoder::Model::load("models/emcoder-mini".as_ref(), &Default::default())?;
@@ -26,6 +27,7 @@ pub mod error;
 pub mod log;
 pub mod model;
 pub mod options;
+pub mod report;
 
 pub use api::Model;
 pub use device::{Device, CUDA_BUILT};
