@@ -10,7 +10,7 @@ import os
 import shutil
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import Distribution, setup
 from setuptools.command.build_py import build_py
 from setuptools_rust import Binding, RustExtension, Strip
 
@@ -38,6 +38,14 @@ class BuildPyWithModel(build_py):
             if not Path(PREBUILT).is_file():
                 raise SystemExit(f"EMCODER_PREBUILT_LIB={PREBUILT} is not a file")
             shutil.copyfile(PREBUILT, Path(self.build_lib) / "emcoder" / "_libemcoder.so")
+
+
+class PrebuiltDistribution(Distribution):
+    """With EMCODER_PREBUILT_LIB the package has no extension to build, but the library makes it
+    platform-specific: its files go to the wheel's platlib root, as auditwheel requires."""
+
+    def has_ext_modules(self):
+        return True
 
 
 cmdclass = {"build_py": BuildPyWithModel}
@@ -73,4 +81,5 @@ setup(
         )
     ],
     cmdclass=cmdclass,
+    distclass=PrebuiltDistribution if PREBUILT else Distribution,
 )
