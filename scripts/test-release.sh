@@ -8,6 +8,7 @@
 #   ships); the CMake project tests/cmake (find_package(emcoder) through CMAKE_PREFIX_PATH,
 #   one program linked against emcoder::emcoder and one against emcoder::emcoder_static, run
 #   by ctest); tests/c/app.c linked through the pkg-config files, static and shared;
+# - the wheel's _libemcoder.so is the tarball's libemcoder.so, byte for byte;
 # - the versions: Cargo.toml's, the CLI's, emcoder_version() (C and Python), the .pc and CMake
 #   files', the wheel's and the tarball's names agree; the header's EMCODER_ABI_VERSION is the
 #   library's emcoder_abi_version() (the header carries no version string);
@@ -120,6 +121,12 @@ unpack() {
     [[ $pcv == "$VERSION" ]] || fail "emcoder.pc says version $pcv, expected $VERSION"
 }
 
+# same_lib FILE: the wheel's library is the tarball's (release.sh builds one per target).
+same_lib() {
+    cmp -s "$1" "$PFX/lib/libemcoder.so.0.${VERSION#*.}" ||
+        fail "the wheel's $1 differs from the tarball's libemcoder.so"
+}
+
 # Checks the CLI's output: its version, and a prediction of $TEXT. Runner: "" or qemu-aarch64.
 test_cli() {
     local v
@@ -168,8 +175,9 @@ test_pkgconfig() {
 for ARCH in "${ARCHS[@]}"; do
     case $ARCH in
         x86_64)
-            test_wheel_x86_64
             unpack x86_64
+            test_wheel_x86_64
+            same_lib "$(ls "$OUT"/venv/lib/python3*/site-packages/emcoder/_libemcoder.so)"
             step "CLI: bin/emcoder, PATH without cargo or rustc"
             test_cli bare "$PFX/bin/emcoder"
             test_cmake x86_64
@@ -193,6 +201,7 @@ for ARCH in "${ARCHS[@]}"; do
             qemu-aarch64 "$wdir/app" "$wdir/emcoder/models/emcoder-mini" "$TEXT" | tee "$OUT/app.txt"
             expect_joy "$OUT/app.txt"
             unpack aarch64
+            same_lib "$wdir/emcoder/_libemcoder.so"
             step "CLI: libexec/emcoder/emcoder under qemu-aarch64 (bin/emcoder is its sh wrapper)"
             sh -n "$PFX/bin/emcoder"
             test_cli env EMCODER_MODEL="$PFX/share/emcoder/models/emcoder-mini" \
