@@ -8,7 +8,7 @@ use crate::metrics::Metrics;
 use emcoder::{Error, Model, PredictOptions, Stop, TextPrediction};
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -165,6 +165,9 @@ struct State {
 
 struct Shared {
     state: Mutex<State>,
+    /// Requests on their way to the queue (body being read, texts tokenized): the engine
+    /// waits for company only while there are some, so a lone client never waits.
+    arriving: AtomicUsize,
     wake: Condvar,
     abandon: Arc<AtomicBool>,
     model: Arc<Model>,
@@ -192,6 +195,7 @@ impl Batcher {
                 abandon: false,
             }),
             wake: Condvar::new(),
+            arriving: AtomicUsize::new(0),
             abandon: Arc::new(AtomicBool::new(false)),
             model,
             limits,
@@ -221,6 +225,13 @@ impl Batcher {
         drop(st);
         self.shared.wake.notify_all();
         Ok(())
+    }
+
+    /// Announces a request on its way to the queue, until the guard is dropped (after
+    /// `submit`, or when the request fails before it).
+    pub fn arriving(&self) -> Arrival {
+        self.shared.arriving.fetch_add(1, Ordering::SeqCst);
+        Arrival(self.shared.clone())
     }
 
     /// Jobs waiting now.
@@ -254,6 +265,19 @@ impl Batcher {
     }
 }
 
+/// A request on its way to the queue (see [`Batcher::arriving`]).
+pub struct Arrival(Arc<Shared>);
+
+impl Drop for Arrival {
+    fn drop(&mut self) {
+        self.0.arriving.fetch_sub(1, Ordering::SeqCst);
+        // Taken under the lock, so that the engine, between its check and its wait, cannot
+        // miss this wake-up.
+        drop(lock(&self.0.state));
+        self.0.wake.notify_all();
+    }
+}
+
 /// A poisoned lock only means a thread panicked while holding it; the queue stays usable.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -280,10 +304,15 @@ fn engine_loop(sh: &Shared) {
                 }
                 st = sh.wake.wait(st).unwrap_or_else(|p| p.into_inner());
             }
-            // A short wait for company while the engine is idle; a queue that built up
-            // while the engine ran has waited long enough.
+            // A short wait for company while the engine is idle and other requests are on
+            // their way; a queue that built up while the engine ran has waited long enough,
+            // and a lone request does not wait.
             let until = st.jobs[0].enqueued + sh.limits.max_wait;
-            while sh.limits.enabled && !st.closing && !full(&st, &sh.limits) {
+            while sh.limits.enabled
+                && !st.closing
+                && sh.arriving.load(Ordering::SeqCst) > 0
+                && !full(&st, &sh.limits)
+            {
                 let now = Instant::now();
                 if now >= until {
                     break;

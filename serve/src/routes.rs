@@ -2,7 +2,7 @@
 //! log and metrics.
 
 use crate::api::{self, ApiError, TeiRequest, V1Request};
-use crate::batcher::{Failure, Job, Refused, Sampling, Ticket};
+use crate::batcher::{Arrival, Failure, Job, Refused, Sampling, Ticket};
 use crate::metrics::Metrics;
 use crate::AppState;
 use axum::body::Body;
@@ -276,6 +276,7 @@ async fn predict(
     texts: &[String],
     truncate: bool,
     sampling: Sampling,
+    arrival: Arrival,
     arrived: Instant,
     deadline: Instant,
 ) -> Result<Vec<TextPrediction>, ApiError> {
@@ -332,10 +333,11 @@ async fn predict(
     let ticket = Ticket::new(deadline);
     let mut guard = CancelOnDrop(Some(ticket.clone()));
     let (tx, rx) = tokio::sync::oneshot::channel();
-    if let Err((why, _)) = st
+    let submitted = st
         .batcher
-        .submit(Job::new(ids, sampling, ticket.clone(), tx))
-    {
+        .submit(Job::new(ids, sampling, ticket.clone(), tx));
+    drop(arrival);
+    if let Err((why, _)) = submitted {
         guard.0 = None;
         return Err(match why {
             Refused::QueueFull => ApiError {
@@ -417,6 +419,7 @@ async fn v1(
     body: Body,
     arrived: Instant,
 ) -> Result<Response, ApiError> {
+    let arrival = st.batcher.arriving();
     let bytes = read_body(st, headers, body).await?;
     let req: V1Request = api::parse(&bytes)?;
     let (texts, _) = api::texts(&req.inputs)?;
@@ -461,6 +464,7 @@ async fn v1(
         &texts,
         req.truncate,
         sampling,
+        arrival,
         arrived,
         arrived + timeout,
     )
@@ -495,6 +499,7 @@ async fn tei(
     arrived: Instant,
     always_nested: bool,
 ) -> Result<Response, ApiError> {
+    let arrival = st.batcher.arriving();
     let bytes = read_body(st, headers, body).await?;
     let req: TeiRequest = api::parse(&bytes)?;
     let (texts, single) = api::texts(&req.inputs)?;
@@ -530,6 +535,7 @@ async fn tei(
         &texts,
         truncate,
         sampling,
+        arrival,
         arrived,
         arrived + st.cfg.request_timeout,
     )
