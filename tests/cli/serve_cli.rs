@@ -7,7 +7,11 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-const TEXTS: [&str; 3] = ["I am so happy you are here!", "Ugh, this is the worst.", "ok"];
+const TEXTS: [&str; 3] = [
+    "I am so happy you are here!",
+    "Ugh, this is the worst.",
+    "ok",
+];
 
 /// Starts `emcoder serve --port 0 ARGS`; returns the child, its address and the rest of its
 /// stderr (read on a thread, so the pipe never fills).
@@ -23,7 +27,10 @@ fn serve(args: &[&str]) -> (Child, SocketAddr, std::thread::JoinHandle<String>) 
     let mut line = String::new();
     let addr = loop {
         line.clear();
-        assert!(err.read_line(&mut line).unwrap() > 0, "serve exited before listening");
+        assert!(
+            err.read_line(&mut line).unwrap() > 0,
+            "serve exited before listening"
+        );
         if let Some(rest) = line.split("listening on http://").nth(1) {
             break rest.split_whitespace().next().unwrap().parse().unwrap();
         }
@@ -56,7 +63,11 @@ fn post(addr: SocketAddr, path: &str, body: &str) -> Option<(u16, String)> {
     let status = head[9..12].parse().unwrap();
     let len: usize = head
         .lines()
-        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
         .expect("a content length");
     assert_eq!(body.len(), len, "a whole body");
     Some((status, body.to_string()))
@@ -74,11 +85,17 @@ fn terminate(child: &Child) {
 fn v1_predict_gives_the_bytes_of_predict_json_and_sigterm_exits_0() {
     let (mut child, addr, stderr) = serve(&[]);
     for (opts, flags) in [
-        (r#""samples": 10, "seed": 7"#, vec!["--samples", "10", "--seed", "7"]),
+        (
+            r#""samples": 10, "seed": 7"#,
+            vec!["--samples", "10", "--seed", "7"],
+        ),
         (r#""deterministic": true"#, vec!["--deterministic"]),
         (r#""decide": 0.05"#, vec!["--decide", "0.05"]),
     ] {
-        let body = format!(r#"{{"inputs": {}, {opts}}}"#, serde_json::to_string(&TEXTS).unwrap());
+        let body = format!(
+            r#"{{"inputs": {}, {opts}}}"#,
+            serde_json::to_string(&TEXTS).unwrap()
+        );
         let (status, got) = post(addr, "/v1/predict", &body).expect("an answer");
         assert_eq!(status, 200, "{got}");
         let cli = Command::new(env!("CARGO_BIN_EXE_emcoder"))
@@ -88,18 +105,28 @@ fn v1_predict_gives_the_bytes_of_predict_json_and_sigterm_exits_0() {
             .output()
             .unwrap();
         assert!(cli.status.success());
-        assert_eq!(got, String::from_utf8(cli.stdout).unwrap().trim_end(), "{opts}");
+        assert_eq!(
+            got,
+            String::from_utf8(cli.stdout).unwrap().trim_end(),
+            "{opts}"
+        );
     }
     terminate(&child);
     let status = child.wait().unwrap();
     assert!(status.success(), "exit status {status:?}");
-    assert!(stderr.join().unwrap().contains("stopped after answering 3 requests"));
+    assert!(stderr
+        .join()
+        .unwrap()
+        .contains("stopped after answering 3 requests"));
 }
 
 #[test]
 fn sigterm_under_load_finishes_every_request_it_took() {
     let (mut child, addr, stderr) = serve(&["--max-batch-wait-ms", "20"]);
-    let body = format!(r#"{{"inputs": {}, "samples": 100}}"#, serde_json::to_string(&TEXTS).unwrap());
+    let body = format!(
+        r#"{{"inputs": {}, "samples": 100}}"#,
+        serde_json::to_string(&TEXTS).unwrap()
+    );
     let answers: Vec<Option<(u16, String)>> = std::thread::scope(|sc| {
         let hs: Vec<_> = (0..40u64)
             .map(|i| {
@@ -125,7 +152,10 @@ fn sigterm_under_load_finishes_every_request_it_took() {
         answered - ok,
         answers.len() - answered
     );
-    assert!(ok >= 1, "no request finished before the signal: {answers:?}");
+    assert!(
+        ok >= 1,
+        "no request finished before the signal: {answers:?}"
+    );
     for (status, body) in answers.iter().flatten() {
         let v: serde_json::Value = serde_json::from_str(body).expect("whole JSON");
         match status {
