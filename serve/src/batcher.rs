@@ -228,10 +228,14 @@ impl Batcher {
     }
 
     /// Announces a request on its way to the queue, until the guard is dropped (after
-    /// `submit`, or when the request fails before it).
-    pub fn arriving(&self) -> Arrival {
-        self.shared.arriving.fetch_add(1, Ordering::SeqCst);
-        Arrival(self.shared.clone())
+    /// `submit`, or when the request fails before it). `None` when `max_queue` requests are
+    /// already on their way: with the queue's bound, this bounds the memory of requests
+    /// (bodies being read, texts tokenized) whatever the number of connections.
+    pub fn arriving(&self) -> Option<Arrival> {
+        let max = self.shared.limits.max_queue;
+        let n = self.shared.arriving.fetch_add(1, Ordering::SeqCst);
+        let arrival = Arrival(self.shared.clone());
+        (n < max).then_some(arrival)
     }
 
     /// Jobs waiting now.

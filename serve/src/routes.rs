@@ -340,17 +340,7 @@ async fn predict(
     if let Err((why, _)) = submitted {
         guard.0 = None;
         return Err(match why {
-            Refused::QueueFull => ApiError {
-                retry_after: Some(1),
-                ..ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "overloaded",
-                    format!(
-                        "the queue is full ({} requests waiting): retry after a second, or send several texts per request",
-                        c.batch.max_queue
-                    ),
-                )
-            },
+            Refused::QueueFull => overloaded(st),
             Refused::ShuttingDown => shutting_down(),
         });
     }
@@ -382,6 +372,21 @@ async fn predict(
         } else {
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "backend", message)
         }),
+    }
+}
+
+/// 429: the queue, or the requests being received, are at `--max-queue`.
+fn overloaded(st: &AppState) -> ApiError {
+    ApiError {
+        retry_after: Some(1),
+        ..ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "overloaded",
+            format!(
+                "the queue is full ({} requests waiting or being received): retry after a second, or send several texts per request",
+                st.cfg.batch.max_queue
+            ),
+        )
     }
 }
 
@@ -419,7 +424,7 @@ async fn v1(
     body: Body,
     arrived: Instant,
 ) -> Result<Response, ApiError> {
-    let arrival = st.batcher.arriving();
+    let arrival = st.batcher.arriving().ok_or_else(|| overloaded(st))?;
     let bytes = read_body(st, headers, body).await?;
     let req: V1Request = api::parse(&bytes)?;
     let (texts, _) = api::texts(&req.inputs)?;
@@ -499,7 +504,7 @@ async fn tei(
     arrived: Instant,
     always_nested: bool,
 ) -> Result<Response, ApiError> {
-    let arrival = st.batcher.arriving();
+    let arrival = st.batcher.arriving().ok_or_else(|| overloaded(st))?;
     let bytes = read_body(st, headers, body).await?;
     let req: TeiRequest = api::parse(&bytes)?;
     let (texts, single) = api::texts(&req.inputs)?;

@@ -862,3 +862,43 @@ fn a_lone_request_does_not_wait_for_company() {
         );
     }
 }
+
+#[test]
+fn requests_being_received_are_bounded_too() {
+    // Bodies being read count against --max-queue, so the memory of requests is bounded
+    // whatever the number of connections.
+    let mut c = cfg();
+    c.batch.max_queue = 2;
+    let s = Server::start(c);
+    let body = json!({"inputs": "partial", "samples": 2})
+        .to_string()
+        .into_bytes();
+    let mut partial: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut c = TcpStream::connect(s.addr).unwrap();
+            write!(
+                c,
+                "POST /v1/predict HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .unwrap();
+            c.write_all(&body[..5]).unwrap();
+            c
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let r = s.post("/v1/predict", &json!({"inputs": "third", "samples": 2}));
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert!(r.error().contains("being received"));
+    for c in &mut partial {
+        c.write_all(&body[5..]).unwrap();
+    }
+    for mut c in partial {
+        assert_eq!(read_response(&mut c).status, 200);
+    }
+    assert_eq!(
+        s.post("/v1/predict", &json!({"inputs": "now", "samples": 2}))
+            .status,
+        200
+    );
+}
