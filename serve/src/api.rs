@@ -129,13 +129,10 @@ pub struct TeiRequest {
     #[serde(default)]
     pub raw_scores: bool,
     /// Truncate texts over the token limit instead of refusing them.
-    #[serde(default)]
     pub truncate: Option<bool>,
     /// Only `Right` (the end of a long text is cut).
-    #[serde(default)]
     pub truncation_direction: Option<String>,
     /// The Inference API's parameters.
-    #[serde(default)]
     pub parameters: Option<TeiParameters>,
 }
 
@@ -144,10 +141,8 @@ pub struct TeiRequest {
 #[serde(deny_unknown_fields)]
 pub struct TeiParameters {
     /// Only the `top_k` highest labels.
-    #[serde(default)]
     pub top_k: Option<usize>,
     /// `sigmoid` (the default: MC mean probabilities) or `none` (raw scores).
-    #[serde(default)]
     pub function_to_apply: Option<String>,
 }
 
@@ -158,24 +153,19 @@ pub struct V1Request {
     /// A text or a list of texts.
     pub inputs: Value,
     /// MC samples (the most drawn with `tolerance` or `decide`).
-    #[serde(default)]
     pub samples: Option<u32>,
     /// Seed of the dropout masks.
-    #[serde(default)]
     pub seed: Option<u64>,
     /// One pass with dropout off; the results then carry the logits.
     #[serde(default)]
     pub deterministic: bool,
     /// Adaptive sampling: stop once every mean's standard error is below this.
-    #[serde(default)]
     pub tolerance: Option<f32>,
     /// Stop once every label's decision is settled at this error rate.
-    #[serde(default)]
     pub decide: Option<f32>,
     /// Truncate texts over the token limit instead of refusing them.
     #[serde(default)]
     pub truncate: bool,
     /// A deadline shorter than the server's, in milliseconds.
-    #[serde(default)]
     pub timeout_ms: Option<u64>,
 }

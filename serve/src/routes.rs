@@ -409,24 +409,25 @@ fn with_served(mut r: Response, preds: &[TextPrediction]) -> Response {
     r
 }
 
-/// `POST /v1/predict`: the JSON of `emcoder predict --json`.
-async fn v1_predict(State(st): State<Shared>, headers: HeaderMap, body: Body) -> Response {
-    let arrived = Instant::now();
-    match v1(&st, &headers, body, arrived).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
-    }
-}
-
-async fn v1(
-    st: &Shared,
+/// Announces the request, reads its body and parses it as `T`.
+async fn receive<T: serde::de::DeserializeOwned>(
+    st: &AppState,
     headers: &HeaderMap,
     body: Body,
-    arrived: Instant,
-) -> Result<Response, ApiError> {
+) -> Result<(Arrival, T), ApiError> {
     let arrival = st.batcher.arriving().ok_or_else(|| overloaded(st))?;
     let bytes = read_body(st, headers, body).await?;
-    let req: V1Request = api::parse(&bytes)?;
+    Ok((arrival, api::parse(&bytes)?))
+}
+
+/// `POST /v1/predict`: the JSON of `emcoder predict --json`.
+async fn v1_predict(
+    State(st): State<Shared>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let arrived = Instant::now();
+    let (arrival, req): (Arrival, V1Request) = receive(&st, &headers, body).await?;
     let (texts, _) = api::texts(&req.inputs)?;
     if let Some(t) = req.tolerance {
         if !(t.is_finite() && t > 0.0) {
@@ -465,7 +466,7 @@ async fn v1(
     };
     let adaptive = (req.tolerance.is_some() || req.decide.is_some()) && !req.deterministic;
     let preds = predict(
-        st,
+        &st,
         &texts,
         req.truncate,
         sampling,
@@ -479,34 +480,32 @@ async fn v1(
 }
 
 /// `POST /predict`: TEI's answer shape (a list for one text, a list of lists for several).
-async fn tei_predict(State(st): State<Shared>, headers: HeaderMap, body: Body) -> Response {
-    let arrived = Instant::now();
-    match tei(&st, &headers, body, arrived, false).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
-    }
+async fn tei_predict(
+    State(st): State<Shared>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    tei(&st, &headers, body, false).await
 }
 
 /// `POST /`: the Inference API's shape (always a list of lists), which
 /// `huggingface_hub.InferenceClient(base_url=...)` sends and expects.
-async fn tei_root(State(st): State<Shared>, headers: HeaderMap, body: Body) -> Response {
-    let arrived = Instant::now();
-    match tei(&st, &headers, body, arrived, true).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
-    }
+async fn tei_root(
+    State(st): State<Shared>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    tei(&st, &headers, body, true).await
 }
 
 async fn tei(
     st: &Shared,
     headers: &HeaderMap,
     body: Body,
-    arrived: Instant,
     always_nested: bool,
 ) -> Result<Response, ApiError> {
-    let arrival = st.batcher.arriving().ok_or_else(|| overloaded(st))?;
-    let bytes = read_body(st, headers, body).await?;
-    let req: TeiRequest = api::parse(&bytes)?;
+    let arrived = Instant::now();
+    let (arrival, req): (Arrival, TeiRequest) = receive(st, headers, body).await?;
     let (texts, single) = api::texts(&req.inputs)?;
     if let Some(d) = &req.truncation_direction {
         if !d.eq_ignore_ascii_case("right") {
