@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Soak of `emcoder serve`: steady load from wrk (8 connections, one-text MC N=50 requests of
 # real GoEmotions test texts) for SOAK_S seconds (default 600), the server's RSS sampled every
-# 10 s. Prints RSS after warm-up (60 s), at the end and its maximum, and wrk's totals: requests,
+# 10 s with the engine's scratch arena (emcoder_scratch_bytes). Prints RSS after warm-up (60 s), at the end and its maximum, and wrk's totals: requests,
 # errors, p50/p99. Run benches/serve_load.sh first (it writes the request bodies and builds
 # the release binary), or let this script do the same.
 #
@@ -32,7 +32,8 @@ elapsed=0
 while kill -0 $load 2>/dev/null; do
     sleep 10
     elapsed=$((elapsed + 10))
-    echo "$elapsed $(rss)" >>"$OUT/soak-rss.txt"
+    scratch=$(curl -s "$url/metrics" | awk '$1 == "emcoder_scratch_bytes" {print $2}')
+    echo "$elapsed $(rss) ${scratch:-0}" >>"$OUT/soak-rss.txt"
 done
 wait $load
 kill -TERM $server
@@ -40,8 +41,9 @@ wait $server
 trap - EXIT
 awk -v warm=60 '
     $1 == warm { w = $2 } { last = $2; if ($2 > max) max = $2; if ($1 >= warm) { n++; if (min == "" || $2 < min) min = $2 } }
-    END { printf "RSS: %.1f MiB after %d s warm-up, %.1f MiB at the end, %.1f-%.1f MiB after warm-up (max %.1f MiB), %d samples\n",
-          w / 1024, warm, last / 1024, min / 1024, max / 1024, max / 1024, NR }' "$OUT/soak-rss.txt"
+    $1 == warm { ws = $3 } { ls = $3 }
+    END { printf "RSS: %.1f MiB after %d s warm-up, %.1f MiB at the end, %.1f-%.1f MiB after warm-up, %d samples; the engine scratch arena %.1f MiB after warm-up, %.1f MiB at the end\n",
+          w / 1024, warm, last / 1024, min / 1024, max / 1024, NR, ws / 1048576, ls / 1048576 }' "$OUT/soak-rss.txt"
 requests=$(awk '/requests in/ {print $1}' "$OUT/soak-wrk.txt")
 non2xx=$(awk '/Non-2xx/ {print $NF}' "$OUT/soak-wrk.txt")
 sockerr=$(awk -F'[ ,]+' '/Socket errors/ {print $4 + $6 + $8 + $10}' "$OUT/soak-wrk.txt")

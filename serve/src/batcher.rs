@@ -201,6 +201,10 @@ impl Batcher {
             limits,
             metrics,
         });
+        shared
+            .metrics
+            .memory_budget
+            .set(shared.model.memory_budget() as i64);
         let s = shared.clone();
         let thread = std::thread::Builder::new()
             .name("emcoder-engine".into())

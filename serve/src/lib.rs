@@ -108,8 +108,11 @@ pub struct AppState {
 /// process exits 0). Logs one line per request on stderr (`json_logs`: JSON lines).
 pub fn run(model: Model, cfg: ServeConfig, json_logs: bool) -> Result<(), ServeError> {
     init_logs(json_logs);
+    // Tokenizing runs on the blocking pool; a few threads keep up with the engine, and a
+    // bounded pool bounds the threads (and their allocator arenas) under any load.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(8)
         .thread_name("emcoder-http")
         .build()
         .map_err(|e| ServeError(format!("cannot start the async runtime: {e}")))?;

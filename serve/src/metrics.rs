@@ -32,6 +32,11 @@ pub struct Metrics {
     /// `emcoder_cancelled_calls_total`: engine calls stopped early because every request in
     /// them passed its deadline or lost its client, or the shutdown's grace ended.
     pub cancelled_calls: IntCounter,
+    /// `emcoder_scratch_bytes`: the engine's idle scratch arena when scraped (it grows to
+    /// the largest call so far, within the memory budget).
+    pub scratch_bytes: IntGauge,
+    /// `emcoder_memory_budget_bytes`: the bound of the engine's scratch memory.
+    pub memory_budget: IntGauge,
 }
 
 fn buckets(start: f64, factor: f64, n: usize) -> Vec<f64> {
@@ -104,6 +109,16 @@ impl Metrics {
             "Engine calls stopped early (every request in them timed out or disconnected, or the shutdown's grace ended)",
         )
         .expect("valid metric");
+        let scratch_bytes = IntGauge::new(
+            "emcoder_scratch_bytes",
+            "The engine's idle scratch arena after the last call (grows to the largest call so far, within the budget)",
+        )
+        .expect("valid metric");
+        let memory_budget = IntGauge::new(
+            "emcoder_memory_budget_bytes",
+            "The bound of the engine's scratch memory",
+        )
+        .expect("valid metric");
         let m = Metrics {
             registry,
             requests,
@@ -117,6 +132,8 @@ impl Metrics {
             samples,
             tokens,
             cancelled_calls,
+            scratch_bytes,
+            memory_budget,
         };
         let r = &m.registry;
         for c in [
@@ -131,6 +148,8 @@ impl Metrics {
             Box::new(m.samples.clone()),
             Box::new(m.tokens.clone()),
             Box::new(m.cancelled_calls.clone()),
+            Box::new(m.scratch_bytes.clone()),
+            Box::new(m.memory_budget.clone()),
         ] {
             r.register(c).expect("metric names are distinct");
         }

@@ -149,6 +149,9 @@ async fn health(State(st): State<Shared>) -> Response {
 }
 
 async fn metrics(State(st): State<Shared>) -> Response {
+    st.metrics
+        .scratch_bytes
+        .set(st.model.scratch_bytes() as i64);
     (
         [(
             header::CONTENT_TYPE,

@@ -284,6 +284,16 @@ fn info_health_openapi_metrics_and_the_page() {
     ] {
         assert!(m.contains(name), "/metrics lacks {name}:\n{m}");
     }
+    assert_eq!(
+        s.metric("emcoder_memory_budget_bytes"),
+        s.model.memory_budget() as f64
+    );
+    let scratch = s.metric("emcoder_scratch_bytes");
+    assert!(
+        scratch > 0.0 && scratch <= s.model.memory_budget() as f64,
+        "scratch {scratch}, model {}",
+        s.model.scratch_bytes()
+    );
 }
 
 #[test]
