@@ -115,7 +115,7 @@ build() {
             cargo build --release --locked -p emcoder-ffi --lib
             cargo build --release --locked -p emcoder-cli --bin emcoder
             BUILD=${CARGO_TARGET_DIR:-$ROOT/target}/release
-            STRIP=strip
+            STRIP="strip"
             ;;
         aarch64)
             step "build (aarch64): libemcoder and the CLI (Debian's cargo, cross, release)"

@@ -5,7 +5,7 @@
 # - the wheel: into a fresh virtual environment (pip, binary packages only), then imports it,
 #   checks that the library and the model are the wheel's own, and predicts;
 # - the tarball, unpacked: the CLI (`emcoder --version`, `emcoder predict` with the model it
-#   ships); the CMake project tests/cmake (find_package(emcoder) through CMAKE_PREFIX_PATH,
+#   ships, also through a link to bin/emcoder); the CMake project tests/cmake (find_package(emcoder) through CMAKE_PREFIX_PATH,
 #   one program linked against emcoder::emcoder and one against emcoder::emcoder_static, run
 #   by ctest); tests/c/app.c linked through the pkg-config files, static and shared;
 # - the wheel's _libemcoder.so is the tarball's libemcoder.so, byte for byte;
@@ -180,6 +180,9 @@ for ARCH in "${ARCHS[@]}"; do
             same_lib "$(ls "$OUT"/venv/lib/python3*/site-packages/emcoder/_libemcoder.so)"
             step "CLI: bin/emcoder, PATH without cargo or rustc"
             test_cli bare "$PFX/bin/emcoder"
+            ln -s "$PFX/bin/emcoder" "$OUT/emcoder-link"
+            "$OUT/emcoder-link" predict --threads 2 --samples 2 "$TEXT" >"$OUT/predict.txt"
+            expect_joy "$OUT/predict.txt"
             test_cmake x86_64
             test_pkgconfig "$CC"
             ;;
