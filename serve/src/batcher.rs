@@ -215,9 +215,12 @@ impl Batcher {
         })
     }
 
-    /// Queues a job, or gives it back with the reason it was refused.
-    pub fn submit(&self, job: Job) -> Result<(), (Refused, Job)> {
+    /// Queues a job, or gives it back with the reason it was refused. Its arrival ends in
+    /// the same step, so the engine never waits for the very request it just got.
+    pub fn submit(&self, job: Job, mut arrival: Arrival) -> Result<(), (Refused, Job)> {
         let mut st = lock(&self.shared.state);
+        self.shared.arriving.fetch_sub(1, Ordering::SeqCst);
+        arrival.armed = false;
         if st.closing {
             return Err((Refused::ShuttingDown, job));
         }
@@ -238,7 +241,10 @@ impl Batcher {
     pub fn arriving(&self) -> Option<Arrival> {
         let max = self.shared.limits.max_queue;
         let n = self.shared.arriving.fetch_add(1, Ordering::SeqCst);
-        let arrival = Arrival(self.shared.clone());
+        let arrival = Arrival {
+            shared: self.shared.clone(),
+            armed: true,
+        };
         (n < max).then_some(arrival)
     }
 
@@ -274,15 +280,23 @@ impl Batcher {
 }
 
 /// A request on its way to the queue (see [`Batcher::arriving`]).
-pub struct Arrival(Arc<Shared>);
+pub struct Arrival {
+    shared: Arc<Shared>,
+    /// Still counted in `arriving` (`submit` ends it under the queue's lock).
+    armed: bool,
+}
 
 impl Drop for Arrival {
     fn drop(&mut self) {
-        self.0.arriving.fetch_sub(1, Ordering::SeqCst);
+        if !self.armed {
+            return;
+        }
+        let sh = &self.shared;
+        sh.arriving.fetch_sub(1, Ordering::SeqCst);
         // Taken under the lock, so that the engine, between its check and its wait, cannot
         // miss this wake-up.
-        drop(lock(&self.0.state));
-        self.0.wake.notify_all();
+        drop(lock(&sh.state));
+        sh.wake.notify_all();
     }
 }
 

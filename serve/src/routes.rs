@@ -338,8 +338,7 @@ async fn predict(
     let (tx, rx) = tokio::sync::oneshot::channel();
     let submitted = st
         .batcher
-        .submit(Job::new(ids, sampling, ticket.clone(), tx));
-    drop(arrival);
+        .submit(Job::new(ids, sampling, ticket.clone(), tx), arrival);
     if let Err((why, _)) = submitted {
         guard.0 = None;
         return Err(match why {
