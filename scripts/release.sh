@@ -149,16 +149,15 @@ tarball() {
     step "tarball ($TARGET)"
     local d=$STAGE/$NAME
     rm -rf "$d"
-    mkdir -p "$d/bin" "$d/libexec/emcoder" "$d/lib/pkgconfig" "$d/lib/cmake/emcoder" \
+    mkdir -p "$d/bin" "$d/lib/pkgconfig" "$d/lib/cmake/emcoder" \
         "$d/include" "$d/share/emcoder/models/emcoder-mini"
     "$STRIP" --strip-debug -o "$d/lib/$SOFILE" "$BUILD/libemcoder.so"
     ln -s "$SOFILE" "$d/lib/libemcoder.so.$SOMAJOR"
     ln -s "libemcoder.so.$SOMAJOR" "$d/lib/libemcoder.so"
     "$STRIP" --strip-debug -o "$d/lib/libemcoder.a" "$BUILD/libemcoder.a"
-    "$STRIP" --strip-debug -o "$d/libexec/emcoder/emcoder" "$BUILD/emcoder"
+    "$STRIP" --strip-debug -o "$d/bin/emcoder" "$BUILD/emcoder"
     chmod 644 "$d/lib/libemcoder.a"
-    chmod 755 "$d/lib/$SOFILE" "$d/libexec/emcoder/emcoder"
-    install -m 755 packaging/emcoder.sh "$d/bin/emcoder"
+    chmod 755 "$d/lib/$SOFILE" "$d/bin/emcoder"
     install -m 644 include/emcoder.h "$d/include/emcoder.h"
     for f in "${MODEL_FILES[@]}"; do
         install -m 644 "models/emcoder-mini/$f" "$d/share/emcoder/models/emcoder-mini/$f"
@@ -168,7 +167,7 @@ tarball() {
     soname=$(readelf -d "$d/lib/$SOFILE" | sed -n 's/.*Library soname: \[\(.*\)\]/\1/p')
     [[ $soname == "libemcoder.so.$SOMAJOR" ]] ||
         die "libemcoder.so has SONAME '$soname', expected libemcoder.so.$SOMAJOR (ffi/build.rs)"
-    GLIBC=$(printf '%s\n' "$(glibc_needed "$d/lib/$SOFILE")" "$(glibc_needed "$d/libexec/emcoder/emcoder")" |
+    GLIBC=$(printf '%s\n' "$(glibc_needed "$d/lib/$SOFILE")" "$(glibc_needed "$d/bin/emcoder")" |
         sort -t. -k1,1n -k2,2n | tail -n1)
     subst README.tarball.md "$d/README.md"
     subst emcoder.pc.in "$d/lib/pkgconfig/emcoder.pc"

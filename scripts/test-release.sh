@@ -144,6 +144,13 @@ test_cli() {
     "$@" predict --threads 2 "$TEXT" >"$OUT/predict.txt"
     cat "$OUT/predict.txt"
     expect_joy "$OUT/predict.txt"
+    # The default model is the tarball's own (found from the binary's place), not the
+    # checkout's the binary was built in: eval --json names the model it loaded.
+    printf '%s\t17\tx\n' "$TEXT" >"$OUT/one.tsv"
+    local dir
+    dir=$(unset EMCODER_MODEL; "$@" eval --data "$OUT/one.tsv" --deterministic --json | sed -n 's/.*"model":"\([^"]*\)".*/\1/p')
+    [[ $dir == "$(realpath "$PFX")/share/emcoder/models/emcoder-mini" ]] ||
+        fail "the CLI's default model is '$dir', expected the tarball's $PFX/share/emcoder/models/emcoder-mini"
 }
 
 # test_cmake ARCH [cmake args...]: configure, build and run tests/cmake against $PFX.
@@ -214,10 +221,8 @@ for ARCH in "${ARCHS[@]}"; do
             expect_joy "$OUT/app.txt"
             unpack aarch64
             same_lib "$wdir/emcoder/_libemcoder.so"
-            step "CLI: libexec/emcoder/emcoder under qemu-aarch64 (bin/emcoder is its sh wrapper)"
-            sh -n "$PFX/bin/emcoder"
-            test_cli env EMCODER_MODEL="$PFX/share/emcoder/models/emcoder-mini" \
-                qemu-aarch64 "$PFX/libexec/emcoder/emcoder"
+            step "CLI: bin/emcoder under qemu-aarch64 (its default model: share/emcoder/models/emcoder-mini)"
+            test_cli qemu-aarch64 "$PFX/bin/emcoder"
             test_cmake aarch64 -DCMAKE_TOOLCHAIN_FILE="$ROOT/tests/cmake/aarch64-linux-gnu.cmake"
             test_pkgconfig aarch64-linux-gnu-gcc qemu-aarch64
             ;;

@@ -346,12 +346,23 @@ fn main() -> ExitCode {
 
 type CliResult = Result<(), Box<dyn std::error::Error>>;
 
+/// The default model: `share/emcoder/models/emcoder-mini` under the binary's prefix when it is
+/// there (`<prefix>/bin/emcoder`, as a release tarball lays it out: scripts/release.sh), else
+/// the models/emcoder-mini of the checkout the binary was built in.
+fn default_model() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("share/emcoder/models/emcoder-mini")))
+        .filter(|dir| dir.join("config.json").is_file())
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL))
+}
+
 pub(crate) fn load(m: &ModelArgs) -> Result<Model, Box<dyn std::error::Error>> {
     let dir = match &m.model {
         Some(d) => d.clone(),
         None => std::env::var_os("EMCODER_MODEL")
             .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL)),
+            .unwrap_or_else(default_model),
     };
     let opts = LoadOptions {
         tokenizer: m
