@@ -352,7 +352,13 @@ type CliResult = Result<(), Box<dyn std::error::Error>>;
 fn default_model() -> PathBuf {
     std::env::current_exe()
         .ok()
-        .and_then(|exe| Some(exe.parent()?.parent()?.join("share/emcoder/models/emcoder-mini")))
+        .and_then(|exe| {
+            Some(
+                exe.parent()?
+                    .parent()?
+                    .join("share/emcoder/models/emcoder-mini"),
+            )
+        })
         .filter(|dir| dir.join("config.json").is_file())
         .unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL))
 }
