@@ -74,14 +74,10 @@ impl Ticket {
     fn dead(&self) -> bool {
         self.cancelled.load(Ordering::Relaxed) || Instant::now() >= self.deadline
     }
-    /// The job's deadline.
-    pub fn deadline(&self) -> Instant {
-        self.deadline
-    }
 }
 
 /// Why a job got no predictions.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum Failure {
     /// Its deadline passed (or its client left) before or while it ran.
     Timeout,
@@ -109,7 +105,7 @@ pub struct Job {
 }
 
 impl Job {
-    /// A job; `cost` is computed from the ids and the sampling.
+    /// A job, queued from now.
     pub fn new(
         ids: Vec<Vec<u32>>,
         sampling: Sampling,
@@ -159,8 +155,6 @@ struct State {
     jobs: VecDeque<Job>,
     /// No new jobs; the engine thread drains the queue and exits.
     closing: bool,
-    /// The grace period is over: answer what is left with `ShuttingDown` and stop.
-    abandon: bool,
 }
 
 struct Shared {
@@ -169,6 +163,8 @@ struct Shared {
     /// waits for company only while there are some, so a lone client never waits.
     arriving: AtomicUsize,
     wake: Condvar,
+    /// The grace period is over: the running call stops, what is queued is answered
+    /// `ShuttingDown`, and the engine thread exits.
     abandon: Arc<AtomicBool>,
     model: Arc<Model>,
     limits: BatchLimits,
@@ -192,7 +188,6 @@ impl Batcher {
             state: Mutex::new(State {
                 jobs: VecDeque::new(),
                 closing: false,
-                abandon: false,
             }),
             wake: Condvar::new(),
             arriving: AtomicUsize::new(0),
@@ -262,11 +257,9 @@ impl Batcher {
     /// The grace period is over: the running batch is cancelled and every job not started
     /// is answered `ShuttingDown`.
     pub fn abandon(&self) {
-        self.shared.abandon.store(true, Ordering::Relaxed);
-        let mut st = lock(&self.shared.state);
-        st.closing = true;
-        st.abandon = true;
-        drop(st);
+        // Set before the lock is taken, so the engine sees it when it next holds the lock.
+        self.shared.abandon.store(true, Ordering::SeqCst);
+        lock(&self.shared.state).closing = true;
         self.shared.wake.notify_all();
     }
 
@@ -311,7 +304,7 @@ fn engine_loop(sh: &Shared) {
             let mut st = lock(&sh.state);
             loop {
                 drop_dead(&mut st, sh);
-                if st.abandon {
+                if sh.abandon.load(Ordering::SeqCst) {
                     for j in st.jobs.drain(..) {
                         let _ = j.reply.send(Err(Failure::ShuttingDown));
                     }
@@ -506,14 +499,6 @@ fn deliver(batch: Vec<Job>, preds: Vec<TextPrediction>) {
 
 fn fail(batch: Vec<Job>, f: Failure) {
     for j in batch {
-        let f = match &f {
-            Failure::Timeout => Failure::Timeout,
-            Failure::ShuttingDown => Failure::ShuttingDown,
-            Failure::Engine { message, input } => Failure::Engine {
-                message: message.clone(),
-                input: *input,
-            },
-        };
-        let _ = j.reply.send(Err(f));
+        let _ = j.reply.send(Err(f.clone()));
     }
 }

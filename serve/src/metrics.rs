@@ -43,117 +43,106 @@ fn buckets(start: f64, factor: f64, n: usize) -> Vec<f64> {
     prometheus::exponential_buckets(start, factor, n).expect("constant bucket layout")
 }
 
+/// Registers `metric` in `r` and returns it, so that no metric is made without being
+/// exported. The names are constants and distinct: registering cannot fail.
+fn add<M: prometheus::core::Collector + Clone + 'static>(r: &Registry, metric: M) -> M {
+    r.register(Box::new(metric.clone()))
+        .expect("constant, distinct metric names");
+    metric
+}
+
+fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+    add(r, IntCounter::new(name, help).expect("valid metric"))
+}
+
+fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+    add(r, IntGauge::new(name, help).expect("valid metric"))
+}
+
+fn histogram(r: &Registry, name: &str, help: &str, b: Vec<f64>) -> Histogram {
+    let opts = HistogramOpts::new(name, help).buckets(b);
+    add(r, Histogram::with_opts(opts).expect("valid metric"))
+}
+
 impl Metrics {
     /// Creates and registers them.
     pub fn new() -> Metrics {
-        let registry = Registry::new();
-        let requests = IntCounterVec::new(
-            Opts::new(
-                "emcoder_requests_total",
-                "HTTP requests by route and status",
-            ),
-            &["route", "status"],
-        )
-        .expect("valid metric");
-        let latency = HistogramVec::new(
-            HistogramOpts::new(
-                "emcoder_request_duration_seconds",
-                "HTTP request latency, from the request head to the response head",
+        let r = Registry::new();
+        let requests = add(
+            &r,
+            IntCounterVec::new(
+                Opts::new(
+                    "emcoder_requests_total",
+                    "HTTP requests by route and status",
+                ),
+                &["route", "status"],
             )
-            .buckets(buckets(0.001, 2.0, 16)),
-            &["route"],
-        )
-        .expect("valid metric");
-        let queue_depth = IntGauge::new("emcoder_queue_depth", "Requests waiting for the engine")
-            .expect("valid metric");
-        let queue_wait = Histogram::with_opts(
-            HistogramOpts::new(
-                "emcoder_queue_wait_seconds",
-                "Time from queueing a request to the start of its engine call",
+            .expect("valid metric"),
+        );
+        let latency = add(
+            &r,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "emcoder_request_duration_seconds",
+                    "HTTP request latency, from the request head to the response head",
+                )
+                .buckets(buckets(0.001, 2.0, 16)),
+                &["route"],
             )
-            .buckets(buckets(0.0005, 2.0, 16)),
-        )
-        .expect("valid metric");
-        let batch_texts = Histogram::with_opts(
-            HistogramOpts::new("emcoder_batch_texts", "Texts per engine call")
-                .buckets(buckets(1.0, 2.0, 10)),
-        )
-        .expect("valid metric");
-        let batch_requests = Histogram::with_opts(
-            HistogramOpts::new(
-                "emcoder_batch_requests",
-                "Requests merged into one engine call",
-            )
-            .buckets(buckets(1.0, 2.0, 10)),
-        )
-        .expect("valid metric");
-        let batch_seconds = Histogram::with_opts(
-            HistogramOpts::new(
-                "emcoder_batch_duration_seconds",
-                "Duration of one engine call",
-            )
-            .buckets(buckets(0.0005, 2.0, 16)),
-        )
-        .expect("valid metric");
-        let texts =
-            IntCounter::new("emcoder_texts_total", "Texts predicted").expect("valid metric");
-        let samples = IntCounter::new(
-            "emcoder_samples_total",
-            "MC samples drawn (1 per text for a deterministic pass)",
-        )
-        .expect("valid metric");
-        let tokens = IntCounter::new("emcoder_tokens_total", "Tokens of the texts predicted")
-            .expect("valid metric");
-        let cancelled_calls = IntCounter::new(
-            "emcoder_cancelled_calls_total",
-            "Engine calls stopped early (every request in them timed out or disconnected, or the shutdown's grace ended)",
-        )
-        .expect("valid metric");
-        let scratch_bytes = IntGauge::new(
-            "emcoder_scratch_bytes",
-            "The engine's idle scratch arena after the last call (grows to the largest call so far, within the budget)",
-        )
-        .expect("valid metric");
-        let memory_budget = IntGauge::new(
-            "emcoder_memory_budget_bytes",
-            "The bound of the engine's scratch memory",
-        )
-        .expect("valid metric");
-        let m = Metrics {
-            registry,
+            .expect("valid metric"),
+        );
+        Metrics {
             requests,
             latency,
-            queue_depth,
-            queue_wait,
-            batch_texts,
-            batch_requests,
-            batch_seconds,
-            texts,
-            samples,
-            tokens,
-            cancelled_calls,
-            scratch_bytes,
-            memory_budget,
-        };
-        let r = &m.registry;
-        for c in [
-            Box::new(m.requests.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(m.latency.clone()),
-            Box::new(m.queue_depth.clone()),
-            Box::new(m.queue_wait.clone()),
-            Box::new(m.batch_texts.clone()),
-            Box::new(m.batch_requests.clone()),
-            Box::new(m.batch_seconds.clone()),
-            Box::new(m.texts.clone()),
-            Box::new(m.samples.clone()),
-            Box::new(m.tokens.clone()),
-            Box::new(m.cancelled_calls.clone()),
-            Box::new(m.scratch_bytes.clone()),
-            Box::new(m.memory_budget.clone()),
-        ] {
-            r.register(c).expect("metric names are distinct");
+            queue_depth: gauge(&r, "emcoder_queue_depth", "Requests waiting for the engine"),
+            queue_wait: histogram(
+                &r,
+                "emcoder_queue_wait_seconds",
+                "Time from queueing a request to the start of its engine call",
+                buckets(0.0005, 2.0, 16),
+            ),
+            batch_texts: histogram(
+                &r,
+                "emcoder_batch_texts",
+                "Texts per engine call",
+                buckets(1.0, 2.0, 10),
+            ),
+            batch_requests: histogram(
+                &r,
+                "emcoder_batch_requests",
+                "Requests merged into one engine call",
+                buckets(1.0, 2.0, 10),
+            ),
+            batch_seconds: histogram(
+                &r,
+                "emcoder_batch_duration_seconds",
+                "Duration of one engine call",
+                buckets(0.0005, 2.0, 16),
+            ),
+            texts: counter(&r, "emcoder_texts_total", "Texts predicted"),
+            samples: counter(
+                &r,
+                "emcoder_samples_total",
+                "MC samples drawn (1 per text for a deterministic pass)",
+            ),
+            tokens: counter(&r, "emcoder_tokens_total", "Tokens of the texts predicted"),
+            cancelled_calls: counter(
+                &r,
+                "emcoder_cancelled_calls_total",
+                "Engine calls stopped early (every request in them timed out or disconnected, or the shutdown's grace ended)",
+            ),
+            scratch_bytes: gauge(
+                &r,
+                "emcoder_scratch_bytes",
+                "The engine's idle scratch arena (grows to the largest call so far, within the budget)",
+            ),
+            memory_budget: gauge(
+                &r,
+                "emcoder_memory_budget_bytes",
+                "The bound of the engine's scratch memory",
+            ),
+            registry: r,
         }
-        m
     }
 
     /// The Prometheus text exposition of every metric.
